@@ -1,0 +1,54 @@
+"""Decoding and resizing photos to uint8 tensors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps
+from torchvision.io import ImageReadMode, decode_image
+from torchvision.transforms.v2 import functional as TF
+
+
+def load_rgb(path: str | Path) -> torch.Tensor:
+    """Decode any common image file to a (3, H, W) uint8 RGB tensor, EXIF orientation applied.
+
+    torchvision's decoder handles the usual files; PIL takes what it refuses (CMYK JPEGs, 16-bit PNGs...).
+    """
+    path = Path(path)
+    try:
+        img = decode_image(str(path), mode=ImageReadMode.RGB, apply_exif_orientation=True)
+        if img.dtype == torch.uint8:
+            return img
+    except (RuntimeError, ValueError):
+        pass
+    try:
+        with Image.open(path) as pil:
+            pil = ImageOps.exif_transpose(pil)
+            if pil.mode in ("I;16", "I;16B", "I;16L", "I"):
+                arr = np.asarray(pil, dtype=np.float64)
+                peak = 65535.0 if arr.max() > 255 else 255.0
+                arr = np.clip(arr / peak * 255.0 + 0.5, 0, 255).astype(np.uint8)
+                pil = Image.fromarray(arr)
+            arr = np.asarray(pil.convert("RGB"), dtype=np.uint8)
+    except Exception as err:  # PIL raises many types for bad files
+        raise ValueError(f"{path}: not a readable image ({err})") from err
+    return torch.from_numpy(arr.copy()).permute(2, 0, 1).contiguous()
+
+
+def resize_short_side(img: torch.Tensor, short_side: int, min_side: int) -> torch.Tensor:
+    """Resize so the shorter side is ``short_side``, but never below ``min_side`` (the crop) and never upscale
+    an image that is already between the two: small photos keep their own scale.
+    """
+    h, w = img.shape[-2:]
+    s = min(h, w)
+    target = max(min_side, min(short_side, s))
+    if target == s:
+        return img
+    return TF.resize(img, [target], antialias=True)
+
+
+def to_model_range(img: torch.Tensor) -> torch.Tensor:
+    """uint8 [0, 255] -> float [-1, 1]."""
+    return img.float().div_(127.5).sub_(1.0)

@@ -1,0 +1,89 @@
+"""Where images come from: the embedded campus photos, any folder, or the Paris StreetView layout."""
+
+from __future__ import annotations
+
+import importlib.resources
+import random
+from pathlib import Path
+
+IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
+# Photos in mvtb-data that must never be used (licensing / ethics of the classic test images).
+FORBIDDEN_NAMES = {"lena.png", "58060.png", "monalisa.png"}
+
+
+def _list_images(folder: Path) -> list[Path]:
+    return sorted(
+        p
+        for p in folder.rglob("*")
+        if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS and p.name.lower() not in FORBIDDEN_NAMES
+    )
+
+
+def _require_images(files: list[Path], folder: Path, key: str) -> list[Path]:
+    if not files:
+        raise FileNotFoundError(f"{key}: no images ({', '.join(sorted(IMAGE_EXTENSIONS))}) found in {folder}")
+    return files
+
+
+def _require_dir(path: Path, key: str, what: str) -> Path:
+    if not path.is_dir():
+        raise FileNotFoundError(f"{key}: {path} does not exist or is not a folder (expected {what})")
+    return path
+
+
+def embedded_files() -> tuple[list[Path], list[Path]]:
+    """The mvtb-data campus photos (MIT): 20 train photos and 5 held-out photos of building facades."""
+    campus = importlib.resources.files("mvtbdata").joinpath("images", "campus")
+    root = Path(str(campus))
+    train = sorted(p for p in root.glob("*.png") if p.name.lower() not in FORBIDDEN_NAMES)
+    val = sorted(p for p in (root / "holdout").glob("*.png") if p.name.lower() not in FORBIDDEN_NAMES)
+    return _require_images(train, root, "data.source=embedded"), _require_images(val, root / "holdout", "data")
+
+
+def folder_files(
+    root: str | Path, val_root: str | Path | None = None, val_fraction: float = 0.1, split_seed: int = 0
+) -> tuple[list[Path], list[Path]]:
+    """Every image under ``root``; validation is ``val_root`` if given, else a seeded ``val_fraction`` split."""
+    root = _require_dir(Path(root).expanduser(), "data.root", "a folder of images")
+    files = _require_images(_list_images(root), root, "data.root")
+    if val_root is not None:
+        vdir = _require_dir(Path(val_root).expanduser(), "data.val_root", "a folder of images")
+        return files, _require_images(_list_images(vdir), vdir, "data.val_root")
+    if not 0 < val_fraction < 1:
+        raise ValueError(f"data.val_fraction: expected a fraction in (0, 1), got {val_fraction}")
+    if len(files) < 2:
+        raise ValueError(f"data.root: {root} holds {len(files)} image; a train/val split needs at least 2")
+    shuffled = files[:]
+    random.Random(split_seed).shuffle(shuffled)
+    n_val = max(1, round(len(files) * val_fraction))
+    return sorted(shuffled[n_val:]), sorted(shuffled[:n_val])
+
+
+def paris_files(root: str | Path) -> tuple[list[Path], list[Path]]:
+    """Paris StreetView as distributed: ``paris_train_original/`` (train) and ``paris_eval_gt/`` (val)."""
+    root = _require_dir(Path(root).expanduser(), "data.root", "the Paris StreetView root folder")
+    train_dir = _require_dir(root / "paris_train_original", "data.root", "paris_train_original/ inside it")
+    val_dir = _require_dir(root / "paris_eval_gt", "data.root", "paris_eval_gt/ inside it")
+    return (
+        _require_images(_list_images(train_dir), train_dir, "data.root"),
+        _require_images(_list_images(val_dir), val_dir, "data.root"),
+    )
+
+
+def resolve_files(
+    source: str,
+    root: str | None = None,
+    val_root: str | None = None,
+    val_fraction: float = 0.1,
+    split_seed: int = 0,
+) -> tuple[list[Path], list[Path]]:
+    """Train and val image files for ``data.source``."""
+    if source == "embedded":
+        return embedded_files()
+    if source in ("folder", "paris") and not root:
+        raise ValueError(f"data.root: required for data.source={source} (got {root!r})")
+    if source == "folder":
+        return folder_files(root, val_root, val_fraction, split_seed)
+    if source == "paris":
+        return paris_files(root)
+    raise ValueError(f"data.source: unknown source {source!r}; expected one of embedded, folder, paris")

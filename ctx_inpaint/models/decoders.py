@@ -1,0 +1,63 @@
+"""Up-convolutional decoder: BN + ReLU after every layer but the last, tanh output."""
+
+import math
+
+import torch
+from torch import nn
+
+
+class Decoder(nn.Module):
+    """Decodes a (C, s, s) block to a (3, out_size, out_size) image.
+
+    If ``s`` is not ``out_size / 2^k`` (k maximal with the start >= 4), a stride-1 up-conv first grows it to the nearest such size (for the
+    dense bottleneck this is the original 4x4 up-conv from 1x1 to 4x4; for AlexNet 6x6 -> 8x8). Then stride-2
+    4x4 up-convs double it. Channels are ``width * 2^j`` (capped at ``width * max_mult``) counting back from
+    the output, as in the original (512, 256, 128, 64, 3 for 64 output and width 64).
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        in_spatial: int,
+        out_size: int = 64,
+        width: int = 64,
+        max_mult: int = 8,
+        extra_layer: bool = False,
+        out_channels: int = 3,
+    ) -> None:
+        super().__init__()
+        floor = max(in_spatial, 4)  # doubling starts at 4x4 at the least, as in the original
+        n_up = int(math.floor(math.log2(out_size / floor))) if out_size >= floor else -1
+        start = out_size // 2**n_up if n_up >= 0 else 0
+        if n_up < 0 or start * 2**n_up != out_size or start < in_spatial:
+            raise ValueError(
+                f"decoder: cannot grow {in_spatial}x{in_spatial} features to {out_size}x{out_size} "
+                "(the output size must be a power-of-two multiple of a size >= the feature size)"
+            )
+
+        def ch(remaining: int) -> int:  # channels of a layer with `remaining` doubling layers after it
+            return width * min(2 ** max(remaining, 0), max_mult)
+
+        layers: list[nn.Module] = []
+        c = in_channels
+        if start != in_spatial:
+            k = start - in_spatial + 1
+            layers += [nn.ConvTranspose2d(c, ch(n_up - 1), k, 1, 0, bias=False)]
+            layers += [nn.BatchNorm2d(ch(n_up - 1)), nn.ReLU(inplace=True)]
+            c = ch(n_up - 1)
+        for i in range(n_up):
+            last = i == n_up - 1
+            nxt = out_channels if last and not extra_layer else ch(n_up - 2 - i)
+            layers.append(nn.ConvTranspose2d(c, nxt, 4, 2, 1, bias=False))
+            if not (last and not extra_layer):
+                layers += [nn.BatchNorm2d(nxt), nn.ReLU(inplace=True)]
+            c = nxt
+        if extra_layer:
+            # The seed report's "additional layer": one more 3x3 conv block at full resolution.
+            layers.append(nn.Conv2d(c, out_channels, 3, 1, 1, bias=False))
+        layers.append(nn.Tanh())
+        self.net = nn.Sequential(*layers)
+        self.out_size = out_size
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)

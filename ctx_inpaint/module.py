@@ -1,0 +1,187 @@
+"""The LightningModule: manual GAN optimisation of the context encoder and its discriminator."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from torch import nn
+from torchvision.utils import make_grid, save_image
+
+from ctx_inpaint.losses import adversarial, masked_reconstruction
+from ctx_inpaint.masks import MaskGenerator, crop_box
+from ctx_inpaint.metrics import HiddenPixelMetrics, to_unit_range
+from ctx_inpaint.models.generator import Generator
+from ctx_inpaint.models.init import dcgan_init
+
+OptimizerFactory = Callable[..., torch.optim.Optimizer]
+
+
+class ContextEncoderModule(pl.LightningModule):
+    """Loss: ``lambda_rec * L_rec + (1 - lambda_rec) * L_adv``.
+
+    ``lambda_rec == 1`` builds no discriminator at all (and spends no compute on one); ``lambda_rec == 0``
+    trains with the adversarial loss alone (``L_rec`` is still logged).
+    """
+
+    def __init__(
+        self,
+        encoder: nn.Module,
+        bottleneck: Callable[..., nn.Module],
+        decoder: Callable[..., nn.Module],
+        discriminator: Callable[..., nn.Module] | None,
+        masks: MaskGenerator,
+        optimizer_g: OptimizerFactory,
+        optimizer_d: OptimizerFactory | None = None,
+        scheduler: Callable[..., Any] | None = None,
+        lambda_rec: float = 0.999,
+        rec_loss: str = "l2",
+        g_lr_mult: float = 1.0,
+        grid_images: int = 8,
+    ) -> None:
+        super().__init__()
+        if not 0.0 <= lambda_rec <= 1.0:
+            raise ValueError(f"model.lambda_rec: expected a weight in [0, 1], got {lambda_rec}")
+        if rec_loss not in ("l1", "l2"):
+            raise ValueError(f"model.rec_loss: expected l1 or l2, got {rec_loss!r}")
+        self.automatic_optimization = False
+        self.masks = masks
+        if encoder.input_size != masks.image_size:
+            raise ValueError(
+                f"model.encoder.input_size: {encoder.input_size} differs from the data/mask size {masks.image_size}"
+            )
+        self.generator = Generator(encoder, bottleneck, decoder, output_size=masks.output_size)
+        self.discriminator: nn.Module | None = None
+        if lambda_rec == 1.0 and discriminator is not None:
+            raise ValueError(
+                "model.discriminator: lambda_rec=1 has no adversarial term; set model.discriminator=null"
+            )
+        if lambda_rec < 1.0:
+            if discriminator is None or optimizer_d is None:
+                raise ValueError(
+                    f"model.discriminator: lambda_rec={lambda_rec} < 1 needs a discriminator and optim.discriminator"
+                )
+            self.discriminator = discriminator(input_size=masks.output_size)
+            self.discriminator.apply(dcgan_init)
+        self.optimizer_g, self.optimizer_d, self.scheduler = optimizer_g, optimizer_d, scheduler
+        self.lambda_rec, self.rec_loss = float(lambda_rec), rec_loss
+        # The released code trains G at 10x the D learning rate whenever the loss is mixed (0 < lambda_rec < 1).
+        self.g_lr_mult = float(g_lr_mult) if 0.0 < lambda_rec < 1.0 else 1.0
+        self.grid_images = grid_images
+        self.model_config: dict | None = None  # set by the builder; stored in checkpoints
+        self.val_metrics = HiddenPixelMetrics()
+        self._grid_batch: dict[str, torch.Tensor] | None = None
+
+    # ---- forward / helpers -------------------------------------------------------------------------
+    def forward(self, masked: torch.Tensor) -> torch.Tensor:
+        return self.generator(masked)
+
+    def composite(self, pred: torch.Tensor, masked: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Paste the prediction into the hole only; visible pixels stay those of the input."""
+        full = masked.clone()
+        region = crop_box(full, self.masks.target_box)
+        region_mask = crop_box(mask, self.masks.target_box)
+        region.copy_(region * (1 - region_mask) + pred.to(region.dtype) * region_mask)
+        return full
+
+    # ---- optimisation ------------------------------------------------------------------------------
+    def configure_optimizers(self):
+        opt_g = self.optimizer_g(self.generator.parameters())
+        for group in opt_g.param_groups:
+            group["lr"] *= self.g_lr_mult
+        optimizers = [opt_g]
+        if self.discriminator is not None:
+            optimizers.append(self.optimizer_d(self.discriminator.parameters()))
+        if self.scheduler is None:
+            return optimizers
+        schedulers = [{"scheduler": self.scheduler(opt), "interval": "epoch"} for opt in optimizers]
+        return optimizers, schedulers
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        opts = self.optimizers()
+        opt_g, opt_d = (opts[0], opts[1]) if isinstance(opts, list) and len(opts) > 1 else (_first(opts), None)
+        target = crop_box(batch["image"], self.masks.target_box)
+        pred = self.generator(batch["masked"])
+        logs: dict[str, torch.Tensor] = {}
+
+        if self.discriminator is not None:
+            with self.toggled_optimizer(opt_d):
+                d_real = self.discriminator(target)
+                d_fake = self.discriminator(pred.detach())
+                loss_d = adversarial(d_real, True) + adversarial(d_fake, False)
+                self.manual_backward(loss_d)
+                opt_d.step()
+                opt_d.zero_grad(set_to_none=True)
+            logs.update(
+                loss_d=loss_d.detach(),
+                d_real=torch.sigmoid(d_real.detach().float()).mean(),
+                d_fake=torch.sigmoid(d_fake.detach().float()).mean(),
+            )
+
+        with self.toggled_optimizer(opt_g):
+            loss_rec = masked_reconstruction(pred.float(), target.float(), batch["weight"], self.rec_loss)
+            loss = self.lambda_rec * loss_rec
+            if self.discriminator is not None:
+                loss_adv = adversarial(self.discriminator(pred), True)
+                loss = loss + (1.0 - self.lambda_rec) * loss_adv
+                logs["loss_adv"] = loss_adv.detach()
+            self.manual_backward(loss)
+            opt_g.step()
+            opt_g.zero_grad(set_to_none=True)
+        logs.update(loss_rec=loss_rec.detach(), loss_g=loss.detach())
+        self.log_dict({f"train/{k}": v for k, v in logs.items()}, prog_bar=False, on_step=True, on_epoch=False)
+        self.log("train/loss_rec_epoch", loss_rec.detach(), on_step=False, on_epoch=True, prog_bar=True)
+
+    def on_train_epoch_end(self) -> None:
+        schedulers = self.lr_schedulers()
+        if schedulers is None:
+            return
+        for sched in schedulers if isinstance(schedulers, list) else [schedulers]:
+            sched.step()
+
+    # ---- validation --------------------------------------------------------------------------------
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        pred = self.generator(batch["masked"])
+        output = self.composite(pred, batch["masked"], batch["mask"])
+        self.val_metrics.update(to_unit_range(output), to_unit_range(batch["image"]), batch["mask"])
+        if batch_idx == 0:
+            n = self.grid_images
+            self._grid_batch = {
+                "masked": batch["masked"][:n].detach(),
+                "output": output[:n].detach(),
+                "image": batch["image"][:n].detach(),
+            }
+
+    def on_validation_epoch_end(self) -> None:
+        values = self.val_metrics.compute()
+        self.log_dict({f"val/{k}": v for k, v in values.items()}, prog_bar=True, sync_dist=False)
+        self.val_metrics.reset()
+        if self._grid_batch is not None and not self.trainer.sanity_checking:
+            self._log_grid(self._grid_batch)
+        self._grid_batch = None
+
+    def _log_grid(self, batch: dict[str, torch.Tensor]) -> None:
+        """Rows of (masked | output | truth), saved under the run dir and sent to W&B when it is on."""
+        if not self.trainer.is_global_zero:
+            return
+        rows = torch.stack([batch["masked"], batch["output"], batch["image"]], dim=1).flatten(0, 1)
+        grid = make_grid(to_unit_range(rows.float().cpu()), nrow=3, padding=2)
+        out_dir = Path(self.trainer.default_root_dir) / "samples"
+        out_dir.mkdir(parents=True, exist_ok=True)
+        save_image(grid, out_dir / f"epoch_{self.current_epoch:04d}.png")
+        for logger in self.loggers:
+            if hasattr(logger, "log_image"):
+                logger.log_image(key="val/samples", images=[grid], caption=["masked | output | truth"])
+
+    # ---- checkpoints ---------------------------------------------------------------------------------
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # Plain containers only, so the checkpoint loads with torch.load(weights_only=True).
+        if self.model_config is not None:
+            checkpoint["ctx_inpaint_config"] = self.model_config
+
+
+def _first(opts: Any) -> torch.optim.Optimizer:
+    return opts[0] if isinstance(opts, list) else opts
