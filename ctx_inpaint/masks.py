@@ -97,7 +97,9 @@ class RandomPatches(MaskGenerator):
         max_coverage: float = 0.25,
     ) -> None:
         if not 0 < min_size <= max_size <= image_size:
-            raise ValueError(f"mask: expected 0 < min_size <= max_size <= {image_size}, got {min_size}, {max_size}")
+            raise ValueError(
+                f"mask: expected 0 < min_size <= max_size <= {image_size}, got {min_size}, {max_size}"
+            )
         if not 0 < max_coverage <= 1:
             raise ValueError(f"mask.max_coverage: expected a fraction in (0, 1], got {max_coverage}")
         if min_size * min_size > max_coverage * image_size * image_size:
@@ -116,7 +118,9 @@ class RandomPatches(MaskGenerator):
         placed, tries = 0, 0
         while placed < want and tries < 50:
             tries += 1
-            h, w = (int(v) for v in torch.randint(self.min_size, self.max_size + 1, (2,), generator=generator))
+            h, w = (
+                int(v) for v in torch.randint(self.min_size, self.max_size + 1, (2,), generator=generator)
+            )
             y = int(torch.randint(0, n - h + 1, (1,), generator=generator))
             x = int(torch.randint(0, n - w + 1, (1,), generator=generator))
             trial = mask.clone()
@@ -143,7 +147,9 @@ class RandomRegion(MaskGenerator):
         pattern_seed: int = 0,
     ) -> None:
         if not 0 <= min_fraction < max_fraction <= 1:
-            raise ValueError(f"mask: expected 0 <= min_fraction < max_fraction <= 1, got {min_fraction}, {max_fraction}")
+            raise ValueError(
+                f"mask: expected 0 <= min_fraction < max_fraction <= 1, got {min_fraction}, {max_fraction}"
+            )
         self.image_size = image_size
         self.noise_size = noise_size
         self.scale = scale
@@ -161,7 +167,9 @@ class RandomRegion(MaskGenerator):
             noise = torch.rand(1, 1, self.noise_size, self.noise_size, generator=g)
             size = int(round(self.noise_size * self.scale))
             if size < self.image_size:
-                raise ValueError(f"mask: the pattern ({size}px) is smaller than the image ({self.image_size}px)")
+                raise ValueError(
+                    f"mask: the pattern ({size}px) is smaller than the image ({self.image_size}px)"
+                )
             big = F.interpolate(noise, size=(size, size), mode="bicubic", align_corners=False)
             self._pattern = big[0, 0] < self.density
         return self._pattern

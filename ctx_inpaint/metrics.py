@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from torchmetrics import MeanAbsoluteError, MeanMetric, MeanSquaredError, PeakSignalNoiseRatio
+from torchmetrics import MeanAbsoluteError, MeanMetric, MeanSquaredError
 from torchmetrics.functional.image import structural_similarity_index_measure
+from torchmetrics.image import PeakSignalNoiseRatio
 
 
 def to_unit_range(x: torch.Tensor) -> torch.Tensor:

@@ -102,7 +102,9 @@ class ContextEncoderModule(pl.LightningModule):
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         opts = self.optimizers()
-        opt_g, opt_d = (opts[0], opts[1]) if isinstance(opts, list) and len(opts) > 1 else (_first(opts), None)
+        opt_g, opt_d = (
+            (opts[0], opts[1]) if isinstance(opts, list) and len(opts) > 1 else (_first(opts), None)
+        )
         target = crop_box(batch["image"], self.masks.target_box)
         pred = self.generator(batch["masked"])
         logs: dict[str, torch.Tensor] = {}
@@ -132,7 +134,9 @@ class ContextEncoderModule(pl.LightningModule):
             opt_g.step()
             opt_g.zero_grad(set_to_none=True)
         logs.update(loss_rec=loss_rec.detach(), loss_g=loss.detach())
-        self.log_dict({f"train/{k}": v for k, v in logs.items()}, prog_bar=False, on_step=True, on_epoch=False)
+        self.log_dict(
+            {f"train/{k}": v for k, v in logs.items()}, prog_bar=False, on_step=True, on_epoch=False
+        )
         self.log("train/loss_rec_epoch", loss_rec.detach(), on_step=False, on_epoch=True, prog_bar=True)
 
     def on_train_epoch_end(self) -> None:

@@ -34,7 +34,9 @@ class InpaintingDataModule(pl.LightningDataModule):
     ) -> None:
         super().__init__()
         if masks.image_size != input_size:
-            raise ValueError(f"data.input_size ({input_size}) differs from the mask's image size ({masks.image_size})")
+            raise ValueError(
+                f"data.input_size ({input_size}) differs from the mask's image size ({masks.image_size})"
+            )
         if short_side < input_size:
             raise ValueError(f"data.short_side: expected >= data.input_size ({input_size}), got {short_side}")
         for key, value in (("samples_per_epoch", samples_per_epoch), ("batch_size", batch_size)):
@@ -66,7 +68,9 @@ class InpaintingDataModule(pl.LightningDataModule):
             self.source, self.root, self.val_root, self.val_fraction, self.split_seed
         )
         store = ImageStore(train_files, self.short_side, self.input_size, self.cache_images)
-        self.train_set = RandomCropDataset(store, self.masks, self.input_size, self.samples_per_epoch, self.hflip)
+        self.train_set = RandomCropDataset(
+            store, self.masks, self.input_size, self.samples_per_epoch, self.hflip
+        )
         # Val photos are few and read every epoch: always cached.
         val_store = ImageStore(val_files, self.short_side, self.input_size, cache=True)
         self.val_set = FixedValDataset(

@@ -48,7 +48,12 @@ class RandomCropDataset(Dataset):
     """
 
     def __init__(
-        self, store: ImageStore, masks: MaskGenerator, crop_size: int, samples_per_epoch: int, hflip: bool = True
+        self,
+        store: ImageStore,
+        masks: MaskGenerator,
+        crop_size: int,
+        samples_per_epoch: int,
+        hflip: bool = True,
     ) -> None:
         self.store = store
         self.masks = masks

@@ -37,7 +37,9 @@ def embedded_files() -> tuple[list[Path], list[Path]]:
     root = Path(str(campus))
     train = sorted(p for p in root.glob("*.png") if p.name.lower() not in FORBIDDEN_NAMES)
     val = sorted(p for p in (root / "holdout").glob("*.png") if p.name.lower() not in FORBIDDEN_NAMES)
-    return _require_images(train, root, "data.source=embedded"), _require_images(val, root / "holdout", "data")
+    return _require_images(train, root, "data.source=embedded"), _require_images(
+        val, root / "holdout", "data"
+    )
 
 
 def folder_files(

@@ -12,7 +12,9 @@ class Discriminator(nn.Module):
     Returns logits; the module trains it with ``BCEWithLogits`` (the stable form of sigmoid + BCE).
     """
 
-    def __init__(self, input_size: int = 64, width: int = 64, max_mult: int = 8, in_channels: int = 3) -> None:
+    def __init__(
+        self, input_size: int = 64, width: int = 64, max_mult: int = 8, in_channels: int = 3
+    ) -> None:
         super().__init__()
         if input_size < 8 or input_size & (input_size - 1):
             raise ValueError(f"discriminator input size must be a power of two >= 8, got {input_size}")

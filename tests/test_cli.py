@@ -1,0 +1,72 @@
+"""The training CLI as users call it, in subprocesses."""
+
+from __future__ import annotations
+
+import csv
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import TINY
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def run_cli(
+    args: list[str], cwd: Path, env_extra: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB")}
+    env.update(env_extra or {})
+    env["HOME"] = str(cwd)  # no ~/.netrc: W&B must go offline by itself
+    return subprocess.run(
+        [sys.executable, "-m", "ctx_inpaint.train", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def val_epochs(metrics_csv: Path) -> list[int]:
+    with open(metrics_csv) as f:
+        return [int(r["epoch"]) for r in csv.DictReader(f) if r.get("val/psnr")]
+
+
+@pytest.mark.slow
+def test_train_cli_writes_run_dir_with_offline_wandb(tmp_path: Path) -> None:
+    tiny = [o for o in TINY if not o.startswith("logger=")] + ["model.discriminator.width=8"]
+    run_dir = tmp_path / "run"
+    proc = run_cli(["+experiment=l2_0999", *tiny, f"hydra.run.dir={run_dir}"], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert val_epochs(run_dir / "metrics.csv") == [0]
+    assert (run_dir / "checkpoints" / "last.ckpt").is_file()
+    assert list((run_dir / "checkpoints").glob("epoch000-psnr*.ckpt"))
+    assert (run_dir / ".hydra" / "config.yaml").is_file() and (run_dir / "config_resolved.yaml").is_file()
+    offline_runs = list((run_dir / "wandb").glob("offline-run-*"))
+    assert len(offline_runs) == 1
+    assert "[ctx-inpaint] done:" in proc.stdout and "metrics.csv" in proc.stdout
+
+
+@pytest.mark.slow
+def test_multirun_two_jobs_get_their_own_dirs(tmp_path: Path) -> None:
+    proc = run_cli(
+        ["-m", "+experiment=l2_0999,l2_1", *TINY, f"paths.log_dir={tmp_path / 'logs'}"],
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    sweeps = list((tmp_path / "logs" / "multiruns").iterdir())
+    assert len(sweeps) == 1
+    jobs = sorted(p.name for p in sweeps[0].iterdir() if p.is_dir())
+    assert jobs == ["0_l2_0999", "1_l2_1"]
+    for job in jobs:
+        assert val_epochs(sweeps[0] / job / "metrics.csv") == [0]
+
+
+def test_unknown_experiment_is_refused(tmp_path: Path) -> None:
+    proc = run_cli(["+experiment=nope", *TINY], cwd=tmp_path)
+    assert proc.returncode != 0
+    assert "experiment" in proc.stderr and "nope" in proc.stderr

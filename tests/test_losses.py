@@ -1,0 +1,48 @@
+import pytest
+import torch
+
+from ctx_inpaint.losses import adversarial, masked_reconstruction
+from ctx_inpaint.masks import CenterMask
+
+
+def test_reconstruction_gradient_is_zero_outside_hole_and_ring() -> None:
+    masks = CenterMask(image_size=32, target_size=16, overlap=2, overlap_weight=10)
+    image = torch.randn(2, 3, 32, 32)
+    full_pred = torch.randn(2, 3, 32, 32, requires_grad=True)
+    # The loss sees only the predicted (target) region; everything outside it gets no gradient.
+    y0, y1, x0, x1 = masks.target_box
+    pred = full_pred[..., y0:y1, x0:x1]
+    weight = masks.loss_weight(masks.sample()).expand(2, 1, 16, 16)
+    masked_reconstruction(pred, image[..., y0:y1, x0:x1], weight).backward()
+    g = full_pred.grad.abs().sum(dim=(0, 1))
+    assert torch.all(g[:y0] == 0) and torch.all(g[y1:] == 0) and torch.all(g[:, :x0] == 0)
+    assert torch.all(g[y0:y1, x0:x1] > 0)
+    # The ring is weighted 10x the hole.
+    ring = full_pred.grad[0, 0, y0, x0] / (pred - image[..., y0:y1, x0:x1])[0, 0, 0, 0]
+    inner = full_pred.grad[0, 0, y0 + 8, x0 + 8] / (pred - image[..., y0:y1, x0:x1])[0, 0, 8, 8]
+    assert torch.isclose(ring / inner, torch.tensor(10.0))
+
+
+def test_reconstruction_is_normalised_by_weighted_pixel_count() -> None:
+    pred = torch.zeros(1, 3, 4, 4)
+    target = torch.ones(1, 3, 4, 4)
+    weight = torch.zeros(1, 1, 4, 4)
+    weight[..., :2, :] = 1
+    assert masked_reconstruction(pred, target, weight, "l2").item() == pytest.approx(1.0)
+    assert masked_reconstruction(pred, 2 * target, weight, "l1").item() == pytest.approx(2.0)
+    with pytest.raises(ValueError, match="rec_loss"):
+        masked_reconstruction(pred, target, weight, "huber")
+
+
+def test_visible_pixel_errors_do_not_count_for_random_masks() -> None:
+    pred, target = torch.zeros(1, 3, 4, 4), torch.zeros(1, 3, 4, 4)
+    weight = torch.zeros(1, 1, 4, 4)
+    weight[..., 0, 0] = 1
+    target[..., 1:, :] = 5.0  # large errors on visible pixels only
+    assert masked_reconstruction(pred, target, weight).item() == 0.0
+
+
+def test_adversarial_targets() -> None:
+    logits = torch.tensor([10.0, 10.0])
+    assert adversarial(logits, True).item() < 1e-3
+    assert adversarial(logits, False).item() > 9

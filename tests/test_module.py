@@ -1,0 +1,85 @@
+import csv
+from pathlib import Path
+
+import pytest
+import torch
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
+
+from ctx_inpaint.train import build_module, train
+
+
+def test_l2_only_builds_no_discriminator(tiny_cfg) -> None:
+    cfg = tiny_cfg("+experiment=l2_1")
+    module = build_module(cfg, instantiate(cfg.masks))
+    assert module.discriminator is None
+    assert not any(name.startswith("discriminator") for name, _ in module.named_parameters())
+    opt = module.configure_optimizers()
+    assert len(opt) == 1
+    assert opt[0].param_groups[0]["lr"] == pytest.approx(2e-4)  # no 10x G lr without an adversarial term
+
+
+def test_adversarial_run_has_discriminator_and_10x_g_lr(tiny_cfg) -> None:
+    cfg = tiny_cfg("+experiment=l2_0999")
+    module = build_module(cfg, instantiate(cfg.masks))
+    assert module.discriminator is not None
+    opt_g, opt_d = module.configure_optimizers()
+    assert opt_g.param_groups[0]["lr"] == pytest.approx(2e-3)
+    assert opt_d.param_groups[0]["lr"] == pytest.approx(2e-4)
+
+
+def test_lambda_rec_one_with_discriminator_is_refused(tiny_cfg) -> None:
+    cfg = tiny_cfg("+experiment=l2_0999", "model.lambda_rec=1.0")
+    with pytest.raises((ValueError, InstantiationException), match="model.discriminator"):
+        build_module(cfg, instantiate(cfg.masks))
+
+
+def test_training_steps_update_both_networks(tiny_cfg) -> None:
+    cfg = tiny_cfg("+experiment=l2_0999")
+    masks = instantiate(cfg.masks)
+    module = build_module(cfg, masks)
+    dm = instantiate(cfg.data, masks=masks)
+    before_g = [p.detach().clone() for p in module.generator.parameters()]
+    before_d = [p.detach().clone() for p in module.discriminator.parameters()]
+    trainer = instantiate(cfg.trainer, logger=False, callbacks=[], enable_checkpointing=False)
+    trainer.fit(module, datamodule=dm)
+    assert any(not torch.equal(a, b) for a, b in zip(before_g, module.generator.parameters()))
+    assert any(not torch.equal(a, b) for a, b in zip(before_d, module.discriminator.parameters()))
+    logged = trainer.logged_metrics
+    for key in ("train/loss_rec", "train/loss_adv", "train/loss_d", "train/d_real", "train/d_fake"):
+        assert key in logged and torch.isfinite(logged[key])
+    for key in ("val/l1", "val/l2", "val/psnr", "val/ssim"):
+        assert key in logged
+
+
+def test_composite_keeps_visible_pixels(tiny_cfg) -> None:
+    cfg = tiny_cfg("+experiment=l2_1")
+    module = build_module(cfg, instantiate(cfg.masks))
+    masked = torch.rand(2, 3, 32, 32)
+    mask = module.masks.sample().expand(2, 1, 32, 32)
+    out = module.composite(torch.full((2, 3, 16, 16), 0.5), masked, mask)
+    hidden = mask.bool().expand_as(out)
+    assert torch.equal(out[~hidden], masked[~hidden])
+    assert torch.all(out[hidden] == 0.5)
+
+
+@pytest.mark.slow
+def test_two_epoch_run_writes_metrics_and_reloadable_checkpoint(tiny_cfg, tmp_path: Path) -> None:
+    cfg = tiny_cfg("+experiment=l2_0999", "trainer.max_epochs=2")
+    metrics = train(cfg)
+    assert "val/psnr" in metrics and metrics["val/psnr"] > 0
+    run = Path(cfg.paths.output_dir)
+    with open(run / "metrics.csv") as f:
+        rows = [r for r in csv.DictReader(f) if r.get("val/psnr")]
+    assert [int(r["epoch"]) for r in rows] == [0, 1]
+    assert (run / "config_resolved.yaml").exists()
+    assert list((run / "samples").glob("epoch_*.png"))
+    last = run / "checkpoints" / "last.ckpt"
+    ckpt = torch.load(last, map_location="cpu", weights_only=True)
+    assert ckpt["epoch"] == 1
+    assert ckpt["ctx_inpaint_config"]["model"]["lambda_rec"] == pytest.approx(0.999)
+    module = build_module(cfg, instantiate(cfg.masks))
+    module.load_state_dict(ckpt["state_dict"])
+    x = torch.zeros(1, 3, 32, 32)
+    module.eval()
+    assert module(x).shape == (1, 3, 16, 16)
