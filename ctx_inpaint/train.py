@@ -34,6 +34,13 @@ def model_config(cfg: DictConfig) -> dict[str, Any]:
         "masks": OmegaConf.to_container(cfg.masks, resolve=True),
         "input_size": int(cfg.data.input_size),
         "name": str(cfg.name),
+        # How validation drew its fixed crops: `evaluate` repeats them by default.
+        "val": {
+            "source": str(cfg.data.source),
+            "short_side": int(cfg.data.short_side),
+            "crops_per_image": int(cfg.data.val_crops_per_image),
+            "seed": int(cfg.data.val_seed),
+        },
     }
 
 

@@ -1,0 +1,174 @@
+"""Loading checkpoints safely and rebuilding the generator from the config a checkpoint carries.
+
+Checkpoints may come from anyone, so they are read with ``torch.load(weights_only=True)``: a pickle that
+would import or call anything beyond tensors and plain containers is refused before it runs. The model
+config inside is only ever instantiated for ``_target_``s inside this package (a ``_target_`` is a call).
+"""
+
+from __future__ import annotations
+
+import pickle
+import warnings
+import zipfile
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from hydra.utils import instantiate
+
+from ctx_inpaint.masks import MaskGenerator
+from ctx_inpaint.models.generator import Generator
+
+CONFIG_KEY = "ctx_inpaint_config"
+# Only these may be called while rebuilding a model from a checkpoint's config.
+ALLOWED_TARGETS = {
+    "model": ("ctx_inpaint.models.", "ctx_inpaint.module.ContextEncoderModule"),
+    "masks": ("ctx_inpaint.masks.",),
+}
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be used; the message is one line naming the file."""
+
+
+@dataclass
+class LoadedModel:
+    """A generator in eval mode plus what is needed to feed it."""
+
+    generator: Generator
+    masks: MaskGenerator
+    input_size: int
+    name: str
+    config: dict[str, Any]
+    path: Path | None = None
+
+    @property
+    def kind(self) -> str:
+        """``center``: predicts a centre square (CenterMask); ``whole``: predicts the whole input (random masks)."""
+        return "center" if self.masks.target_box is not None else "whole"
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """The checkpoint dict, read without executing any pickled code; one-line errors otherwise."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint file")
+    with open(path, "rb") as f:
+        magic = f.read(4)
+    # torch.save writes a zip archive (PK..); its legacy format is a protocol-2+ pickle (\x80).
+    if not (magic.startswith(b"PK\x03\x04") or magic.startswith(b"\x80")):
+        raise CheckpointError(
+            f"{path}: not a readable PyTorch checkpoint, truncated or another format (neither a zip archive nor a pickle)"
+        )
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*pickle protocol.*")
+            ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise CheckpointError(
+            f"{path}: refused, it holds pickled objects other than tensors and plain containers "
+            f"(weights-only loading, nothing was executed): {_unsupported_global(str(err))}"
+        ) from None
+    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError, KeyError, IndexError) as err:
+        raise CheckpointError(
+            f"{path}: not a readable PyTorch checkpoint, truncated or another format ({_first_sentence(err)})"
+        ) from None
+    if not isinstance(ckpt, Mapping) or "state_dict" not in ckpt:
+        raise CheckpointError(f"{path}: not a ctx-inpaint checkpoint (expected a dict with a 'state_dict')")
+    if CONFIG_KEY not in ckpt or not isinstance(ckpt[CONFIG_KEY], Mapping):
+        raise CheckpointError(
+            f"{path}: has no '{CONFIG_KEY}' (it was not written by ctx_inpaint.train); cannot rebuild the model"
+        )
+    return dict(ckpt)
+
+
+def _unsupported_global(message: str) -> str:
+    """The line of torch's long weights-only message that names the refused global or opcode."""
+    for line in message.splitlines():
+        if "GLOBAL" in line or "Unsupported" in line:
+            return line.strip()
+    return "an object the weights-only unpickler does not allow"
+
+
+def _first_sentence(err: BaseException) -> str:
+    text = " ".join(str(err).split())
+    text = text.split(". ")[0][:160]
+    return f"{type(err).__name__}: {text}" if text else type(err).__name__
+
+
+def _targets(node: Any) -> Iterator[str]:
+    if isinstance(node, Mapping):
+        for key, value in node.items():
+            if key == "_target_":
+                yield str(value)
+            else:
+                yield from _targets(value)
+    elif isinstance(node, list | tuple):
+        for item in node:
+            yield from _targets(item)
+
+
+def check_targets(config: Mapping[str, Any], source: str = "checkpoint") -> None:
+    """Refuse any ``_target_`` outside this package: instantiating a config calls its targets."""
+    for section, prefixes in ALLOWED_TARGETS.items():
+        for target in _targets(config.get(section, {})):
+            if not target.startswith(prefixes):
+                raise CheckpointError(
+                    f"{source}: {CONFIG_KEY}.{section} names _target_ {target!r}; only {', '.join(prefixes)} "
+                    "may be built from a checkpoint"
+                )
+
+
+def build_generator(config: Mapping[str, Any], source: str = "checkpoint") -> tuple[Generator, MaskGenerator]:
+    """Generator and mask generator from a checkpoint's ``ctx_inpaint_config`` (no Hydra composition)."""
+    for key in ("model", "masks", "input_size"):
+        if key not in config:
+            raise CheckpointError(f"{source}: {CONFIG_KEY} lacks '{key}'")
+    check_targets(config, source)
+    model = config["model"]
+    try:
+        masks: MaskGenerator = instantiate(dict(config["masks"]))
+        encoder = instantiate(dict(model["encoder"]))
+        bottleneck = instantiate(dict(model["bottleneck"]))
+        decoder = instantiate(dict(model["decoder"]))
+        generator = Generator(encoder, bottleneck, decoder, output_size=masks.output_size)
+    except Exception as err:  # a config from another version; keep it to one line
+        raise CheckpointError(f"{source}: cannot rebuild the model from {CONFIG_KEY} ({err})") from None
+    if masks.image_size != int(config["input_size"]):
+        raise CheckpointError(
+            f"{source}: {CONFIG_KEY}.masks.image_size {masks.image_size} differs from input_size {config['input_size']}"
+        )
+    return generator, masks
+
+
+def generator_state(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The ``generator.*`` entries of a LightningModule state dict, prefix removed."""
+    prefix = "generator."
+    return {k[len(prefix) :]: v for k, v in state_dict.items() if k.startswith(prefix)}
+
+
+def load_model(path: str | Path, device: str | torch.device = "cpu") -> LoadedModel:
+    """Read a checkpoint safely and return its generator (eval mode, on ``device``) with its masks."""
+    path = Path(path).expanduser()
+    ckpt = load_checkpoint(path)
+    config = dict(ckpt[CONFIG_KEY])
+    generator, masks = build_generator(config, source=str(path))
+    weights = generator_state(ckpt["state_dict"])
+    try:
+        generator.load_state_dict(weights, strict=True)
+    except RuntimeError as err:
+        detail = " ".join(str(err).split())[:300]
+        raise CheckpointError(
+            f"{path}: weights do not match the model config it carries ({detail})"
+        ) from None
+    generator.to(device).eval()
+    return LoadedModel(
+        generator=generator,
+        masks=masks,
+        input_size=int(config["input_size"]),
+        name=str(config.get("name", "model")),
+        config=config,
+        path=path,
+    )

@@ -1,0 +1,355 @@
+"""Score a checkpoint and classical baselines on the same held-out images and masks.
+
+    python -m ctx_inpaint.evaluate --checkpoint CKPT [--images DIR] [--out DIR]
+
+Default images: the embedded held-out photos (campus/holdout) with the fixed crops and masks of training
+validation (same short side, crops per photo and seed), so the model's row equals its ``val/*`` metrics.
+A folder gets the same crop protocol; a ``paris_eval_gt/`` folder gets the Paris StreetView protocol (each
+227x227 image resized to the model's input, centre hole). Metrics follow ``ctx_inpaint.metrics`` (hidden
+pixels of the composited output, values in [0, 1], PSNR per image then averaged). Writes ``per_image.csv``,
+``summary.json`` and ``table.md`` (and ``samples.png`` with ``--grid N``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torchvision.transforms.v2 import functional as TF
+from torchvision.utils import make_grid, save_image
+from tqdm import tqdm
+
+from ctx_inpaint.baselines import make_baselines
+from ctx_inpaint.checkpoint import CheckpointError, LoadedModel, load_model
+from ctx_inpaint.data.datasets import FixedValDataset, ImageStore
+from ctx_inpaint.data.images import load_rgb, to_model_range
+from ctx_inpaint.data.sources import FORBIDDEN_NAMES, IMAGE_EXTENSIONS, embedded_files
+from ctx_inpaint.inpainting import pick_device
+from ctx_inpaint.masks import CenterMask, MaskGenerator, apply_mask, crop_box
+from ctx_inpaint.metrics import HiddenPixelMetrics, to_unit_range
+
+# conf/data/default.yaml's validation settings, for checkpoints that do not record theirs.
+VAL_DEFAULTS = {"short_side": 350, "crops_per_image": 8, "seed": 1234}
+
+
+@dataclass
+class EvalSample:
+    """One scored image: truth in [-1, 1], its hole mask and where it came from."""
+
+    image: torch.Tensor  # (3, N, N) in [-1, 1]
+    mask: torch.Tensor  # (1, N, N), 1 = hidden
+    source: str
+    crop: tuple[int, int] | None  # (y, x) of the crop in the resized photo; None = whole image
+
+
+# ---- images and masks ------------------------------------------------------------------------------
+def list_images(folder: Path) -> list[Path]:
+    if not folder.is_dir():
+        raise FileNotFoundError(f"--images: {folder} does not exist or is not a folder")
+    files = sorted(
+        p
+        for p in folder.rglob("*")
+        if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS and p.name.lower() not in FORBIDDEN_NAMES
+    )
+    if not files:
+        raise FileNotFoundError(f"--images: no images ({', '.join(sorted(IMAGE_EXTENSIONS))}) in {folder}")
+    return files
+
+
+def paris_folder(images: Path | None) -> Path | None:
+    """The ``paris_eval_gt`` folder if ``images`` is it or holds it."""
+    if images is None:
+        return None
+    if images.name == "paris_eval_gt":
+        return images
+    return images / "paris_eval_gt" if (images / "paris_eval_gt").is_dir() else None
+
+
+def crop_samples(
+    files: list[Path], masks: MaskGenerator, size: int, short_side: int, crops_per_image: int, seed: int
+) -> list[EvalSample]:
+    """Fixed seeded crops and masks, exactly as training validation (``FixedValDataset``) draws them."""
+    dataset = FixedValDataset(
+        ImageStore(files, short_side, size, cache=True), masks, size, crops_per_image, seed
+    )
+    samples = []
+    for index, (i, y, x) in enumerate(dataset.items):
+        item = dataset[index]
+        samples.append(EvalSample(item["image"], item["mask"], files[i].name, (y, x)))
+    return samples
+
+
+def paris_samples(files: list[Path], masks: CenterMask, size: int) -> list[EvalSample]:
+    """Paris StreetView protocol: every image resized to the model's input, centre hole."""
+    samples = []
+    for path in files:
+        img = TF.resize(load_rgb(path), [size, size], antialias=True)
+        samples.append(EvalSample(to_model_range(img), masks.sample(), path.name, None))
+    return samples
+
+
+def centre_masks_for(model: LoadedModel | None, size: int) -> CenterMask:
+    """The model's own centre geometry if it is a centre model, else the paper's (hole = inner 7/16)."""
+    if model is not None and isinstance(model.masks, CenterMask):
+        return model.masks
+    return CenterMask(size, target_size=size // 2, overlap=max(size // 32, 0))
+
+
+# ---- scoring ---------------------------------------------------------------------------------------
+def composite(pred: torch.Tensor, masked: torch.Tensor, mask: torch.Tensor, box) -> torch.Tensor:
+    """As ``ContextEncoderModule.composite``: the prediction goes into the hole only."""
+    full = masked.clone()
+    region = crop_box(full, box)
+    region_mask = crop_box(mask, box)
+    region.copy_(region * (1 - region_mask) + pred.to(region.dtype) * region_mask)
+    return full
+
+
+@torch.inference_mode()
+def model_outputs(model: LoadedModel, samples: list[EvalSample], device: torch.device, batch_size: int):
+    """Composited model outputs in [0, 1], one (3, N, N) per sample."""
+    outs = []
+    for start in tqdm(range(0, len(samples), batch_size), desc="model", leave=False, disable=None):
+        chunk = samples[start : start + batch_size]
+        image = torch.stack([s.image for s in chunk])
+        mask = torch.stack([s.mask for s in chunk])
+        masked = apply_mask(image, mask)
+        pred = model.generator(masked.to(device)).float().cpu()
+        out = composite(pred, masked, mask, model.masks.target_box)
+        outs.extend(to_unit_range(out))
+    return outs
+
+
+def score(output: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> dict[str, float]:
+    """The four metrics of one image, computed by the same code as training validation."""
+    metric = HiddenPixelMetrics()
+    metric.update(output[None], target[None], mask[None])
+    return {k: float(v) for k, v in metric.compute().items()}
+
+
+def evaluate(
+    checkpoint: str | Path | None = None,
+    images: str | Path | None = None,
+    out_dir: str | Path = "logs/eval",
+    protocol: str = "auto",
+    mask: str = "auto",
+    baselines: tuple[str, ...] = ("mean", "telea", "ns"),
+    input_size: int = 128,
+    short_side: int | None = None,
+    crops_per_image: int | None = None,
+    seed: int | None = None,
+    radius: float = 3.0,
+    batch_size: int = 32,
+    grid: int = 0,
+    device: str | None = None,
+) -> dict[str, Any]:
+    """Score the model (if a checkpoint is given) and the baselines; write CSV, JSON and Markdown.
+
+    ``short_side``, ``crops_per_image`` and ``seed`` left ``None`` take the checkpoint's validation settings
+    (else the data defaults 350, 8, 1234), so the default run repeats training validation.
+    """
+    started = time.time()
+    dev = pick_device(device)
+    model = load_model(checkpoint, dev) if checkpoint is not None else None
+    size = model.input_size if model is not None else input_size
+    val = {**VAL_DEFAULTS, **(model.config.get("val", {}) if model is not None else {})}
+    short_side = int(val["short_side"] if short_side is None else short_side)
+    crops_per_image = int(val["crops_per_image"] if crops_per_image is None else crops_per_image)
+    seed = int(val["seed"] if seed is None else seed)
+    if mask not in ("auto", "center"):
+        raise ValueError(f"--mask: expected auto or center, got {mask!r}")
+    images = Path(images).expanduser() if images is not None else None
+    paris = paris_folder(images)
+    if protocol == "auto":
+        protocol = "paris" if paris is not None else "crops"
+    if protocol == "paris":
+        if paris is None:
+            raise FileNotFoundError(f"--images: {images} is not and does not hold a paris_eval_gt/ folder")
+        files = list_images(paris)
+        masks: MaskGenerator = centre_masks_for(model, size)
+        samples = paris_samples(files, masks, size)
+        source = str(paris)
+    elif protocol == "crops":
+        files = list_images(images) if images is not None else embedded_files()[1]
+        if mask == "center" or model is None:
+            masks = centre_masks_for(model, size)
+        else:
+            masks = model.masks
+        samples = crop_samples(files, masks, size, short_side, crops_per_image, seed)
+        source = str(images) if images is not None else "embedded campus/holdout"
+    else:
+        raise ValueError(f"--protocol: expected auto, crops or paris, got {protocol!r}")
+
+    if model is None and not baselines:
+        raise ValueError("nothing to score: give --checkpoint or at least one of --baselines mean,telea,ns")
+    methods: dict[str, list[torch.Tensor]] = {}
+    if model is not None:
+        methods["model"] = model_outputs(model, samples, dev, batch_size)
+    for name, fn in make_baselines(list(baselines), radius).items():
+        methods[name] = [
+            fn(to_unit_range(s.image), s.mask) for s in tqdm(samples, desc=name, leave=False, disable=None)
+        ]
+
+    rows, summary = [], {}
+    for name, outputs in methods.items():
+        total = HiddenPixelMetrics()
+        for i, (s, out) in enumerate(zip(samples, outputs)):
+            truth = to_unit_range(s.image)
+            total.update(out[None], truth[None], s.mask[None])
+            y, x = s.crop if s.crop is not None else ("", "")
+            row = {"method": name, "index": i, "image": s.source, "crop_y": y, "crop_x": x}
+            row["hidden_pixels"] = int(s.mask.sum())
+            row.update(score(out, truth, s.mask))
+            rows.append(row)
+        values = {k: float(v) for k, v in total.compute().items()}
+        summary[name] = {
+            "l1_pct": 100 * values["l1"],
+            "l2_pct": 100 * values["l2"],
+            "psnr": values["psnr"],
+            "ssim": values["ssim"],
+            "images": len(outputs),
+        }
+
+    result = {
+        "checkpoint": str(checkpoint) if checkpoint is not None else None,
+        "model_name": model.name if model is not None else None,
+        "protocol": protocol,
+        "images": source,
+        "image_files": len(files),
+        "samples": len(samples),
+        "input_size": size,
+        "masks": type(masks).__name__,
+        "short_side": short_side if protocol == "crops" else None,
+        "crops_per_image": crops_per_image if protocol == "crops" else None,
+        "seed": seed if protocol == "crops" else None,
+        "inpaint_radius": radius,
+        "convention": "hidden pixels of the composited output, values in [0,1]; L1/L2 pooled over hidden "
+        "pixels x100; PSNR per image then averaged; SSIM = mean of the SSIM map (11x11 Gaussian) over hidden pixels",
+        "methods": summary,
+        "seconds": round(time.time() - started, 1),
+    }
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_outputs(out_dir, rows, result)
+    if grid > 0:
+        write_grid(out_dir / "samples.png", samples[:grid], {k: v[:grid] for k, v in methods.items()})
+    return result
+
+
+# ---- outputs ---------------------------------------------------------------------------------------
+LABELS = {
+    "model": "context encoder",
+    "mean": "mean-colour fill",
+    "telea": "OpenCV Telea",
+    "ns": "OpenCV Navier-Stokes",
+}
+
+
+def markdown_table(result: dict[str, Any]) -> str:
+    lines = [
+        f"Protocol: {result['protocol']} on {result['images']} ({result['samples']} images of "
+        f"{result['input_size']}px from {result['image_files']} files, {result['masks']} holes)",
+        "",
+        "| method | L1 % | L2 % | PSNR (dB) | SSIM |",
+        "|---|---|---|---|---|",
+    ]
+    for name, m in result["methods"].items():
+        label = LABELS.get(name, name)
+        if name == "model" and result.get("model_name"):
+            label = f"{label} ({result['model_name']})"
+        lines.append(
+            f"| {label} | {m['l1_pct']:.2f} | {m['l2_pct']:.2f} | {m['psnr']:.2f} | {m['ssim']:.4f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def write_outputs(out_dir: Path, rows: list[dict[str, Any]], result: dict[str, Any]) -> None:
+    with open(out_dir / "per_image.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0].keys()))
+        writer.writeheader()
+        writer.writerows(rows)
+    (out_dir / "summary.json").write_text(json.dumps(result, indent=2) + "\n")
+    (out_dir / "table.md").write_text(markdown_table(result))
+
+
+def write_grid(path: Path, samples: list[EvalSample], methods: dict[str, list[torch.Tensor]]) -> None:
+    """One row per sample: masked input | each method | truth."""
+    tiles = []
+    for i, s in enumerate(samples):
+        tiles.append(to_unit_range(apply_mask(s.image, s.mask)))
+        tiles.extend(outputs[i] for outputs in methods.values())
+        tiles.append(to_unit_range(s.image))
+    save_image(make_grid(torch.stack(tiles), nrow=len(methods) + 2, padding=2), path)
+
+
+# ---- CLI -------------------------------------------------------------------------------------------
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m ctx_inpaint.evaluate", description=__doc__.split("\n\n")[0])
+    p.add_argument("--checkpoint", "-c", help="a .ckpt written by ctx_inpaint.train (omit: baselines only)")
+    p.add_argument(
+        "--images", "-i", help="held-out folder, or a paris_eval_gt/ folder (default: embedded holdout)"
+    )
+    p.add_argument(
+        "--out", "-o", default=None, help="output folder (default logs/eval/<checkpoint or baselines>)"
+    )
+    p.add_argument("--protocol", default="auto", choices=["auto", "crops", "paris"])
+    p.add_argument(
+        "--mask", default="auto", choices=["auto", "center"], help="auto: the checkpoint's own masks"
+    )
+    p.add_argument("--baselines", default="mean,telea,ns", help="comma list of mean,telea,ns ('' for none)")
+    p.add_argument("--input-size", type=int, default=128, help="image size without a checkpoint")
+    p.add_argument(
+        "--short-side", type=int, help="photos' shorter side (default: the checkpoint's, else 350)"
+    )
+    p.add_argument(
+        "--crops-per-image", type=int, help="fixed crops per photo (default: the checkpoint's, else 8)"
+    )
+    p.add_argument(
+        "--seed", type=int, help="crop and mask seed (default: the checkpoint's val seed, else 1234)"
+    )
+    p.add_argument("--radius", type=float, default=3.0, help="OpenCV inpainting radius")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--grid", type=int, default=0, help="write samples.png with this many rows")
+    p.add_argument("--device", default="auto")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    out = args.out or str(
+        Path("logs/eval") / (Path(args.checkpoint).stem if args.checkpoint else "baselines")
+    )
+    try:
+        result = evaluate(
+            checkpoint=args.checkpoint,
+            images=args.images,
+            out_dir=out,
+            protocol=args.protocol,
+            mask=args.mask,
+            baselines=tuple(b for b in args.baselines.split(",") if b),
+            input_size=args.input_size,
+            short_side=args.short_side,
+            crops_per_image=args.crops_per_image,
+            seed=args.seed,
+            radius=args.radius,
+            batch_size=args.batch_size,
+            grid=args.grid,
+            device=args.device,
+        )
+    except (CheckpointError, ValueError, FileNotFoundError, OSError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(markdown_table(result), end="")
+    print(f"[ctx-inpaint] wrote {out}/per_image.csv, summary.json, table.md", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

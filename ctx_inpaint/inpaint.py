@@ -1,0 +1,135 @@
+"""Inpaint your own images: ``python -m ctx_inpaint.inpaint --checkpoint CKPT --input PATH [--mask center|PATH]``.
+
+``--input`` is one image or a folder (searched recursively). ``--mask`` is ``center`` (a centred square hole),
+one mask image used for every input, or a folder holding, for each input, a mask with the same relative
+path and stem (any image extension, optionally suffixed ``_mask``). White mask pixels are holes. Each result is a
+PNG of the input's size under ``--output`` in which only hole pixels differ from the input; ``--preview`` adds
+``<name>_preview.png`` (masked input | result) beside it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from tqdm import tqdm
+
+from ctx_inpaint.checkpoint import CheckpointError
+from ctx_inpaint.data.sources import IMAGE_EXTENSIONS
+from ctx_inpaint.inpainting import MASK_MODES, Inpainter, mask_to_bool
+from ctx_inpaint.masks import MEAN_FILL
+
+
+def open_image(path: Path, mode: str) -> Image.Image:
+    """Decode a file fully (so truncated files fail here), as ``mode``; one-line error naming the file."""
+    try:
+        with Image.open(path) as img:
+            img.load()
+            return img.convert(mode)
+    except Exception as err:  # PIL raises many types for bad files
+        raise ValueError(f"{path}: not a readable image ({' '.join(str(err).split())[:160]})") from None
+
+
+def list_inputs(path: Path) -> tuple[Path, list[Path]]:
+    """(root, files): a single file gives its folder as root."""
+    if path.is_file():
+        return path.parent, [path]
+    if path.is_dir():
+        files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+        if not files:
+            raise FileNotFoundError(f"--input: no images ({', '.join(sorted(IMAGE_EXTENSIONS))}) in {path}")
+        return path, files
+    raise FileNotFoundError(f"--input: {path} does not exist")
+
+
+def find_mask(mask_dir: Path, rel: Path) -> Path:
+    """The mask for input ``rel`` (relative path) inside ``mask_dir``: same stem, or stem + ``_mask``."""
+    folder = mask_dir / rel.parent
+    for stem in (rel.stem, rel.stem + "_mask"):
+        for candidate in sorted(folder.glob(stem + ".*")):
+            if candidate.suffix.lower() in IMAGE_EXTENSIONS:
+                return candidate
+    raise FileNotFoundError(
+        f"--mask: no mask for {rel} in {folder} (expected {rel.stem}.png or {rel.stem}_mask.png)"
+    )
+
+
+def load_mask(path: Path, size: tuple[int, int]):
+    mask = mask_to_bool(open_image(path, "L"))
+    if (mask.shape[1], mask.shape[0]) != size:
+        raise ValueError(
+            f"{path}: mask is {mask.shape[1]}x{mask.shape[0]} but its image is {size[0]}x{size[1]} (expected the same size)"
+        )
+    return mask
+
+
+def preview(image: Image.Image, hole, result: Image.Image) -> Image.Image:
+    """Side by side: the input with its hole in the model's fill colour | the result."""
+    arr = np.asarray(image).copy()
+    arr[hole.numpy()] = (np.array(MEAN_FILL) * 255).round().astype(np.uint8)
+    w, h = image.size
+    canvas = Image.new("RGB", (2 * w + 4, h), (255, 255, 255))
+    canvas.paste(Image.fromarray(arr), (0, 0))
+    canvas.paste(result, (w + 4, 0))
+    return canvas
+
+
+def run(
+    inpainter: Inpainter, inputs: Path, mask: str, output: Path, with_preview: bool = False
+) -> list[Path]:
+    """Inpaint every input; returns the written result paths."""
+    root, files = list_inputs(inputs)
+    mask_path = None if mask in MASK_MODES else Path(mask).expanduser()
+    if mask_path is not None and not mask_path.exists():
+        raise FileNotFoundError(
+            f"--mask: {mask} is neither a mode ({', '.join(MASK_MODES)}) nor an existing file/folder"
+        )
+    output.mkdir(parents=True, exist_ok=True)
+    written = []
+    for path in tqdm(files, desc="inpaint", unit="img", disable=len(files) < 2 or None):
+        rel = path.relative_to(root)
+        image = open_image(path, "RGB")
+        if mask_path is None:
+            hole = inpainter.center_mask(image.height, image.width)
+        else:
+            source = find_mask(mask_path, rel) if mask_path.is_dir() else mask_path
+            hole = load_mask(source, image.size)
+        result = inpainter(image, hole)
+        target = output / rel.with_suffix(".png")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        result.save(target)
+        written.append(target)
+        if with_preview:
+            preview(image, hole, result).save(target.with_name(target.stem + "_preview.png"))
+    return written
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m ctx_inpaint.inpaint", description=__doc__.split("\n\n")[0])
+    p.add_argument("--checkpoint", "-c", required=True, help="a .ckpt written by ctx_inpaint.train")
+    p.add_argument("--input", "-i", required=True, help="an image file or a folder of images")
+    p.add_argument("--mask", "-m", default="center", help="'center', a mask image, or a folder of masks")
+    p.add_argument("--output", "-o", default="inpainted", help="output folder (default: inpainted/)")
+    p.add_argument("--preview", action="store_true", help="also write <name>_preview.png (masked | result)")
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1... (default: cuda if available)")
+    p.add_argument("--margin", type=float, default=2.0, help="whole-image models: window side / hole extent")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        inpainter = Inpainter.from_checkpoint(args.checkpoint, device=args.device, margin=args.margin)
+        written = run(inpainter, Path(args.input).expanduser(), args.mask, Path(args.output), args.preview)
+    except (CheckpointError, ValueError, FileNotFoundError, OSError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(f"[ctx-inpaint] wrote {len(written)} image(s) to {args.output}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,281 @@
+"""Apply a trained context encoder to images of any size: ``Inpainter.from_checkpoint(path)(image, mask)``.
+
+The networks only ever see ``input_size`` (128) squares. Each hole (a connected component of the mask) is
+filled from a square window around it, resized to the model's input and back:
+
+- centre models (trained with ``CenterMask``) predict the centre square of their input, so the window is
+  centred on the hole and sized so the hole fits the square the model was trained to fill (the inner 56 of
+  128); at least the model's input size in image pixels, so small holes are filled at the training scale;
+- whole-image models (random patches / regions) predict every pixel, so the window is at least the model's
+  input size and twice the hole's extent, kept inside the image when it fits.
+
+Windows that leave the image are padded by reflection. Only hole pixels are written: every visible pixel of
+the result is bit-identical to the input.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torchvision.transforms.v2 import functional as TF
+
+from ctx_inpaint.checkpoint import LoadedModel, load_model
+from ctx_inpaint.masks import CenterMask, apply_mask, crop_box
+
+MASK_MODES = ("center",)
+
+
+def pick_device(device: str | torch.device | None) -> torch.device:
+    if device is None or str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def center_mask(height: int, width: int, fraction: float = 56 / 128) -> torch.Tensor:
+    """A centred square hole of side ``fraction * min(height, width)``: the training geometry at any size."""
+    side = max(1, round(min(height, width) * fraction))
+    y0, x0 = (height - side) // 2, (width - side) // 2
+    mask = torch.zeros(height, width, dtype=torch.bool)
+    mask[y0 : y0 + side, x0 : x0 + side] = True
+    return mask
+
+
+def mask_to_bool(mask: Image.Image | torch.Tensor | np.ndarray, name: str = "mask") -> torch.Tensor:
+    """(H, W) bool hole mask. PIL / uint8 images: white (> 127) = hole; float tensors: > 0.5; bool: True."""
+    if isinstance(mask, Image.Image):
+        return torch.from_numpy(np.asarray(mask.convert("L")) > 127)
+    if isinstance(mask, np.ndarray):
+        mask = torch.from_numpy(mask)
+    if not isinstance(mask, torch.Tensor):
+        raise TypeError(
+            f"{name}: expected a PIL image, a tensor, an array or {MASK_MODES}, got {type(mask).__name__}"
+        )
+    if mask.dim() == 3 and mask.shape[0] in (1, 3):
+        mask = mask[0] if mask.shape[0] == 1 else mask.float().mean(0)
+    if mask.dim() != 2:
+        raise ValueError(f"{name}: expected a (H, W) or (1, H, W) mask, got shape {tuple(mask.shape)}")
+    if mask.dtype == torch.bool:
+        return mask.cpu()
+    if mask.dtype == torch.uint8:
+        return (mask > 127).cpu() if int(mask.max()) > 1 else (mask > 0).cpu()
+    return (mask.float() > 0.5).cpu()
+
+
+class Inpainter:
+    """Fills holes with a trained generator; see the module docstring for how windows are chosen."""
+
+    def __init__(
+        self, model: LoadedModel, device: str | torch.device | None = None, margin: float = 2.0
+    ) -> None:
+        self.model = model
+        self.device = pick_device(device)
+        self.generator = model.generator.to(self.device).eval()
+        self.size = model.input_size
+        self.margin = margin
+        masks = model.masks
+        if isinstance(masks, CenterMask):
+            self.hidden_box = masks.hidden_box
+        elif masks.target_box is not None:  # a centre-type generator without an overlap ring
+            self.hidden_box = masks.target_box
+        else:
+            self.hidden_box = None
+
+    @classmethod
+    def from_checkpoint(
+        cls, path: str | Path, device: str | torch.device | None = None, margin: float = 2.0
+    ) -> Inpainter:
+        """Load a checkpoint written by ``ctx_inpaint.train`` (weights-only, no Hydra needed)."""
+        return cls(load_model(path), device=device, margin=margin)
+
+    @property
+    def kind(self) -> str:
+        return self.model.kind
+
+    @property
+    def hole_fraction(self) -> float:
+        """Side of the hole the ``center`` mask mode cuts, as a fraction of the shorter image side."""
+        if self.hidden_box is not None:
+            return (self.hidden_box[1] - self.hidden_box[0]) / self.size
+        return 56 / 128
+
+    def center_mask(self, height: int, width: int) -> torch.Tensor:
+        return center_mask(height, width, self.hole_fraction)
+
+    # ---- public entry point -----------------------------------------------------------------------
+    def __call__(self, image, mask=None):
+        """Inpaint ``image`` (PIL image, or a (3, H, W) / (B, 3, H, W) tensor: uint8, or float in [0, 1]).
+
+        ``mask``: ``None`` or ``"center"`` for the centre hole, else a PIL image / tensor / array of the image's
+        size (white or True = hole). Returns the same type, size and dtype as ``image``.
+        """
+        if isinstance(image, Image.Image):
+            arr = np.asarray(image.convert("RGB"), dtype=np.uint8)
+            hole = self._resolve_mask(mask, arr.shape[0], arr.shape[1])
+            out = self._inpaint_uint8(torch.from_numpy(arr.copy()).permute(2, 0, 1), hole)
+            return Image.fromarray(out.permute(1, 2, 0).numpy())
+        if not isinstance(image, torch.Tensor):
+            raise TypeError(f"image: expected a PIL image or a tensor, got {type(image).__name__}")
+        if image.dim() == 4:
+            masks = mask if isinstance(mask, torch.Tensor) and mask.dim() == 4 else [mask] * image.shape[0]
+            return torch.stack([self(img, m) for img, m in zip(image, masks)])
+        if image.dim() != 3 or image.shape[0] != 3:
+            raise ValueError(f"image: expected a (3, H, W) RGB tensor, got shape {tuple(image.shape)}")
+        hole = self._resolve_mask(mask, image.shape[1], image.shape[2])
+        if image.dtype == torch.uint8:
+            return self._inpaint_uint8(image.cpu(), hole)
+        if not image.is_floating_point():
+            raise ValueError(f"image: expected uint8 or float values, got {image.dtype}")
+        pred = self.predict(image.detach().float().cpu() * 2 - 1, hole)
+        out = image.detach().clone()
+        filled = ((pred + 1) / 2).clamp(0, 1).to(out.dtype).to(out.device)
+        out[:, hole.to(out.device)] = filled[:, hole]
+        return out
+
+    def _resolve_mask(self, mask, height: int, width: int) -> torch.Tensor:
+        if mask is None or (isinstance(mask, str) and mask == "center"):
+            return self.center_mask(height, width)
+        if isinstance(mask, str):
+            raise ValueError(f"mask: unknown mode {mask!r}; expected one of {MASK_MODES} or a mask image")
+        hole = mask_to_bool(mask)
+        if tuple(hole.shape) != (height, width):
+            raise ValueError(
+                f"mask: size {hole.shape[1]}x{hole.shape[0]} differs from the image's {width}x{height}"
+            )
+        return hole
+
+    def _inpaint_uint8(self, image: torch.Tensor, hole: torch.Tensor) -> torch.Tensor:
+        pred = self.predict(image.float() / 127.5 - 1, hole)
+        pred_u8 = ((pred + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)
+        out = image.clone()
+        out[:, hole] = pred_u8[:, hole]
+        return out
+
+    # ---- windows ----------------------------------------------------------------------------------
+    @torch.inference_mode()
+    def predict(self, image: torch.Tensor, hole: torch.Tensor) -> torch.Tensor:
+        """``image`` (3, H, W) in [-1, 1], ``hole`` (H, W) bool -> the image with every hole pixel predicted."""
+        result = image.clone()
+        remaining = hole.clone()
+        if not bool(hole.any()):
+            return result
+        n_labels, labels, stats, _ = cv2.connectedComponentsWithStats(
+            hole.numpy().astype(np.uint8), connectivity=8
+        )
+        labels_t = torch.from_numpy(labels.astype(np.int64))
+        done = np.zeros(n_labels, dtype=bool)
+        done[0] = True  # background
+        # Largest holes first: the small ones around them then see filled context.
+        order = sorted(range(1, n_labels), key=lambda i: -int(stats[i, cv2.CC_STAT_AREA]))
+        for label in order:
+            if done[label]:
+                continue
+            x, y, w, h = (int(v) for v in stats[label, :4])
+            top, left, side, paste = self._window(y, x, h, w, *image.shape[1:])
+            canvas = self._run_window(result, remaining, top, left, side)
+            # Paste every not-yet-filled component lying wholly inside the pasteable part of the window.
+            py0, py1, px0, px1 = paste
+            inside = (
+                (stats[:, cv2.CC_STAT_TOP] >= top + py0)
+                & (stats[:, cv2.CC_STAT_TOP] + stats[:, cv2.CC_STAT_HEIGHT] <= top + py1)
+                & (stats[:, cv2.CC_STAT_LEFT] >= left + px0)
+                & (stats[:, cv2.CC_STAT_LEFT] + stats[:, cv2.CC_STAT_WIDTH] <= left + px1)
+                & ~done
+            )
+            inside[label] = True
+            chosen = torch.from_numpy(inside)[labels_t] & remaining
+            ys, xs = chosen.nonzero(as_tuple=True)
+            result[:, ys, xs] = canvas[:, ys - top, xs - left]
+            remaining &= ~chosen
+            done |= inside
+        return result
+
+    def _window(self, y: int, x: int, h: int, w: int, height: int, width: int):
+        """Square window (top, left, side) around a hole bbox and the box (in window pixels) that may be pasted."""
+        extent = max(h, w)
+        floor = min(self.size, height, width)
+        if self.hidden_box is not None:
+            hy0, hy1, hx0, hx1 = self.hidden_box
+            side = max(floor, math.ceil(extent * self.size / min(hy1 - hy0, hx1 - hx0)))
+            while True:  # grow by a pixel until rounding leaves the whole hole inside the hidden square
+                s = side / self.size
+                # Centre the model's hidden square (not necessarily the window) on the hole.
+                top = round(y + h / 2 - (hy0 + hy1) / 2 * s)
+                left = round(x + w / 2 - (hx0 + hx1) / 2 * s)
+                paste = (math.floor(hy0 * s), math.ceil(hy1 * s), math.floor(hx0 * s), math.ceil(hx1 * s))
+                if (
+                    top + paste[0] <= y
+                    and y + h <= top + paste[1]
+                    and left + paste[2] <= x
+                    and x + w <= left + paste[3]
+                ):
+                    return top, left, side, paste
+                side += 1
+        side = max(floor, math.ceil(extent * self.margin))
+        top = _clamp_start(round(y + h / 2 - side / 2), side, height)
+        left = _clamp_start(round(x + w / 2 - side / 2), side, width)
+        return top, left, side, (0, side, 0, side)
+
+    def _run_window(
+        self, image: torch.Tensor, remaining: torch.Tensor, top: int, left: int, side: int
+    ) -> torch.Tensor:
+        """The model's composited output for one window, at window resolution (3, side, side)."""
+        win = _crop_padded(image, top, left, side)
+        win_hole = _crop_padded(remaining[None].float(), top, left, side)
+        n = self.size
+        if side != n:
+            model_in = TF.resize(win, [n, n], antialias=True)
+            # Any hole pixel under a model pixel hides it: hole content never leaks into the input.
+            hole_n = (
+                F.adaptive_max_pool2d(win_hole[None], n)[0] > 0
+                if side > n
+                else _resize_nearest(win_hole, n) > 0
+            )
+        else:
+            model_in, hole_n = win, win_hole > 0
+        hole_n = hole_n.float()
+        # Centre models always get their training hole (the hidden square) plus any other hole in the window.
+        model_mask = hole_n if self.hidden_box is None else _box_mask(self.hidden_box, n).maximum(hole_n)
+        masked = apply_mask(model_in, model_mask)
+        pred = self.generator(masked[None].to(self.device)).float().cpu()[0]
+        canvas = masked.clone()
+        crop_box(canvas, self.model.masks.target_box).copy_(pred)
+        if side != n:
+            canvas = TF.resize(canvas, [side, side], antialias=side < n)
+        return canvas
+
+
+def _clamp_start(start: int, side: int, length: int) -> int:
+    """Shift a window inside [0, length) when it fits; centre it on the image otherwise."""
+    if side >= length:
+        return (length - side) // 2
+    return min(max(start, 0), length - side)
+
+
+def _crop_padded(x: torch.Tensor, top: int, left: int, side: int) -> torch.Tensor:
+    """``x[..., top:top+side, left:left+side]`` with reflection padding where the window leaves ``x``."""
+    h, w = x.shape[-2:]
+    pt, pl = max(0, -top), max(0, -left)
+    pb, pr = max(0, top + side - h), max(0, left + side - w)
+    crop = x[..., max(top, 0) : min(top + side, h), max(left, 0) : min(left + side, w)]
+    if pt or pl or pb or pr:
+        ch, cw = crop.shape[-2:]
+        mode = "reflect" if max(pt, pb) < ch and max(pl, pr) < cw else "replicate"  # reflect needs pad < size
+        crop = F.pad(crop[None], (pl, pr, pt, pb), mode=mode)[0]
+    return crop
+
+
+def _resize_nearest(x: torch.Tensor, n: int) -> torch.Tensor:
+    return F.interpolate(x[None], size=(n, n), mode="nearest")[0]
+
+
+def _box_mask(box: tuple[int, int, int, int], n: int) -> torch.Tensor:
+    mask = torch.zeros(1, n, n)
+    y0, y1, x0, x1 = box
+    mask[:, y0:y1, x0:x1] = 1.0
+    return mask

@@ -1,0 +1,121 @@
+"""Safe checkpoint loading: real checkpoints load weights-only, crafted ones are refused without running."""
+
+from __future__ import annotations
+
+import os
+import pickle
+from pathlib import Path
+
+import pytest
+import torch
+from hydra.utils import instantiate
+
+from ctx_inpaint.checkpoint import CheckpointError, load_checkpoint, load_model
+from ctx_inpaint.masks import apply_mask
+from ctx_inpaint.train import build_module
+from tests.conftest import TINY, compose_config
+from tests.tiny_checkpoints import tiny_checkpoint
+
+
+@pytest.fixture(scope="session")
+def center_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tiny_checkpoint("center", tmp_path_factory)
+
+
+class CreatesMarker:
+    """Unpickling this runs ``Path.touch(marker)``; a safe loader must never do it."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def one_line_error(err: pytest.ExceptionInfo, path: Path) -> str:
+    message = str(err.value)
+    assert "\n" not in message and str(path) in message
+    return message
+
+
+def test_real_training_checkpoint_is_weights_only_safe(center_ckpt: Path) -> None:
+    # Optimizer states (G and D), scheduler, loops, callbacks: all of it loads without unpickling code.
+    ckpt = torch.load(center_ckpt, map_location="cpu", weights_only=True)
+    assert {"optimizer_states", "lr_schedulers", "loops", "callbacks", "ctx_inpaint_config"} <= set(ckpt)
+    assert len(ckpt["optimizer_states"]) == 2 and ckpt["lr_schedulers"]
+
+
+def test_generator_rebuilt_from_checkpoint_config_alone(center_ckpt: Path) -> None:
+    loaded = load_model(center_ckpt)
+    assert loaded.kind == "center" and loaded.input_size == 32 and not loaded.generator.training
+    # Same weights and outputs as the LightningModule the trainer saved.
+    cfg = compose_config(["+experiment=l2_0999", *TINY, "model.discriminator.width=8"], center_ckpt.parent)
+    module = build_module(cfg, instantiate(cfg.masks))
+    module.load_state_dict(torch.load(center_ckpt, weights_only=True)["state_dict"])
+    module.eval()
+    x = apply_mask(torch.rand(2, 3, 32, 32) * 2 - 1, loaded.masks.sample())
+    with torch.no_grad():
+        assert torch.equal(loaded.generator(x), module(x))
+
+
+@pytest.mark.parametrize("container", ["torch.save", "raw pickle"])
+def test_malicious_pickle_is_refused_and_not_run(tmp_path: Path, container: str) -> None:
+    marker = tmp_path / "pwned"
+    evil = tmp_path / "evil.ckpt"
+    payload = {"state_dict": {}, "ctx_inpaint_config": {}, "x": CreatesMarker(marker)}
+    if container == "torch.save":
+        torch.save(payload, evil)
+    else:
+        evil.write_bytes(pickle.dumps(payload, protocol=2))
+    with pytest.raises(CheckpointError) as err:
+        load_model(evil)
+    assert "refused" in one_line_error(err, evil)
+    assert not marker.exists()
+    # The payload really does run when unpickled unsafely: the test is not vacuous.
+    if container == "raw pickle":
+        pickle.loads(evil.read_bytes())
+        assert marker.exists()
+
+
+def test_config_targets_outside_the_package_are_refused(center_ckpt: Path, tmp_path: Path) -> None:
+    marker = tmp_path / "pwned"
+    ckpt = torch.load(center_ckpt, weights_only=True)
+    ckpt["ctx_inpaint_config"]["model"]["encoder"] = {"_target_": "os.system", "_args_": [f"touch {marker}"]}
+    crafted = tmp_path / "crafted.ckpt"
+    torch.save(ckpt, crafted)
+    with pytest.raises(CheckpointError, match="os.system") as err:
+        load_model(crafted)
+    one_line_error(err, crafted)
+    assert not marker.exists()
+
+
+def test_truncated_wrong_and_missing_files(center_ckpt: Path, tmp_path: Path) -> None:
+    data = center_ckpt.read_bytes()
+    cases = {
+        "truncated.ckpt": data[: len(data) // 2],
+        "text.ckpt": b"not a checkpoint\n",
+        "image.ckpt": b"\x89PNG\r\n\x1a\n" + bytes(100),
+    }
+    for name, content in cases.items():
+        path = tmp_path / name
+        path.write_bytes(content)
+        with pytest.raises(CheckpointError) as err:
+            load_checkpoint(path)
+        assert "not a readable PyTorch checkpoint" in one_line_error(err, path)
+    with pytest.raises(CheckpointError, match="no such checkpoint"):
+        load_checkpoint(tmp_path / "missing.ckpt")
+
+
+def test_checkpoint_without_config_or_with_other_weights(center_ckpt: Path, tmp_path: Path) -> None:
+    ckpt = torch.load(center_ckpt, weights_only=True)
+    bare = tmp_path / "bare.ckpt"
+    torch.save({"state_dict": ckpt["state_dict"]}, bare)
+    with pytest.raises(CheckpointError, match="ctx_inpaint_config") as err:
+        load_model(bare)
+    one_line_error(err, bare)
+    ckpt["ctx_inpaint_config"]["model"]["encoder"]["width"] = 16
+    other = tmp_path / "other.ckpt"
+    torch.save(ckpt, other)
+    with pytest.raises(CheckpointError, match="weights do not match") as err:
+        load_model(other)
+    one_line_error(err, other)

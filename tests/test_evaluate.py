@@ -1,0 +1,140 @@
+"""Evaluation: numbers checked by hand, the model row equals training validation, baselines, Paris, errors."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from ctx_inpaint.baselines import make_baselines
+from ctx_inpaint.evaluate import evaluate, main
+from ctx_inpaint.masks import CenterMask
+from tests.tiny_checkpoints import tiny_checkpoint
+
+
+@pytest.fixture(scope="session")
+def center_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tiny_checkpoint("center", tmp_path_factory)
+
+
+def rows_of(out: Path, method: str) -> list[dict[str, str]]:
+    with open(out / "per_image.csv") as f:
+        return [r for r in csv.DictReader(f) if r["method"] == method]
+
+
+def gradient(size: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:size, 0:size]
+    base = np.stack([xx * 6.0, yy * 5.0, (xx + yy) * 3.0], axis=-1) + rng.integers(0, 30, 3)
+    return base.clip(0, 255).astype(np.uint8)
+
+
+def test_mean_fill_numbers_match_a_hand_computation(tmp_path: Path) -> None:
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    arrays = [rng.integers(0, 256, (32, 32, 3), dtype=np.uint8) for _ in range(3)]
+    for i, arr in enumerate(arrays):
+        Image.fromarray(arr).save(folder / f"{i}.png")
+    # 32x32 photos, short side 32, one crop each: every crop is the whole photo.
+    result = evaluate(
+        images=folder,
+        out_dir=tmp_path / "out",
+        baselines=("mean",),
+        input_size=32,
+        short_side=32,
+        crops_per_image=1,
+        seed=0,
+    )
+    y0, y1, x0, x1 = CenterMask(32, 16, 1).hidden_box  # the paper geometry at 32 px: hole = inner 14x14
+    hole = np.zeros((32, 32), dtype=bool)
+    hole[y0:y1, x0:x1] = True
+    l1s, l2s, psnrs = [], [], []
+    for arr in arrays:
+        x = arr.astype(np.float64) / 255.0
+        fill = x[~hole].mean(axis=0)  # mean colour of the visible pixels
+        err = fill[None, :] - x[hole]
+        l1s.append(np.abs(err).mean())
+        l2s.append((err**2).mean())
+        psnrs.append(10 * math.log10(1.0 / l2s[-1]))
+    rows = rows_of(tmp_path / "out", "mean")
+    assert [int(r["hidden_pixels"]) for r in rows] == [hole.sum()] * 3
+    for row, l1, l2, p in zip(rows, l1s, l2s, psnrs):
+        assert float(row["l1"]) == pytest.approx(l1, rel=1e-5)
+        assert float(row["l2"]) == pytest.approx(l2, rel=1e-5)
+        assert float(row["psnr"]) == pytest.approx(p, rel=1e-5)
+    summary = result["methods"]["mean"]
+    assert summary["l1_pct"] == pytest.approx(100 * np.mean(l1s), rel=1e-5)
+    assert summary["l2_pct"] == pytest.approx(100 * np.mean(l2s), rel=1e-5)
+    assert summary["psnr"] == pytest.approx(np.mean(psnrs), rel=1e-5)  # per image, then averaged
+    assert summary["psnr"] != pytest.approx(10 * math.log10(1 / np.mean(l2s)), rel=1e-4)
+    saved = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert saved["methods"]["mean"]["psnr"] == pytest.approx(summary["psnr"])
+    assert "| mean-colour fill |" in (tmp_path / "out" / "table.md").read_text()
+
+
+def test_model_row_repeats_training_validation(center_ckpt: Path, tmp_path: Path) -> None:
+    """Default images and masks = the checkpoint's own validation set (embedded holdout, its crops and seed)."""
+    result = evaluate(checkpoint=center_ckpt, out_dir=tmp_path / "out", baselines=("telea",), grid=2)
+    with open(center_ckpt.parent.parent / "metrics.csv") as f:
+        val = [r for r in csv.DictReader(f) if r.get("val/psnr")][-1]
+    model = result["methods"]["model"]
+    assert result["samples"] == 5  # 5 held-out photos x 1 crop (the tiny run's data.val_crops_per_image)
+    assert model["psnr"] == pytest.approx(float(val["val/psnr"]), rel=1e-5)
+    assert model["ssim"] == pytest.approx(float(val["val/ssim"]), rel=1e-5)
+    assert model["l1_pct"] == pytest.approx(100 * float(val["val/l1"]), rel=1e-5)
+    assert model["l2_pct"] == pytest.approx(100 * float(val["val/l2"]), rel=1e-5)
+    assert set(result["methods"]) == {"model", "telea"}
+    assert (tmp_path / "out" / "samples.png").is_file()
+
+
+def test_baselines_fill_only_the_hole_and_beat_mean_fill_on_a_gradient() -> None:
+    image = torch.from_numpy(gradient(40, 1)).permute(2, 0, 1).float() / 255
+    mask = torch.zeros(1, 40, 40)
+    mask[:, 12:28, 12:28] = 1
+    errors = {}
+    for name, fn in make_baselines(["mean", "telea", "ns"]).items():
+        out = fn(image, mask)
+        assert torch.equal(out[:, mask[0] == 0], image[:, mask[0] == 0])
+        errors[name] = float((out - image).abs()[:, mask[0] == 1].mean())
+    # A linear ramp is what diffusion-style inpainting recovers and a flat colour cannot.
+    assert errors["telea"] < errors["mean"] / 2 and errors["ns"] < errors["mean"] / 2
+
+
+def test_paris_protocol_resizes_whole_images_with_centre_hole(center_ckpt: Path, tmp_path: Path) -> None:
+    gt = tmp_path / "paris" / "paris_eval_gt"
+    gt.mkdir(parents=True)
+    for i in range(3):
+        Image.fromarray(gradient(227, i)).save(gt / f"{i + 1:03d}_im.png")
+    result = evaluate(checkpoint=center_ckpt, images=tmp_path / "paris", out_dir=tmp_path / "out")
+    assert result["protocol"] == "paris" and result["samples"] == 3 and result["input_size"] == 32
+    rows = rows_of(tmp_path / "out", "model")
+    assert [r["image"] for r in rows] == ["001_im.png", "002_im.png", "003_im.png"]
+    assert all(r["crop_y"] == "" for r in rows)
+    assert all(int(r["hidden_pixels"]) == 12 * 12 for r in rows)  # the tiny model's centre hole
+
+
+@pytest.mark.parametrize("problem", ["not_an_image", "empty_folder", "bad_baseline"])
+def test_cli_errors_are_one_line(problem: str, tmp_path: Path, capsys) -> None:
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    Image.fromarray(gradient(40, 0)).save(folder / "ok.png")
+    args = ["--images", str(folder), "--out", str(tmp_path / "out"), "--input-size", "32"]
+    named = str(folder)
+    if problem == "not_an_image":
+        (folder / "broken.png").write_text("not a png")
+        named = str(folder / "broken.png")
+    elif problem == "empty_folder":
+        (folder / "ok.png").unlink()
+    else:
+        args += ["--baselines", "mean,magic"]
+        named = "magic"
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "\n" not in err and named in err

@@ -1,0 +1,184 @@
+"""Inpainting API and CLI on tiny trained checkpoints: only hole pixels change, any size, bad input refused."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from ctx_inpaint.inpaint import main
+from ctx_inpaint.inpainting import Inpainter, center_mask
+from ctx_inpaint.masks import apply_mask, crop_box
+from tests.tiny_checkpoints import tiny_checkpoint
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def center_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tiny_checkpoint("center", tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def region_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tiny_checkpoint("region", tmp_path_factory)
+
+
+def photo(w: int, h: int, seed: int = 0) -> Image.Image:
+    """A smooth colour gradient plus noise: something to fill that is not constant."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:h, 0:w]
+    base = np.stack([xx / w * 200, yy / h * 200, (xx + yy) / (w + h) * 255], axis=-1)
+    return Image.fromarray((base + rng.integers(0, 40, (h, w, 3))).clip(0, 255).astype(np.uint8))
+
+
+def holes(w: int, h: int) -> np.ndarray:
+    """Three holes: one inside, one on the border, one in a corner."""
+    m = np.zeros((h, w), dtype=bool)
+    m[h // 3 : h // 3 + 9, w // 2 : w // 2 + 12] = True
+    m[h - 5 :, 4:14] = True
+    m[:6, w - 7 :] = True
+    return m
+
+
+@pytest.mark.parametrize("kind", ["center", "region"])
+@pytest.mark.parametrize("size", [(32, 32), (75, 41), (300, 180)])
+def test_only_hole_pixels_change(
+    kind: str, size: tuple[int, int], center_ckpt: Path, region_ckpt: Path
+) -> None:
+    inpainter = Inpainter.from_checkpoint(center_ckpt if kind == "center" else region_ckpt, device="cpu")
+    assert inpainter.kind == ("center" if kind == "center" else "whole")
+    w, h = size
+    image = photo(w, h)
+    mask = holes(w, h)
+    out = inpainter(image, Image.fromarray(mask.astype(np.uint8) * 255))
+    assert out.size == image.size and out.mode == "RGB"
+    a, b = np.asarray(image), np.asarray(out)
+    assert np.array_equal(a[~mask], b[~mask])  # visible pixels bit-identical
+    assert (a[mask] != b[mask]).any(axis=-1).mean() > 0.9  # hole pixels replaced
+
+
+def test_tensor_inputs_keep_dtype_and_visible_values(center_ckpt: Path) -> None:
+    inpainter = Inpainter.from_checkpoint(center_ckpt, device="cpu")
+    image = torch.rand(3, 50, 70, dtype=torch.float64)
+    out = inpainter(image, "center")
+    hole = center_mask(50, 70, inpainter.hole_fraction)
+    assert out.dtype == torch.float64 and out.shape == image.shape
+    assert torch.equal(out[:, ~hole], image[:, ~hole])
+    assert not torch.equal(out[:, hole], image[:, hole])
+    batch = (torch.rand(2, 3, 40, 40) * 255).to(torch.uint8)
+    out_b = inpainter(batch)
+    assert out_b.dtype == torch.uint8 and out_b.shape == batch.shape
+
+
+def test_centre_hole_at_model_size_equals_the_trained_forward(center_ckpt: Path) -> None:
+    """At the model's own size the API does exactly what validation does: no resizing, same hole."""
+    inpainter = Inpainter.from_checkpoint(center_ckpt, device="cpu")
+    image = torch.rand(3, 32, 32)
+    hole = inpainter.center_mask(32, 32)
+    assert torch.equal(hole.float()[None], inpainter.model.masks.sample())
+    out = inpainter(image, hole)
+    masked = apply_mask(image * 2 - 1, hole.float()[None])
+    with torch.no_grad():
+        pred = inpainter.generator(masked[None])[0]
+    expected = image.clone()
+    box = inpainter.model.masks.target_box
+    crop_box(expected, box)[:, crop_box(hole, box)] = ((pred + 1) / 2).clamp(0, 1)[:, crop_box(hole, box)]
+    assert torch.allclose(out, expected, atol=1e-6)
+
+
+def test_mask_of_another_size_and_unknown_mode_are_refused(center_ckpt: Path) -> None:
+    inpainter = Inpainter.from_checkpoint(center_ckpt, device="cpu")
+    with pytest.raises(ValueError, match="differs from the image"):
+        inpainter(photo(40, 30), Image.new("L", (41, 30)))
+    with pytest.raises(ValueError, match="unknown mode"):
+        inpainter(photo(40, 30), "left")
+
+
+def test_cli_folder_with_mask_folder_and_previews(center_ckpt: Path, tmp_path: Path, capsys) -> None:
+    inputs, masks, out = tmp_path / "in", tmp_path / "masks", tmp_path / "out"
+    (inputs / "sub").mkdir(parents=True)
+    masks.mkdir()
+    (masks / "sub").mkdir()
+    sizes = {"a.jpg": (64, 48), "sub/b.png": (40, 90)}
+    for name, (w, h) in sizes.items():
+        photo(w, h).save(inputs / name, quality=95)
+        mask_name = Path(name).with_name(Path(name).stem + "_mask.png")
+        Image.fromarray(holes(w, h).astype(np.uint8) * 255).save(masks / mask_name)
+    assert (
+        main(["-c", str(center_ckpt), "-i", str(inputs), "-m", str(masks), "-o", str(out), "--preview"]) == 0
+    )
+    for name, (w, h) in sizes.items():
+        result = Image.open(out / Path(name).with_suffix(".png"))
+        assert result.size == (w, h)
+        original = np.asarray(Image.open(inputs / name).convert("RGB"))
+        m = holes(w, h)
+        assert np.array_equal(np.asarray(result)[~m], original[~m])
+        assert Image.open(out / Path(name).with_name(Path(name).stem + "_preview.png")).size == (2 * w + 4, h)
+    assert "wrote 2 image(s)" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("problem", ["mask_size", "not_an_image", "truncated", "no_mask", "bad_checkpoint"])
+def test_cli_malformed_inputs_give_one_line_errors(
+    problem: str, center_ckpt: Path, tmp_path: Path, capsys
+) -> None:
+    image = tmp_path / "in" / "photo.png"
+    image.parent.mkdir()
+    photo(48, 40).save(image)
+    mask = tmp_path / "mask.png"
+    Image.new("L", (48, 40), 255).save(mask)
+    ckpt, named = center_ckpt, None
+    if problem == "mask_size":
+        Image.new("L", (20, 40), 255).save(mask)
+        named = mask
+    elif problem == "not_an_image":
+        image.write_text("hello")
+        named = image
+    elif problem == "truncated":
+        data = image.read_bytes()
+        image.write_bytes(data[: len(data) // 2])
+        named = image
+    elif problem == "no_mask":
+        mask = tmp_path / "masks"
+        mask.mkdir()
+        named = "photo"
+    elif problem == "bad_checkpoint":
+        ckpt = tmp_path / "model.ckpt"
+        ckpt.write_bytes(b"garbage")
+        named = ckpt
+    rc = main(["-c", str(ckpt), "-i", str(image.parent), "-m", str(mask), "-o", str(tmp_path / "out")])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2
+    assert err.startswith("error: ") and "\n" not in err and str(named) in err
+
+
+@pytest.mark.slow
+def test_cli_subprocess_center_mode(region_ckpt: Path, tmp_path: Path) -> None:
+    photo(100, 60).save(tmp_path / "p.png")
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "ctx_inpaint.inpaint",
+            "-c",
+            str(region_ckpt),
+            "-i",
+            str(tmp_path / "p.png"),
+            "-o",
+            str(tmp_path / "out"),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = np.asarray(Image.open(tmp_path / "out" / "p.png"))
+    hole = center_mask(60, 100).numpy()
+    original = np.asarray(Image.open(tmp_path / "p.png"))
+    assert np.array_equal(out[~hole], original[~hole]) and (out[hole] != original[hole]).any()
