@@ -26,7 +26,21 @@ format: ## Apply ruff formatting and safe fixes
 	$(PY) -m ruff check --fix ctx_inpaint tests
 	$(PY) -m ruff format ctx_inpaint tests
 
+SWEEP ?= all
+BUDGET ?= cpu
+SWEEP_DIR ?=
+REPORT_OUT ?= experiments/ablations
+ablations: ## Run an ablation sweep (Hydra multirun): make ablations SWEEP=l2_weights BUDGET=cpu [ARGS=...]
+	@snapshot=$$(mktemp -d -t ctx_conf_XXXXXX) && cp -r conf/. $$snapshot/ && \
+	echo "[ctx-inpaint] configs frozen in $$snapshot for the whole sweep" && \
+	$(PY) -m ctx_inpaint.train --config-path $$snapshot -m +sweep=$(SWEEP) +budget=$(BUDGET) $(ARGS)
+
+report: ## Markdown report of a sweep: make report SWEEP_DIR=logs/multiruns/<stamp> [REPORT_OUT=experiments/ablations]
+	@test -n "$(SWEEP_DIR)" || { echo "make report: set SWEEP_DIR=logs/multiruns/<stamp>_<pid>"; exit 2; }
+	$(PY) -m ctx_inpaint.report $(SWEEP_DIR) --out $(REPORT_OUT) \
+		$(if $(wildcard $(REPORT_OUT)/NOTES.md),--notes $(REPORT_OUT)/NOTES.md,)
+
 clean: ## Remove run outputs (logs/) and caches, keep .venv
 	rm -rf logs .pytest_cache .ruff_cache
 
-.PHONY: help install train test lint format clean
+.PHONY: help install train test lint format clean ablations report

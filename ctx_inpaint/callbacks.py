@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import json
+import os
+import platform
+import time
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pytorch_lightning as pl
+import torch
 from pytorch_lightning.callbacks import Callback, ModelCheckpoint
 
 
@@ -18,7 +24,11 @@ class RunSummary(Callback):
         ckpt = next((c for c in trainer.callbacks if isinstance(c, ModelCheckpoint)), None)
         if ckpt is not None:
             best = ckpt.best_model_path or "none"
-            score = f" (val/psnr {float(ckpt.best_model_score):.2f} dB)" if ckpt.best_model_score is not None else ""
+            score = (
+                f" (val/psnr {float(ckpt.best_model_score):.2f} dB)"
+                if ckpt.best_model_score is not None
+                else ""
+            )
             parts.append(f"best checkpoint {best}{score}, last {Path(ckpt.dirpath or '.') / 'last.ckpt'}")
         for logger in trainer.loggers:
             name = type(logger).__name__
@@ -26,5 +36,71 @@ class RunSummary(Callback):
                 parts.append(f"metrics {Path(logger.log_dir) / 'metrics.csv'}")
             elif name == "WandbLogger":
                 run = logger.experiment
-                parts.append(f"W&B run {getattr(run, 'dir', '?')} (mode {getattr(run.settings, 'mode', '?')})")
+                parts.append(
+                    f"W&B run {getattr(run, 'dir', '?')} (mode {getattr(run.settings, 'mode', '?')})"
+                )
         print("[ctx-inpaint] done: " + "; ".join(parts), flush=True)
+
+
+class RunStatus(Callback):
+    """Writes ``run_status.json`` in the run dir: running / finished / failed, fit wall time and machine.
+
+    The ablation report reads it (no W&B needed) to show crashed or cut-short runs and each run's wall time.
+    """
+
+    FILENAME = "run_status.json"
+
+    def __init__(self) -> None:
+        self._start: float | None = None
+        self._started_at: str | None = None
+
+    def _write(self, trainer: pl.Trainer, status: str, **extra: object) -> None:
+        if not trainer.is_global_zero:
+            return
+        now = time.time()
+        record = {
+            "status": status,
+            "started_at": self._started_at,
+            "updated_at": datetime.fromtimestamp(now, timezone.utc).isoformat(timespec="seconds"),
+            "wall_time_s": round(now - self._start, 1) if self._start is not None else None,
+            "epochs_completed": int(trainer.current_epoch),
+            "max_epochs": trainer.max_epochs,
+            "global_step": int(trainer.global_step),
+            "machine": _machine(trainer),
+            **extra,
+        }
+        path = Path(trainer.default_root_dir) / self.FILENAME
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(record, indent=2))
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._start = time.time()
+        self._started_at = datetime.fromtimestamp(self._start, timezone.utc).isoformat(timespec="seconds")
+        self._write(trainer, "running")
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._write(trainer, "running")
+
+    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._write(trainer, "interrupted" if trainer.interrupted else "finished")
+
+    def on_exception(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException
+    ) -> None:
+        status = "interrupted" if isinstance(exception, KeyboardInterrupt) else "failed"
+        self._write(trainer, status, error=f"{type(exception).__name__}: {exception}"[:500])
+
+
+def _machine(trainer: pl.Trainer) -> dict[str, object]:
+    """Enough to say where a timing came from."""
+    info: dict[str, object] = {
+        "accelerator": type(trainer.accelerator).__name__.replace("Accelerator", "").lower(),
+        "devices": trainer.num_devices,
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "platform": platform.platform(terse=True),
+        "processor": platform.processor() or platform.machine(),
+    }
+    if torch.cuda.is_available() and info["accelerator"] == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(0)
+    return info

@@ -1,0 +1,172 @@
+"""Markdown report of an ablation sweep: ``python -m ctx_inpaint.report <sweep dir> [--out DIR]``.
+
+Reads every run's ``metrics.csv``, ``config_resolved.yaml`` (or ``.hydra/config.yaml``) and ``run_status.json``;
+W&B is not needed. Writes ``report.md`` and its PNGs into ``--out`` (default: ``<sweep dir>/report``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from collections.abc import Sequence
+from datetime import datetime
+from pathlib import Path
+
+from ctx_inpaint.reporting.grid import image_grid
+from ctx_inpaint.reporting.plots import gan_curves, psnr_vs_epoch
+from ctx_inpaint.reporting.runs import Run, load_sweep, task_overrides
+from ctx_inpaint.reporting.tables import chosen_epochs, epoch_table, fmt_duration, status_text, summary_table
+
+
+def _budget_lines(runs: Sequence[Run]) -> list[str]:
+    cfg = next((r.config for r in runs if r.config), {})
+    if not cfg:
+        return ["- Budget: unknown (no run has a config)"]
+    data, trainer = cfg.get("data") or {}, cfg.get("trainer") or {}
+    budget = (cfg.get("budget") or {}).get("name", "none (train.yaml defaults)")
+    return [
+        f"- Budget: `{budget}`: {trainer.get('max_epochs')} epochs x {data.get('samples_per_epoch')} random "
+        f"crops, batch {data.get('batch_size')}, {data.get('input_size')}px crops; data `{data.get('source')}`, "
+        f"{data.get('val_crops_per_image')} fixed val crops per val photo (identical in every run)",
+    ]
+
+
+def _machine_line(runs: Sequence[Run]) -> str:
+    machine = next((r.record.get("machine") for r in runs if r.record.get("machine")), None)
+    if not machine:
+        return "- Machine: not recorded"
+    accel = machine.get("accelerator", "?")
+    gpu = machine.get("gpu") or ("no GPU" if accel == "cpu" else "?")
+    return (
+        f"- Machine: {machine.get('cpu_count')}-core {machine.get('processor')} CPU, {gpu}; accelerator "
+        f"`{accel}` x {machine.get('devices')}; torch threads {machine.get('torch_threads')}; "
+        f"{machine.get('platform')}"
+    )
+
+
+def _wall_lines(runs: Sequence[Run]) -> list[str]:
+    starts = [r.record["started_at"] for r in runs if r.record.get("started_at")]
+    ends = [r.record["updated_at"] for r in runs if r.record.get("updated_at")]
+    total = sum(r.wall_time_s or 0.0 for r in runs)
+    lines = [f"- Sum of the runs' fit times: {fmt_duration(total)}"]
+    if starts and ends:
+        span = (datetime.fromisoformat(max(ends)) - datetime.fromisoformat(min(starts))).total_seconds()
+        lines.insert(
+            0,
+            f"- Sweep wall time (first fit start {min(starts)} to last record {max(ends)}): "
+            f"{fmt_duration(span)}",
+        )
+    return lines
+
+
+def build_report(
+    sweep_dir: Path,
+    out_dir: Path,
+    epochs: list[int] | None = None,
+    n_images: int = 6,
+    notes: Path | None = None,
+) -> Path:
+    """Write report.md and its figures; returns the Markdown path."""
+    runs = load_sweep(sweep_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    max_epochs = max((r.max_epochs or len(r.val) for r in runs), default=0)
+    epochs = epochs or chosen_epochs(max_epochs)
+
+    psnr_png = psnr_vs_epoch(runs, out_dir / "psnr_vs_epoch.png")
+    grid_png = image_grid(runs, out_dir / "val_grid.png", n_images=n_images)
+    gan_pngs = {}
+    for run in runs:
+        if run.adversarial:
+            png = gan_curves(run, out_dir / f"gan_{run.name}.png")
+            if png is not None:
+                gan_pngs[run.name] = png
+
+    overrides = task_overrides(sweep_dir)
+    failed = [r for r in runs if not r.ok]
+    md = [f"# Ablation report: `{sweep_dir.name}`", ""]
+    md += [
+        f"- Sweep command: `python -m ctx_inpaint.train -m {' '.join(shlex.quote(o) for o in overrides)}`",
+        *_budget_lines(runs),
+        _machine_line(runs),
+        *_wall_lines(runs),
+        f"- Runs: {len(runs)} ({len(runs) - len(failed)} finished, {len(failed)} failed / incomplete / missing)",
+        f"- Report: `python -m ctx_inpaint.report {' '.join(shlex.quote(a) for a in sys.argv[1:])}`"
+        if sys.argv[0].endswith("report.py") or "ctx_inpaint.report" in " ".join(sys.argv)
+        else f"- Report: `python -m ctx_inpaint.report {sweep_dir} --out {out_dir}`",
+        "",
+        "Metrics: validation on the fixed val crops, over the hidden pixels of the composited output in [0, 1] "
+        "(L1 = mean |x - y|, L2 = mean (x - y)^2, PSNR per image then averaged, SSIM averaged over the hole). "
+        "The seed report's PSNR is its epoch-200 figure on Paris StreetView (two runs where it gives two): "
+        "another dataset, budget and evaluation, shown for orientation only.",
+        "",
+    ]
+    if notes is not None:
+        md += [notes.read_text().strip(), ""]
+    md += ["## Summary", "", "Sorted by best val PSNR; failed, incomplete and missing runs last.", ""]
+    md += [summary_table(runs), ""]
+    md += ["## Val PSNR per epoch", "", f"![val PSNR per epoch]({psnr_png.name})", ""]
+    if grid_png is not None:
+        md += [
+            "## The same val images in every run",
+            "",
+            "Each run's last validation (its own `samples/epoch_XXXX.png`); masked input and truth first. Runs "
+            "with other masks validate on other crops and holes and get their own masked / truth rows.",
+            "",
+            f"![val images]({grid_png.name})",
+            "",
+        ]
+    md += [f"## Epoch-wise results (val; epochs {', '.join(map(str, epochs))})", ""]
+    for run in runs:
+        md += [f"### `{run.name}` ({run.axis})", ""]
+        if not run.ok:
+            md += [f"Status: {status_text(run)}", ""]
+        if run.seed_psnr:
+            md += [f"Seed report PSNR at epoch 200: {' / '.join(f'{v:.2f}' for v in run.seed_psnr)} dB", ""]
+        md += [epoch_table(run, epochs), ""]
+        if run.name in gan_pngs:
+            md += [f"![G and D of {run.name}]({gan_pngs[run.name].name})", ""]
+    path = out_dir / "report.md"
+    path.write_text("\n".join(md).rstrip() + "\n")
+    return path
+
+
+def parse_epochs(text: str) -> list[int]:
+    try:
+        epochs = sorted({int(e) for e in text.split(",") if e.strip()})
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"--epochs: expected comma-separated integers, got {text!r}"
+        ) from None
+    if not epochs or epochs[0] < 1:
+        raise argparse.ArgumentTypeError(f"--epochs: expected epochs >= 1, got {text!r}")
+    return epochs
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m ctx_inpaint.report", description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "sweep_dir", type=Path, help="a Hydra multirun dir, e.g. logs/multiruns/<stamp>_<pid>"
+    )
+    parser.add_argument("--out", type=Path, default=None, help="output folder (default: <sweep_dir>/report)")
+    parser.add_argument(
+        "--epochs", type=parse_epochs, default=None, help="epochs of the per-run tables, e.g. 5,10"
+    )
+    parser.add_argument("--images", type=int, default=6, help="val images per row of the grid")
+    parser.add_argument("--notes", type=Path, default=None, help="a Markdown file included under the header")
+    args = parser.parse_args(argv)
+    if args.notes is not None and not args.notes.is_file():
+        parser.error(f"--notes: {args.notes} is not a file")
+    try:
+        path = build_report(
+            args.sweep_dir, args.out or args.sweep_dir / "report", args.epochs, args.images, args.notes
+        )
+    except FileNotFoundError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(f"[ctx-inpaint] report written to {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

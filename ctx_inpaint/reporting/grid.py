@@ -1,0 +1,121 @@
+"""Side-by-side val images: one row per experiment, the masked inputs and the truth first.
+
+The images come from each run's own ``samples/epoch_XXXX.png`` (written by the module at every validation:
+rows of masked | output | truth, ``make_grid(nrow=3, padding=2)``). That needs no checkpoint and no model
+rebuild, so it also works for runs whose checkpoints were deleted or for crashed runs that validated once.
+Runs validate on the same pixels when their data and mask settings match; runs with other masks (random
+patches / regions) get their own masked-input and truth rows.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from ctx_inpaint.reporting.runs import Run  # noqa: E402
+
+PADDING = 2  # make_grid's default, as the module saves it
+COLUMNS = ("masked", "output", "image")
+
+
+@dataclass
+class Samples:
+    epoch: int
+    masked: np.ndarray  # (n, S, S, 3) uint8
+    output: np.ndarray
+    image: np.ndarray
+
+
+def split_sample_grid(array: np.ndarray, size: int) -> dict[str, np.ndarray] | None:
+    """Cut a (masked | output | truth) grid image back into its tiles; None if the layout does not match."""
+    step = size + PADDING
+    height, width = array.shape[:2]
+    if width != 3 * step + PADDING or height < step + PADDING or (height - PADDING) % step:
+        return None
+    n = (height - PADDING) // step
+    tiles = {}
+    for j, key in enumerate(COLUMNS):
+        x = PADDING + j * step
+        tiles[key] = np.stack(
+            [array[PADDING + i * step : PADDING + i * step + size, x : x + size] for i in range(n)]
+        )
+    return tiles
+
+
+def last_samples(run: Run) -> Samples | None:
+    """The run's last saved validation grid (its final epoch, or the last one before it stopped)."""
+    if run.path is None:
+        return None
+    files = sorted((run.path / "samples").glob("epoch_*.png"))
+    size = (run.config.get("data") or {}).get("input_size")
+    if not files or size is None:
+        return None
+    array = np.asarray(Image.open(files[-1]).convert("RGB"))
+    tiles = split_sample_grid(array, int(size))
+    if tiles is None:
+        return None
+    epoch = int(files[-1].stem.split("_")[-1]) + 1
+    return Samples(epoch=epoch, **tiles)
+
+
+def _key(samples: Samples, n: int) -> str:
+    return hashlib.sha1(samples.masked[:n].tobytes() + samples.image[:n].tobytes()).hexdigest()
+
+
+def _mask_name(run: Run) -> str:
+    target = str((run.config.get("masks") or {}).get("_target_", "?"))
+    return target.rsplit(".", 1)[-1]
+
+
+def image_grid(runs: Sequence[Run], path: Path, n_images: int = 6) -> Path | None:
+    """Write the grid PNG; returns None when no run has samples."""
+    loaded = [(run, last_samples(run)) for run in runs]
+    with_samples = [(r, s) for r, s in loaded if s is not None]
+    if not with_samples:
+        return None
+    n = min(n_images, *(len(s.masked) for _, s in with_samples))
+    groups: dict[str, list[tuple[Run, Samples]]] = {}
+    for run, samples in with_samples:
+        groups.setdefault(_key(samples, n), []).append((run, samples))
+
+    rows: list[tuple[str, np.ndarray | None]] = []
+    for members in groups.values():
+        first_run, first = members[0]
+        mask = _mask_name(first_run)
+        rows.append((f"masked input\n({mask})", first.masked[:n]))
+        rows.append(("truth", first.image[:n]))
+        for run, samples in members:
+            state = "" if run.ok else f"\n[{run.status}]"
+            rows.append((f"{run.name}\n(epoch {samples.epoch}){state}", samples.output[:n]))
+    for run, samples in loaded:
+        if samples is None:
+            rows.append((f"{run.name}\n[{run.status}]", None))
+
+    fig, axes = plt.subplots(len(rows), n, figsize=(1.25 * n + 1.4, 1.3 * len(rows)), squeeze=False)
+    for r, (label, tiles) in enumerate(rows):
+        for c in range(n):
+            ax = axes[r][c]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if tiles is not None:
+                ax.imshow(tiles[c])
+            else:
+                for side in ax.spines.values():
+                    side.set_visible(False)
+                if c == 0:
+                    ax.text(0.0, 0.5, "no validation images", fontsize=7, va="center", transform=ax.transAxes)
+            if c == 0:
+                ax.set_ylabel(label, rotation=0, ha="right", va="center", fontsize=7)
+    fig.subplots_adjust(left=0.2, right=0.99, top=0.99, bottom=0.01, wspace=0.03, hspace=0.06)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path

@@ -1,0 +1,91 @@
+"""Matplotlib figures (PNG): val PSNR of every run on one chart, and G / D training curves per GAN run."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only; no display on servers or in tests
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from ctx_inpaint.reporting.runs import Run  # noqa: E402
+
+
+def smooth(values: Sequence[float], window: int) -> np.ndarray:
+    """Trailing moving average (window shrinks at the start), so noisy per-step curves stay readable."""
+    x = np.asarray(values, dtype=float)
+    if window <= 1 or len(x) < 2:
+        return x
+    c = np.cumsum(np.insert(x, 0, 0.0))
+    idx = np.arange(1, len(x) + 1)
+    lo = np.maximum(idx - window, 0)
+    return (c[idx] - c[lo]) / (idx - lo)
+
+
+def psnr_vs_epoch(runs: Sequence[Run], path: Path) -> Path:
+    """All runs' val PSNR against the epoch; failed / incomplete runs are dashed and labelled."""
+    fig, ax = plt.subplots(figsize=(9, 5.5))
+    cmap = plt.get_cmap("tab20")
+    for i, run in enumerate(runs):
+        if not run.val:
+            continue
+        label = run.name if run.ok else f"{run.name} ({run.status})"
+        ax.plot(
+            [m.epoch for m in run.val],
+            [m.psnr for m in run.val],
+            marker="o",
+            markersize=3,
+            linestyle="-" if run.ok else "--",
+            color=cmap(i % 20),
+            label=label,
+        )
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("val PSNR on hidden pixels (dB)")
+    ax.set_title("Validation PSNR per epoch")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, ncol=2, loc="best")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def gan_curves(run: Run, path: Path, window: int = 10) -> Path | None:
+    """Left: D loss and G's adversarial loss; right: D's mean probability on real and on generated patches.
+
+    A discriminator that wins outright shows D(real) -> 1, D(fake) -> 0, loss_d -> 0 and a climbing G loss.
+    """
+    series = run.train
+    if "loss_d" not in series:
+        return None
+    fig, (ax_l, ax_p) = plt.subplots(1, 2, figsize=(11, 3.6))
+    for key, color in (("loss_d", "tab:red"), ("loss_adv", "tab:blue"), ("loss_g", "tab:gray")):
+        if key in series:
+            steps, values = zip(*series[key])
+            ax_l.plot(steps, values, color=color, alpha=0.25, linewidth=0.8)
+            ax_l.plot(steps, smooth(values, window), color=color, label=f"{key} (mean of {window})")
+    ax_l.set_xlabel("optimizer step")
+    ax_l.set_ylabel("loss")
+    ax_l.set_yscale("symlog", linthresh=0.1)
+    ax_l.legend(fontsize=7)
+    ax_l.grid(alpha=0.3)
+    for key, color, label in (("d_real", "tab:green", "D(real)"), ("d_fake", "tab:orange", "D(generated)")):
+        if key in series:
+            steps, values = zip(*series[key])
+            ax_p.plot(steps, values, color=color, alpha=0.25, linewidth=0.8)
+            ax_p.plot(steps, smooth(values, window), color=color, label=label)
+    ax_p.set_ylim(-0.02, 1.02)
+    ax_p.axhline(0.5, color="black", linewidth=0.5, linestyle=":")
+    ax_p.set_xlabel("optimizer step")
+    ax_p.set_ylabel("mean sigmoid(D)")
+    ax_p.legend(fontsize=7)
+    ax_p.grid(alpha=0.3)
+    status = "" if run.ok else f" [{run.status}]"
+    fig.suptitle(f"{run.name}: generator and discriminator during training{status}", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path

@@ -1,0 +1,211 @@
+"""Reading one sweep directory: every run's config, metrics.csv and run_status.json, without W&B."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+RUN_DIR = re.compile(r"^(\d+)_(.+)$")
+VAL_KEYS = ("l1", "l2", "psnr", "ssim")
+
+
+@dataclass
+class EpochMetrics:
+    """Validation metrics of one epoch (1-based: ``epoch`` 1 is after the first training epoch)."""
+
+    epoch: int
+    l1: float
+    l2: float
+    psnr: float
+    ssim: float
+
+
+@dataclass
+class Run:
+    """One run of a sweep, with what is known about it even if it crashed or never started."""
+
+    num: int
+    name: str
+    path: Path | None
+    config: dict[str, Any] = field(default_factory=dict)
+    status: str = "not started"  # finished | incomplete | failed | running | not started
+    detail: str = ""
+    record: dict[str, Any] = field(default_factory=dict)  # run_status.json
+    val: list[EpochMetrics] = field(default_factory=list)
+    train: dict[str, list[tuple[int, float]]] = field(default_factory=dict)  # key -> [(step, value)]
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "finished"
+
+    @property
+    def axis(self) -> str:
+        return str((self.config.get("ablation") or {}).get("axis", "-"))
+
+    @property
+    def seed_psnr(self) -> list[float]:
+        return [float(v) for v in (self.config.get("ablation") or {}).get("seed_psnr") or []]
+
+    @property
+    def max_epochs(self) -> int | None:
+        value = (self.config.get("trainer") or {}).get("max_epochs")
+        return int(value) if value is not None and int(value) > 0 else None
+
+    @property
+    def adversarial(self) -> bool:
+        model = self.config.get("model") or {}
+        return model.get("discriminator") is not None and float(model.get("lambda_rec", 1.0)) < 1.0
+
+    @property
+    def wall_time_s(self) -> float | None:
+        value = self.record.get("wall_time_s")
+        return float(value) if value is not None else None
+
+    def best(self) -> EpochMetrics | None:
+        finite = [m for m in self.val if math.isfinite(m.psnr)]
+        return max(finite, key=lambda m: m.psnr) if finite else None
+
+    def final(self) -> EpochMetrics | None:
+        return self.val[-1] if self.val else None
+
+    def at_epoch(self, epoch: int) -> EpochMetrics | None:
+        return next((m for m in self.val if m.epoch == epoch), None)
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _float(text: str | None) -> float | None:
+    if text is None or text == "":
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        return None
+
+
+def read_metrics(path: Path) -> tuple[list[EpochMetrics], dict[str, list[tuple[int, float]]]]:
+    """Lightning's CSVLogger file: val metrics per epoch and every ``train/*`` series against the step."""
+    val: dict[int, dict[str, float]] = {}
+    train: dict[str, list[tuple[int, float]]] = {}
+    with path.open(newline="") as f:
+        for row in csv.DictReader(f):
+            epoch, step = _float(row.get("epoch")), _float(row.get("step"))
+            for key, text in row.items():
+                value = _float(text)
+                if value is None or key is None:
+                    continue
+                if key.startswith("val/") and key[4:] in VAL_KEYS and epoch is not None:
+                    val.setdefault(int(epoch) + 1, {})[key[4:]] = value
+                elif key.startswith("train/") and step is not None:
+                    train.setdefault(key[6:], []).append((int(step), value))
+    epochs = [
+        EpochMetrics(epoch=e, **{k: v.get(k, math.nan) for k in VAL_KEYS})
+        for e, v in sorted(val.items())
+        if "psnr" in v
+    ]
+    return epochs, train
+
+
+def _error_from_log(run_dir: Path) -> str:
+    """Last exception line of the Hydra job log, if any (runs that crashed before the trainer started)."""
+    for log in sorted(run_dir.glob("*.log")):
+        lines = [ln.strip() for ln in log.read_text(errors="replace").splitlines() if ln.strip()]
+        errors = [ln for ln in lines if re.search(r"(Error|Exception)\b", ln)]
+        if errors:
+            return errors[-1][:300]
+    return ""
+
+
+def classify(run: Run) -> None:
+    """Set ``status`` and ``detail`` from the run's record, its metrics and its configured epochs."""
+    rec, expected = run.record, run.max_epochs
+    done = len(run.val)
+    if rec.get("status") == "failed":
+        run.status, run.detail = "failed", str(rec.get("error", "exception during training"))
+    elif rec.get("status") == "interrupted":
+        run.status, run.detail = "incomplete", f"interrupted after {done} epoch(s)"
+    elif rec.get("status") == "finished":
+        if expected is not None and done < expected:
+            run.status, run.detail = "incomplete", f"stopped after {done}/{expected} epochs"
+        else:
+            run.status = "finished"
+    elif rec.get("status") == "running":
+        run.status = "incomplete"
+        run.detail = f"no end record: killed or still running after {done}/{expected or '?'} epochs"
+    elif done:
+        run.status, run.detail = "incomplete", f"no run_status.json; {done} epoch(s) of metrics"
+    else:
+        run.status = "failed"
+        run.detail = _error_from_log(run.path) if run.path else ""
+        run.detail = run.detail or "no metrics and no run record (crashed before training)"
+
+
+def load_run(run_dir: Path) -> Run:
+    match = RUN_DIR.match(run_dir.name)
+    num, name = (int(match.group(1)), match.group(2)) if match else (-1, run_dir.name)
+    run = Run(num=num, name=name, path=run_dir)
+    run.config = _read_yaml(run_dir / "config_resolved.yaml") or _read_yaml(
+        run_dir / ".hydra" / "config.yaml"
+    )
+    run.name = str(run.config.get("name", name))
+    status_file = run_dir / "run_status.json"
+    if status_file.is_file():
+        try:
+            run.record = json.loads(status_file.read_text())
+        except json.JSONDecodeError:
+            run.record = {}
+    metrics = run_dir / "metrics.csv"
+    if metrics.is_file():
+        run.val, run.train = read_metrics(metrics)
+    classify(run)
+    return run
+
+
+def expected_experiments(sweep_dir: Path) -> list[str]:
+    """The experiments the sweep asked for (``+experiment`` in multirun.yaml), in launch order."""
+    cfg = _read_yaml(sweep_dir / "multirun.yaml")
+    params = ((cfg.get("hydra") or {}).get("sweeper") or {}).get("params") or {}
+    value = params.get("+experiment") or params.get("experiment")
+    if value is None:
+        for override in ((cfg.get("hydra") or {}).get("overrides") or {}).get("task") or []:
+            key, _, val = str(override).partition("=")
+            if key.lstrip("+") == "experiment":
+                value = val
+    return [v.strip() for v in str(value).split(",") if v.strip()] if value is not None else []
+
+
+def task_overrides(sweep_dir: Path) -> list[str]:
+    cfg = _read_yaml(sweep_dir / "multirun.yaml")
+    return [str(o) for o in ((cfg.get("hydra") or {}).get("overrides") or {}).get("task") or []]
+
+
+def load_sweep(sweep_dir: Path) -> list[Run]:
+    """Every run dir (``<num>_<name>``) in launch order, plus a placeholder for each asked-for experiment
+    that has no run dir (the sweep was stopped before it started)."""
+    if not sweep_dir.is_dir():
+        raise FileNotFoundError(f"sweep dir: {sweep_dir} does not exist or is not a folder")
+    dirs = [d for d in sweep_dir.iterdir() if d.is_dir() and RUN_DIR.match(d.name)]
+    runs = sorted((load_run(d) for d in dirs), key=lambda r: r.num)
+    if not runs and not (sweep_dir / "multirun.yaml").is_file():
+        raise FileNotFoundError(
+            f"sweep dir: {sweep_dir} holds no run dirs (<num>_<name>/) and no multirun.yaml; "
+            "expected a Hydra multirun dir such as logs/multiruns/<stamp>"
+        )
+    seen = {r.name for r in runs}
+    for i, name in enumerate(expected_experiments(sweep_dir)):
+        if name not in seen:
+            runs.append(Run(num=i, name=name, path=None, detail="no run dir: the sweep stopped before it"))
+    return sorted(runs, key=lambda r: r.num)
