@@ -40,7 +40,13 @@ report: ## Markdown report of a sweep: make report SWEEP_DIR=logs/multiruns/<sta
 	$(PY) -m ctx_inpaint.report $(SWEEP_DIR) --out $(REPORT_OUT) \
 		$(if $(wildcard $(REPORT_OUT)/NOTES.md),--notes $(REPORT_OUT)/NOTES.md,)
 
+CKPT ?=
+EVAL_OUT ?= logs/eval
+evaluate: ## Score CKPT= and the classical baselines on the embedded held-out photos: make evaluate CKPT=path [EVAL_OUT=dir] [ARGS=...]
+	@test -n "$(CKPT)" || { echo "make evaluate: set CKPT=path/to/checkpoint.ckpt"; exit 2; }
+	$(PY) -m ctx_inpaint.evaluate --checkpoint $(CKPT) --out $(EVAL_OUT) --grid 8 $(ARGS)
+
 clean: ## Remove run outputs (logs/) and caches, keep .venv
 	rm -rf logs .pytest_cache .ruff_cache
 
-.PHONY: help install train test lint format clean ablations report
+.PHONY: help install train test lint format clean evaluate ablations report

@@ -11,7 +11,7 @@ import pickle
 import warnings
 import zipfile
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +43,7 @@ class LoadedModel:
     name: str
     config: dict[str, Any]
     path: Path | None = None
+    meta: dict[str, Any] = field(default_factory=dict)  # epoch, global_step, train_seconds (when recorded)
 
     @property
     def kind(self) -> str:
@@ -171,4 +172,15 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> LoadedMo
         name=str(config.get("name", "model")),
         config=config,
         path=path,
+        meta=training_meta(ckpt),
     )
+
+
+def training_meta(ckpt: Mapping[str, Any]) -> dict[str, Any]:
+    """How far the checkpoint was trained: epoch, optimizer steps and the Timer callback's training seconds."""
+    meta: dict[str, Any] = {k: ckpt[k] for k in ("epoch", "global_step") if isinstance(ckpt.get(k), int)}
+    timer = (ckpt.get("callbacks") or {}).get("Timer") or {}
+    seconds = (timer.get("time_elapsed") or {}).get("train")
+    if isinstance(seconds, int | float):
+        meta["train_seconds"] = round(float(seconds), 1)
+    return meta

@@ -220,6 +220,7 @@ def evaluate(
     result = {
         "checkpoint": str(checkpoint) if checkpoint is not None else None,
         "model_name": model.name if model is not None else None,
+        "trained": model.meta if model is not None else None,
         "protocol": protocol,
         "images": source,
         "image_files": len(files),
@@ -256,6 +257,15 @@ def markdown_table(result: dict[str, Any]) -> str:
     lines = [
         f"Protocol: {result['protocol']} on {result['images']} ({result['samples']} images of "
         f"{result['input_size']}px from {result['image_files']} files, {result['masks']} holes)",
+    ]
+    if result.get("trained"):
+        t = result["trained"]
+        lines.append("")
+        lines.append(
+            f"Checkpoint {result['checkpoint']}: epoch {t.get('epoch', '?')}, {t.get('global_step', '?')} optimizer "
+            f"steps, {t.get('train_seconds', '?')} s of training"
+        )
+    lines += [
         "",
         "| method | L1 % | L2 % | PSNR (dB) | SSIM |",
         "|---|---|---|---|---|",
