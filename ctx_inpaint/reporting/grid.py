@@ -76,12 +76,13 @@ def _mask_name(run: Run) -> str:
     return target.rsplit(".", 1)[-1]
 
 
-def image_grid(runs: Sequence[Run], path: Path, n_images: int = 6) -> Path | None:
-    """Write the grid PNG; returns None when no run has samples."""
+def grid_rows(runs: Sequence[Run], n_images: int = 6) -> list[tuple[str, np.ndarray | None]]:
+    """(label, tiles) per row: per group of runs sharing val pixels, masked input and truth, then each run's
+    outputs; runs without samples last with ``None`` tiles."""
     loaded = [(run, last_samples(run)) for run in runs]
     with_samples = [(r, s) for r, s in loaded if s is not None]
     if not with_samples:
-        return None
+        return [(f"{run.name}\n[{run.status}]", None) for run in runs]
     n = min(n_images, *(len(s.masked) for _, s in with_samples))
     groups: dict[str, list[tuple[Run, Samples]]] = {}
     for run, samples in with_samples:
@@ -90,16 +91,21 @@ def image_grid(runs: Sequence[Run], path: Path, n_images: int = 6) -> Path | Non
     rows: list[tuple[str, np.ndarray | None]] = []
     for members in groups.values():
         first_run, first = members[0]
-        mask = _mask_name(first_run)
-        rows.append((f"masked input\n({mask})", first.masked[:n]))
+        rows.append((f"masked input\n({_mask_name(first_run)})", first.masked[:n]))
         rows.append(("truth", first.image[:n]))
         for run, samples in members:
             state = "" if run.ok else f"\n[{run.status}]"
             rows.append((f"{run.name}\n(epoch {samples.epoch}){state}", samples.output[:n]))
-    for run, samples in loaded:
-        if samples is None:
-            rows.append((f"{run.name}\n[{run.status}]", None))
+    rows += [(f"{run.name}\n[{run.status}]", None) for run, samples in loaded if samples is None]
+    return rows
 
+
+def image_grid(runs: Sequence[Run], path: Path, n_images: int = 6) -> Path | None:
+    """Write the grid PNG; returns None when no run has samples."""
+    rows = grid_rows(runs, n_images)
+    n = next((len(tiles) for _, tiles in rows if tiles is not None), 0)
+    if n == 0:
+        return None
     fig, axes = plt.subplots(len(rows), n, figsize=(1.25 * n + 1.4, 1.3 * len(rows)), squeeze=False)
     for r, (label, tiles) in enumerate(rows):
         for c in range(n):

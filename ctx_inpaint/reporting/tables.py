@@ -15,7 +15,7 @@ def chosen_epochs(max_epochs: int, count: int = 4) -> list[int]:
     if max_epochs < 1:
         return []
     count = max(1, min(count, max_epochs))
-    return sorted({max(1, round(max_epochs * (i + 1) / count)) for i in range(count)})
+    return sorted({max(1, math.floor(max_epochs * (i + 1) / count + 0.5)) for i in range(count)})
 
 
 def fmt(value: float | None, digits: int = 4) -> str:

@@ -1,0 +1,154 @@
+"""The ablation report: epoch choice, sample-grid parsing and run classification (unit), and the whole report
+on a real tiny multirun with a deliberately broken run (slow, subprocess)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torchvision.utils import make_grid, save_image
+
+from ctx_inpaint import report
+from ctx_inpaint.reporting.grid import grid_rows, split_sample_grid
+from ctx_inpaint.reporting.runs import load_run, load_sweep
+from ctx_inpaint.reporting.tables import chosen_epochs, summary_rows
+from tests.conftest import TINY
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def test_chosen_epochs_are_evenly_spaced_and_end_at_the_last() -> None:
+    assert chosen_epochs(200) == [50, 100, 150, 200]  # the seed report's columns
+    assert chosen_epochs(8) == [2, 4, 6, 8]
+    assert chosen_epochs(6) == [2, 3, 5, 6]
+    assert chosen_epochs(3) == [1, 2, 3]
+    assert chosen_epochs(0) == []
+
+
+def test_sample_grid_is_cut_back_into_the_tiles_the_module_saved(tmp_path: Path) -> None:
+    """Same layout as ContextEncoderModule._log_grid: rows of (masked | output | truth), padding 2."""
+    size, n = 12, 3
+    tiles = torch.rand(n, 3, 3, size, size)  # image, column, C, H, W
+    save_image(make_grid(tiles.flatten(0, 1), nrow=3, padding=2), tmp_path / "epoch_0000.png")
+    array = np.asarray(Image.open(tmp_path / "epoch_0000.png").convert("RGB"))
+    out = split_sample_grid(array, size)
+    assert out is not None and out["masked"].shape == (n, size, size, 3)
+    for j, key in enumerate(("masked", "output", "image")):
+        expected = (tiles[:, j] * 255 + 0.5).clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
+        assert np.abs(out[key].astype(int) - expected.astype(int)).max() <= 1
+    assert split_sample_grid(array, size + 1) is None  # a wrong size is refused, not misread
+
+
+def _fake_run(root: Path, name: str, epochs_done: int, max_epochs: int, status: str | None) -> Path:
+    run_dir = root / name
+    run_dir.mkdir(parents=True)
+    (run_dir / "config_resolved.yaml").write_text(
+        f"name: {name.split('_', 1)[1]}\ntrainer:\n  max_epochs: {max_epochs}\nablation:\n  axis: x\n"
+    )
+    if epochs_done:
+        with (run_dir / "metrics.csv").open("w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["epoch", "step", "val/l1", "val/l2", "val/psnr", "val/ssim", "train/loss_d"])
+            for e in range(epochs_done):
+                w.writerow([e, 2 * e + 1, 0.2, 0.05, 13.0 + e, 0.4, ""])
+                w.writerow([e, 2 * e, "", "", "", "", 0.7])
+    if status is not None:
+        (run_dir / "run_status.json").write_text(json.dumps({"status": status, "wall_time_s": 12.0}))
+    return run_dir
+
+
+def test_runs_are_classified_from_their_record_and_metrics(tmp_path: Path) -> None:
+    cases = {
+        "0_done": (3, 3, "finished", "finished"),
+        "1_short": (2, 3, "finished", "incomplete"),  # e.g. trainer.max_time hit
+        "2_killed": (1, 3, "running", "incomplete"),
+        "3_norecord": (2, 3, None, "incomplete"),
+        "4_crashed": (0, 3, None, "failed"),
+        "5_raised": (1, 3, "failed", "failed"),
+    }
+    for dirname, (done, total, status, _) in cases.items():
+        _fake_run(tmp_path, dirname, done, total, status)
+    (tmp_path / "multirun.yaml").write_text(
+        "hydra:\n  sweeper:\n    params:\n      +experiment: done,short,gone\n"
+    )
+    runs = load_sweep(tmp_path)
+    by_name = {r.name: r for r in runs}
+    for dirname, (done, _, _, expected) in cases.items():
+        run = by_name[dirname.split("_", 1)[1]]
+        assert run.status == expected, dirname
+        assert len(run.val) == done
+    assert by_name["gone"].status == "not started" and by_name["gone"].path is None
+    assert by_name["done"].best().psnr == 15.0 and by_name["done"].best().epoch == 3
+    assert by_name["done"].train["loss_d"] == [(0, 0.7), (2, 0.7), (4, 0.7)]
+    order = [r.name for r in summary_rows(runs)]
+    assert order[0] == "done" and set(order[-2:]) == {"crashed", "gone"}
+
+
+def test_report_refuses_a_folder_that_is_no_sweep(tmp_path: Path, capsys) -> None:
+    assert report.main([str(tmp_path / "missing")]) == 2
+    assert "missing" in capsys.readouterr().err
+
+
+BROKEN = """# @package _global_
+# A deliberately broken experiment: Adam refuses a negative learning rate when the trainer builds it.
+defaults:
+  - l2_0999
+  - _self_
+name: broken
+optim:
+  generator:
+    lr: -1.0
+"""
+
+
+@pytest.mark.slow
+def test_report_on_a_real_multirun_with_a_broken_run(tmp_path: Path) -> None:
+    extra = tmp_path / "extra_conf"
+    (extra / "experiment").mkdir(parents=True)
+    (extra / "experiment" / "broken.yaml").write_text(BROKEN)
+    env = {**os.environ, "CTX_INPAINT_LOG_DIR": str(tmp_path / "logs"), "WANDB_MODE": "offline"}
+    tiny = [o for o in TINY if not o.startswith("trainer.max_epochs")]
+    cmd = [
+        sys.executable, "-m", "ctx_inpaint.train", "-m", "+experiment=l2_0999,l2_1,broken",
+        f"hydra.searchpath=[file://{extra}]", *tiny, "trainer.max_epochs=2",
+    ]  # fmt: skip
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0  # Hydra re-raises the broken job's error after running every job
+    (sweep,) = (tmp_path / "logs" / "multiruns").iterdir()
+
+    out = tmp_path / "report"
+    assert report.main([str(sweep), "--out", str(out)]) == 0
+    md = (out / "report.md").read_text()
+    summary = md.split("## Summary")[1].split("## ")[0]
+    rows = [ln for ln in summary.splitlines() if ln.startswith("| ") and "`" in ln]
+    assert [r.split("`")[1] for r in rows][-1] == "broken"
+    assert "FAILED" in rows[-1] and "Invalid learning rate" in rows[-1]
+    assert all("| finished |" in r for r in rows[:2])
+
+    # The epoch tables carry the numbers of each run's metrics.csv.
+    with (sweep / "0_l2_0999" / "metrics.csv").open() as f:
+        psnr = [float(r["val/psnr"]) for r in csv.DictReader(f) if r["val/psnr"]]
+    assert len(psnr) == 2
+    section = md.split("### `l2_0999`")[1].split("###")[0]
+    assert "| Epoch | 1 | 2 |" in section and f"| PSNR (dB) | {psnr[0]:.2f} | {psnr[1]:.2f} |" in section
+    assert "Status: **FAILED**" in md.split("### `broken`")[1]
+    assert "Sweep wall time" in md and "-core" in md
+
+    # Plots: one PSNR chart, G/D curves for the adversarial run only, the image grid.
+    assert {p.name for p in out.glob("*.png")} == {"psnr_vs_epoch.png", "val_grid.png", "gan_l2_0999.png"}
+    for png in out.glob("*.png"):
+        assert Image.open(png).size[0] > 300
+    runs = load_sweep(sweep)
+    labels = [label.split("\n")[0] for label, _ in grid_rows(runs)]
+    assert labels == ["masked input", "truth", "l2_0999", "l2_1", "broken"]  # same val pixels: one group
+    tiles = grid_rows(runs)
+    assert tiles[-1][1] is None and not np.array_equal(tiles[2][1], tiles[3][1])
+    assert load_run(sweep / "1_l2_1").wall_time_s > 0
