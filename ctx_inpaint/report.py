@@ -14,7 +14,7 @@ from datetime import datetime
 from pathlib import Path
 
 from ctx_inpaint.reporting.grid import image_grid
-from ctx_inpaint.reporting.plots import gan_curves, psnr_vs_epoch
+from ctx_inpaint.reporting.plots import gan_curves, gan_overview, psnr_vs_epoch
 from ctx_inpaint.reporting.runs import Run, load_sweep, task_overrides
 from ctx_inpaint.reporting.tables import chosen_epochs, epoch_table, fmt_duration, status_text, summary_table
 
@@ -75,6 +75,7 @@ def build_report(
 
     psnr_png = psnr_vs_epoch(runs, out_dir / "psnr_vs_epoch.png")
     grid_png = image_grid(runs, out_dir / "val_grid.png", n_images=n_images)
+    overview_png = gan_overview(runs, out_dir / "gan_overview.png")
     gan_pngs = {}
     for run in runs:
         if run.adversarial:
@@ -106,6 +107,17 @@ def build_report(
     md += ["## Summary", "", "Sorted by best val PSNR; failed, incomplete and missing runs last.", ""]
     md += [summary_table(runs), ""]
     md += ["## Val PSNR per epoch", "", f"![val PSNR per epoch]({psnr_png.name})", ""]
+    if overview_png is not None:
+        md += [
+            "## Discriminators",
+            "",
+            "D's loss and the gap between its mean probability on real and on generated patches, per adversarial "
+            "run (smoothed). A gap near 1 with loss_d near 0 means the discriminator has won and the generator's "
+            "adversarial gradient carries little information; each run's own curves are in its section below.",
+            "",
+            f"![discriminators]({overview_png.name})",
+            "",
+        ]
     if grid_png is not None:
         md += [
             "## The same val images in every run",

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import pytorch_lightning as pl
 import torch
 from PIL import Image
 from torchvision.utils import make_grid, save_image
@@ -97,15 +98,23 @@ def test_report_refuses_a_folder_that_is_no_sweep(tmp_path: Path, capsys) -> Non
     assert "missing" in capsys.readouterr().err
 
 
+class CrashInSecondEpoch(pl.Callback):
+    """Makes a run crash mid-training (after one validated epoch), as a real bug would."""
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.current_epoch == 1:
+            raise RuntimeError("deliberate crash in epoch 2")
+
+
 BROKEN = """# @package _global_
-# A deliberately broken experiment: Adam refuses a negative learning rate when the trainer builds it.
+# A deliberately broken experiment: the baseline plus a callback that raises in the second epoch.
 defaults:
   - l2_0999
   - _self_
 name: broken
-optim:
-  generator:
-    lr: -1.0
+callbacks:
+  crash:
+    _target_: tests.test_report.CrashInSecondEpoch
 """
 
 
@@ -130,7 +139,8 @@ def test_report_on_a_real_multirun_with_a_broken_run(tmp_path: Path) -> None:
     summary = md.split("## Summary")[1].split("## ")[0]
     rows = [ln for ln in summary.splitlines() if ln.startswith("| ") and "`" in ln]
     assert [r.split("`")[1] for r in rows][-1] == "broken"
-    assert "FAILED" in rows[-1] and "Invalid learning rate" in rows[-1]
+    assert "FAILED" in rows[-1] and "RuntimeError: deliberate crash in epoch 2" in rows[-1]
+    assert "| 1/2 |" in rows[-1]  # its first epoch is kept and shown
     assert all("| finished |" in r for r in rows[:2])
 
     # The epoch tables carry the numbers of each run's metrics.csv.
@@ -143,12 +153,14 @@ def test_report_on_a_real_multirun_with_a_broken_run(tmp_path: Path) -> None:
     assert "Sweep wall time" in md and "-core" in md
 
     # Plots: one PSNR chart, G/D curves for the adversarial run only, the image grid.
-    assert {p.name for p in out.glob("*.png")} == {"psnr_vs_epoch.png", "val_grid.png", "gan_l2_0999.png"}
+    expected = {"psnr_vs_epoch.png", "val_grid.png", "gan_overview.png", "gan_l2_0999.png", "gan_broken.png"}
+    assert {p.name for p in out.glob("*.png")} == expected
     for png in out.glob("*.png"):
         assert Image.open(png).size[0] > 300
     runs = load_sweep(sweep)
     labels = [label.split("\n")[0] for label, _ in grid_rows(runs)]
     assert labels == ["masked input", "truth", "l2_0999", "l2_1", "broken"]  # same val pixels: one group
-    tiles = grid_rows(runs)
-    assert tiles[-1][1] is None and not np.array_equal(tiles[2][1], tiles[3][1])
+    rows = grid_rows(runs)
+    assert rows[-1][0] == "broken\n(epoch 1)\n[failed]"  # its last validation, marked as failed
+    assert not np.array_equal(rows[2][1], rows[3][1])  # different outputs on the same inputs
     assert load_run(sweep / "1_l2_1").wall_time_s > 0

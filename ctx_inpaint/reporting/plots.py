@@ -53,7 +53,7 @@ def psnr_vs_epoch(runs: Sequence[Run], path: Path) -> Path:
     return path
 
 
-def gan_curves(run: Run, path: Path, window: int = 10) -> Path | None:
+def gan_curves(run: Run, path: Path, window: int | None = None) -> Path | None:
     """Left: D loss and G's adversarial loss; right: D's mean probability on real and on generated patches.
 
     A discriminator that wins outright shows D(real) -> 1, D(fake) -> 0, loss_d -> 0 and a climbing G loss.
@@ -61,13 +61,14 @@ def gan_curves(run: Run, path: Path, window: int = 10) -> Path | None:
     series = run.train
     if "loss_d" not in series:
         return None
+    window = window or max(1, len(series["loss_d"]) // 15)  # about 15 windows over the run
     fig, (ax_l, ax_p) = plt.subplots(1, 2, figsize=(11, 3.6))
     for key, color in (("loss_d", "tab:red"), ("loss_adv", "tab:blue"), ("loss_g", "tab:gray")):
         if key in series:
             steps, values = zip(*series[key])
             ax_l.plot(steps, values, color=color, alpha=0.25, linewidth=0.8)
             ax_l.plot(steps, smooth(values, window), color=color, label=f"{key} (mean of {window})")
-    ax_l.set_xlabel("optimizer step")
+    ax_l.set_xlabel("training step")
     ax_l.set_ylabel("loss")
     ax_l.set_yscale("symlog", linthresh=0.1)
     ax_l.legend(fontsize=7)
@@ -79,12 +80,49 @@ def gan_curves(run: Run, path: Path, window: int = 10) -> Path | None:
             ax_p.plot(steps, smooth(values, window), color=color, label=label)
     ax_p.set_ylim(-0.02, 1.02)
     ax_p.axhline(0.5, color="black", linewidth=0.5, linestyle=":")
-    ax_p.set_xlabel("optimizer step")
+    ax_p.set_xlabel("training step")
     ax_p.set_ylabel("mean sigmoid(D)")
     ax_p.legend(fontsize=7)
     ax_p.grid(alpha=0.3)
     status = "" if run.ok else f" [{run.status}]"
     fig.suptitle(f"{run.name}: generator and discriminator during training{status}", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def gan_overview(runs: Sequence[Run], path: Path) -> Path | None:
+    """Every adversarial run on one chart: D's loss and the gap D(real) - D(generated), smoothed.
+
+    A gap near 1 with loss_d near 0 is a discriminator that has won (the generator gets no useful signal).
+    """
+    gan_runs = [r for r in runs if "loss_d" in r.train and "d_real" in r.train and "d_fake" in r.train]
+    if not gan_runs:
+        return None
+    fig, (ax_l, ax_g) = plt.subplots(1, 2, figsize=(12, 4.2))
+    cmap = plt.get_cmap("tab20")
+    for i, run in enumerate(gan_runs):
+        color = cmap(i % 20)
+        steps, loss_d = zip(*run.train["loss_d"])
+        window = max(1, len(loss_d) // 15)
+        ax_l.plot(steps, smooth(loss_d, window), color=color, label=run.name)
+        real = dict(run.train["d_real"])
+        fake = dict(run.train["d_fake"])
+        common = sorted(real.keys() & fake.keys())
+        gap = [real[s] - fake[s] for s in common]
+        ax_g.plot(common, smooth(gap, window), color=color, label=run.name)
+    ax_l.set_yscale("symlog", linthresh=0.1)
+    ax_l.set_xlabel("training step")
+    ax_l.set_ylabel("loss_d (smoothed)")
+    ax_g.set_ylim(-1.02, 1.02)
+    ax_g.axhline(0, color="black", linewidth=0.5, linestyle=":")
+    ax_g.set_xlabel("training step")
+    ax_g.set_ylabel("D(real) - D(generated) (smoothed)")
+    for ax in (ax_l, ax_g):
+        ax.grid(alpha=0.3)
+    ax_g.legend(fontsize=7, ncol=2, loc="best")
+    fig.suptitle("Discriminators of all adversarial runs", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
