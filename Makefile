@@ -46,7 +46,25 @@ evaluate: ## Score CKPT= and the classical baselines on the embedded held-out ph
 	@test -n "$(CKPT)" || { echo "make evaluate: set CKPT=path/to/checkpoint.ckpt"; exit 2; }
 	$(PY) -m ctx_inpaint.evaluate --checkpoint $(CKPT) --out $(EVAL_OUT) --grid 8 $(ARGS)
 
+# The quality bar (issue 4, experiments/quality/README.md): the default run and the tuned 30-minute CPU run.
+QUALITY_DEFAULT ?= logs/runs/default_make_train/checkpoints/last.ckpt
+QUALITY_TUNED ?= logs/runs/quality_tuned/checkpoints/last.ckpt
+QUALITY_TUNING := model.encoder.width=32 model.decoder.width=32 model.discriminator.width=32 data.batch_size=16 \
+	masks.overlap_weight=1 optim.g_lr_mult=1 \
+	'optim.scheduler={_target_:torch.optim.lr_scheduler.CosineAnnealingLR,_partial_:true,T_max:60}' \
+	trainer.max_epochs=60 trainer.max_time=00:00:29:00 callbacks.model_checkpoint.monitor=null \
+	callbacks.model_checkpoint.save_last=link
+quality: ## Regenerate experiments/quality/ tables: evaluate QUALITY_DEFAULT and QUALITY_TUNED against the baselines
+	$(PY) -m ctx_inpaint.evaluate --checkpoint $(QUALITY_DEFAULT) --out experiments/quality/default_l2_0999 --grid 8
+	$(PY) -m ctx_inpaint.evaluate --checkpoint $(QUALITY_TUNED) --out experiments/quality/tuned_l2_0999 --grid 8
+	$(PY) experiments/quality/blur_reference.py
+	$(PY) experiments/quality/summarize.py
+
+quality-train: ## Re-run the tuned l2_0999 training (29 min on 2 CPU cores, under the heavy lock) into logs/runs/quality_tuned
+	flock /tmp/ctx_heavy.lock $(PY) -m ctx_inpaint.train +experiment=l2_0999 logger=csv $(QUALITY_TUNING) \
+		hydra.run.dir=logs/runs/quality_tuned
+
 clean: ## Remove run outputs (logs/) and caches, keep .venv
 	rm -rf logs .pytest_cache .ruff_cache
 
-.PHONY: help install train test lint format clean evaluate ablations report
+.PHONY: help install train test lint format clean evaluate quality quality-train ablations report

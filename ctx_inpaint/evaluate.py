@@ -262,8 +262,8 @@ def markdown_table(result: dict[str, Any]) -> str:
         t = result["trained"]
         lines.append("")
         lines.append(
-            f"Checkpoint {result['checkpoint']}: epoch {t.get('epoch', '?')}, {t.get('global_step', '?')} optimizer "
-            f"steps, {t.get('train_seconds', '?')} s of training"
+            f"Checkpoint {result['checkpoint']}: saved after epoch {t.get('epoch', '?')} (0-based), "
+            f"{t.get('global_step', '?')} optimizer steps, {t.get('train_seconds', '?')} s of training"
         )
     lines += [
         "",
