@@ -12,6 +12,7 @@ from pathlib import Path
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import Callback, ModelCheckpoint
+from pytorch_lightning.loggers import CSVLogger, WandbLogger
 
 
 class RunSummary(Callback):
@@ -31,10 +32,9 @@ class RunSummary(Callback):
             )
             parts.append(f"best checkpoint {best}{score}, last {Path(ckpt.dirpath or '.') / 'last.ckpt'}")
         for logger in trainer.loggers:
-            name = type(logger).__name__
-            if name == "CSVLogger":
+            if isinstance(logger, CSVLogger):
                 parts.append(f"metrics {Path(logger.log_dir) / 'metrics.csv'}")
-            elif name == "WandbLogger":
+            elif isinstance(logger, WandbLogger):
                 run = logger.experiment
                 parts.append(
                     f"W&B run {getattr(run, 'dir', '?')} (mode {getattr(run.settings, 'mode', '?')})"
