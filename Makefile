@@ -40,6 +40,18 @@ report: ## Markdown report of a sweep: make report SWEEP_DIR=logs/multiruns/<sta
 	$(PY) -m ctx_inpaint.report $(SWEEP_DIR) --out $(REPORT_OUT) \
 		$(if $(wildcard $(REPORT_OUT)/NOTES.md),--notes $(REPORT_OUT)/NOTES.md,)
 
+BENCH_JPEGS ?= /tmp/ctx_bench_jpegs
+BENCH_DATA := data=folder data.root=$(BENCH_JPEGS)
+BENCH_OUT ?= experiments/perf
+bench-data: ## Write 2,000 random Paris-size (936x537) JPEGs to BENCH_JPEGS (not committed) and prepare their cache
+	$(PY) -m ctx_inpaint.perf.jpegs $(BENCH_JPEGS) --count 2000
+	$(PY) -m ctx_inpaint.prepare $(BENCH_DATA) hydra.run.dir=$${TMPDIR:-/tmp}/ctx_prepare_run
+
+bench: bench-data ## Benchmark l2_0999 and l2_1 on those JPEGs (table, then a JSON line; saved in BENCH_OUT); ARGS=--sizes sweeps batch
+	$(PY) -m ctx_inpaint.bench +experiment=l2_0999 $(BENCH_DATA) bench.out_json=$(BENCH_OUT)/bench_l2_0999.json $(ARGS)
+	$(PY) -m ctx_inpaint.bench +experiment=l2_1 $(BENCH_DATA) bench.out_json=$(BENCH_OUT)/bench_l2_1.json $(ARGS)
+	$(PY) -m ctx_inpaint.perf.summary $(BENCH_OUT)
+
 CKPT ?=
 EVAL_OUT ?= logs/eval
 evaluate: ## Score CKPT= and the classical baselines on the embedded held-out photos: make evaluate CKPT=path [EVAL_OUT=dir] [ARGS=...]
@@ -64,7 +76,15 @@ quality-train: ## Re-run the tuned l2_0999 training (29 min on 2 CPU cores, unde
 	flock /tmp/ctx_heavy.lock $(PY) -m ctx_inpaint.train +experiment=l2_0999 logger=csv $(QUALITY_TUNING) \
 		hydra.run.dir=logs/runs/quality_tuned
 
+bench-attempts: bench-data ## Re-time every speed-up tried (experiments/perf/run_attempts.sh); ATTEMPTS="name ..." for some
+	PY=$(PY) BENCH_JPEGS=$(BENCH_JPEGS) bash experiments/perf/run_attempts.sh
+	$(PY) -m ctx_inpaint.perf.summary $(BENCH_OUT)
+
+bench-precision: ## Compare float32 and bf16-mixed gradients and 30 training steps of l2_0999 (experiments/perf/)
+	$(PY) -m ctx_inpaint.perf.precision_check +experiment=l2_0999 +check_steps=30 \
+		+out_json=$(BENCH_OUT)/precision_check_l2_0999.json hydra.run.dir=$${TMPDIR:-/tmp}/ctx_precision_run
+
 clean: ## Remove run outputs (logs/) and caches, keep .venv
 	rm -rf logs .pytest_cache .ruff_cache
 
-.PHONY: help install train test lint format clean evaluate quality quality-train ablations report
+.PHONY: help install train test lint format clean evaluate quality quality-train ablations report bench-data bench bench-attempts bench-precision

@@ -41,6 +41,9 @@ class ContextEncoderModule(pl.LightningModule):
         rec_loss: str = "l2",
         g_lr_mult: float = 1.0,
         grid_images: int = 8,
+        channels_last: bool | str = "auto",
+        compile: bool = False,
+        reuse_d_forward: bool = False,
     ) -> None:
         super().__init__()
         if not 0.0 <= lambda_rec <= 1.0:
@@ -71,13 +74,50 @@ class ContextEncoderModule(pl.LightningModule):
         # The released code trains G at 10x the D learning rate whenever the loss is mixed (0 < lambda_rec < 1).
         self.g_lr_mult = float(g_lr_mult) if 0.0 < lambda_rec < 1.0 else 1.0
         self.grid_images = grid_images
+        if channels_last not in (True, False, "auto"):
+            raise ValueError(f"model.channels_last: expected true, false or auto, got {channels_last!r}")
+        self.channels_last, self.compile_networks = channels_last, bool(compile)
+        self._nhwc = False  # the resolved memory format, set by apply_speed_settings
+        self.reuse_d_forward = bool(reuse_d_forward)
+        self._speed_applied = False
         self.model_config: dict | None = None  # set by the builder; stored in checkpoints
         self.val_metrics = HiddenPixelMetrics()
         self._grid_batch: dict[str, torch.Tensor] | None = None
 
+    # ---- speed settings (model.channels_last, model.compile) ---------------------------------------
+    def configure_model(self) -> None:
+        """Lightning calls this before moving the module to its device; ``.to(device)`` keeps the memory format."""
+        self.apply_speed_settings(self._trainer.strategy.root_device if self._trainer is not None else None)
+
+    def apply_speed_settings(self, device: torch.device | None = None) -> None:
+        """Channels-last weights and ``torch.compile``d networks, once. Parameters and state_dict keys are unchanged.
+
+        ``channels_last="auto"`` turns NHWC on for CUDA (tensor-core convolutions want it) and off on CPU, where
+        the benchmark measured no gain (experiments/perf/README.md).
+        """
+        if self._speed_applied:
+            return
+        self._speed_applied = True
+        device = device if device is not None else self.device
+        self._nhwc = self.channels_last is True or (self.channels_last == "auto" and device.type == "cuda")
+        if self._nhwc:
+            self.to(memory_format=torch.channels_last)
+        if self.compile_networks:
+            for net in (self.generator, self.discriminator):
+                if net is not None:
+                    net.compile()
+
+    def _format(self, x: torch.Tensor) -> torch.Tensor:
+        return x.contiguous(memory_format=torch.channels_last) if self._nhwc and x.dim() == 4 else x
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        if self._nhwc and isinstance(batch, dict):
+            batch = {k: self._format(v) if k in ("image", "masked") else v for k, v in batch.items()}
+        return batch
+
     # ---- forward / helpers -------------------------------------------------------------------------
     def forward(self, masked: torch.Tensor) -> torch.Tensor:
-        return self.generator(masked)
+        return self.generator(self._format(masked))
 
     def composite(self, pred: torch.Tensor, masked: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Paste the prediction into the hole only; visible pixels stay those of the input."""
@@ -107,6 +147,9 @@ class ContextEncoderModule(pl.LightningModule):
         )
         target = crop_box(batch["image"], self.masks.target_box)
         pred = self.generator(batch["masked"])
+        if self.discriminator is not None and self.reuse_d_forward:
+            self._log_train(self._shared_d_forward_step(opt_g, opt_d, batch, target, pred))
+            return
         logs: dict[str, torch.Tensor] = {}
 
         if self.discriminator is not None:
@@ -134,10 +177,40 @@ class ContextEncoderModule(pl.LightningModule):
             opt_g.step()
             opt_g.zero_grad(set_to_none=True)
         logs.update(loss_rec=loss_rec.detach(), loss_g=loss.detach())
+        self._log_train(logs)
+
+    def _shared_d_forward_step(self, opt_g, opt_d, batch, target, pred) -> dict[str, torch.Tensor]:
+        """``model.reuse_d_forward``: one discriminator forward on the prediction serves both losses.
+
+        The released Lua code does the same (its G step reuses ``netD.output``), saving one D forward per step.
+        G's gradient is taken first, through D's weights before the D step (the default path uses D after it).
+        ``inputs=`` keeps each loss's gradient on its own network.
+        """
+        d = self.discriminator
+        d_real, d_fake = d(target), d(pred)
+        loss_d = adversarial(d_real, True) + adversarial(d_fake, False)
+        loss_rec = masked_reconstruction(pred.float(), target.float(), batch["weight"], self.rec_loss)
+        loss_adv = adversarial(d_fake, True)
+        loss = self.lambda_rec * loss_rec + (1.0 - self.lambda_rec) * loss_adv
+        self.manual_backward(loss, inputs=list(self.generator.parameters()), retain_graph=True)
+        self.manual_backward(loss_d, inputs=list(d.parameters()))
+        for opt in (opt_d, opt_g):
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+        return {
+            "loss_d": loss_d.detach(),
+            "d_real": torch.sigmoid(d_real.detach().float()).mean(),
+            "d_fake": torch.sigmoid(d_fake.detach().float()).mean(),
+            "loss_adv": loss_adv.detach(),
+            "loss_rec": loss_rec.detach(),
+            "loss_g": loss.detach(),
+        }
+
+    def _log_train(self, logs: dict[str, torch.Tensor]) -> None:
         self.log_dict(
             {f"train/{k}": v for k, v in logs.items()}, prog_bar=False, on_step=True, on_epoch=False
         )
-        self.log("train/loss_rec_epoch", loss_rec.detach(), on_step=False, on_epoch=True, prog_bar=True)
+        self.log("train/loss_rec_epoch", logs["loss_rec"], on_step=False, on_epoch=True, prog_bar=True)
 
     def on_train_epoch_end(self) -> None:
         schedulers = self.lr_schedulers()

@@ -122,8 +122,9 @@ def build_report(
         md += [
             "## The same val images in every run",
             "",
-            "Each run's last validation (its own `samples/epoch_XXXX.png`); masked input and truth first. Runs "
-            "with other masks validate on other crops and holes and get their own masked / truth rows.",
+            "Each run's last validation (its own `samples/epoch_XXXX.png`: the first val batch, i.e. the first "
+            "`model.grid_images` fixed val crops); masked input and truth first. Runs with other masks validate "
+            "on other crops and holes and get their own masked / truth rows.",
             "",
             f"![val images]({grid_png.name})",
             "",

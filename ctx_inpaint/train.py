@@ -17,14 +17,18 @@ from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from ctx_inpaint.config_check import check_config
+from ctx_inpaint.loggers import fill_wandb_resume
 from ctx_inpaint.masks import MaskGenerator
 from ctx_inpaint.module import ContextEncoderModule
+from ctx_inpaint.resume import fit_resumable, report_user_errors
 from ctx_inpaint.wandb_mode import ensure_wandb_mode
 
 CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 
 if not OmegaConf.has_resolver("pid"):
-    OmegaConf.register_new_resolver("pid", lambda: os.getpid())
+    # Cached: resolved once in the launching process, so parallel sweep jobs (joblib workers) share its sweep dir.
+    OmegaConf.register_new_resolver("pid", lambda: os.getpid(), use_cache=True)
 
 
 def model_config(cfg: DictConfig) -> dict[str, Any]:
@@ -72,10 +76,12 @@ def _fill_wandb_group(cfg: DictConfig) -> None:
 
 def train(cfg: DictConfig) -> dict[str, float]:
     """Train and validate; returns the final callback metrics (used by tests and sweepers)."""
+    check_config(cfg)  # refuse bad keys/values before anything is built or written
     pl.seed_everything(cfg.seed, workers=True)
     _fill_wandb_group(cfg)
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
+    fill_wandb_resume(cfg, output_dir)
     (output_dir / "config_resolved.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
 
     masks: MaskGenerator = instantiate(cfg.masks)
@@ -89,7 +95,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
     trainer: pl.Trainer = instantiate(cfg.trainer, logger=loggers, callbacks=callbacks)
     try:
-        trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+        fit_resumable(trainer, module, datamodule, cfg.get("ckpt_path"))
     finally:
         if "wandb" in logger_cfgs:
             import wandb
@@ -100,7 +106,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
 def main(cfg: DictConfig) -> float | None:
-    metrics = train(cfg)
+    with report_user_errors():
+        metrics = train(cfg)
     return metrics.get("val/psnr")
 
 

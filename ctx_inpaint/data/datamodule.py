@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import pytorch_lightning as pl
+import torch
 from torch.utils.data import DataLoader
 
 from ctx_inpaint.data.datasets import FixedValDataset, ImageStore, RandomCropDataset
+from ctx_inpaint.data.prepared import PreparedImages
+from ctx_inpaint.data.samplers import UnpaddedDistributedSampler
+from ctx_inpaint.data.screening import Screener
 from ctx_inpaint.data.sources import resolve_files
 from ctx_inpaint.masks import MaskGenerator
 
@@ -26,11 +30,13 @@ class InpaintingDataModule(pl.LightningDataModule):
         val_seed: int = 1234,
         hflip: bool = True,
         cache_images: bool = True,
+        prepared_dir: str | None = None,
         batch_size: int = 64,
         val_batch_size: int | None = None,
         num_workers: int = 0,
-        pin_memory: bool = False,
+        pin_memory: bool | None = None,
         persistent_workers: bool = True,
+        on_bad_image: str = "skip",
     ) -> None:
         super().__init__()
         if masks.image_size != input_size:
@@ -54,6 +60,9 @@ class InpaintingDataModule(pl.LightningDataModule):
         self.samples_per_epoch = samples_per_epoch
         self.val_crops_per_image, self.val_seed = val_crops_per_image, val_seed
         self.hflip, self.cache_images = hflip, cache_images
+        self.prepared_dir = prepared_dir
+        self.on_bad_image = on_bad_image
+        self._files: tuple[list, list] | None = None
         self.batch_size = batch_size
         self.val_batch_size = val_batch_size or batch_size
         self.num_workers, self.pin_memory = num_workers, pin_memory
@@ -61,21 +70,53 @@ class InpaintingDataModule(pl.LightningDataModule):
         self.train_set: RandomCropDataset | None = None
         self.val_set: FixedValDataset | None = None
 
+    def _store(self, files: list, cache: bool) -> ImageStore | PreparedImages:
+        """The prepared on-disk cache when ``prepared_dir`` is set (built here if missing or stale), else decoding."""
+        if self.prepared_dir:
+            return PreparedImages(files, self.short_side, self.input_size, self.prepared_dir)
+        return ImageStore(files, self.short_side, self.input_size, cache)
+
+    def files(self) -> tuple[list, list]:
+        """Train and val files; unreadable ones in a folder/Paris source are skipped or refused (``on_bad_image``)."""
+        if self._files is None:
+            screen = Screener(self.on_bad_image, memo_dir=self.prepared_dir)
+            self._files = resolve_files(
+                self.source, self.root, self.val_root, self.val_fraction, self.split_seed, screen=screen
+            )
+            screen.warn()
+        return self._files
+
+    def prepare_data(self) -> None:
+        """Builds the prepared cache once (Lightning calls this on one process per node, before ``setup``)."""
+        if self.prepared_dir:
+            for files in self.files():
+                PreparedImages(files, self.short_side, self.input_size, self.prepared_dir)
+
     def setup(self, stage: str | None = None) -> None:
         if self.val_set is not None:
             return
-        train_files, val_files = resolve_files(
-            self.source, self.root, self.val_root, self.val_fraction, self.split_seed
-        )
-        store = ImageStore(train_files, self.short_side, self.input_size, self.cache_images)
+        trainer = self.trainer
+        if trainer is not None and trainer.world_size > 1:
+            # Crops and masks come from the global RNG, which seed_everything seeds alike on every rank:
+            # without this, ranks with num_workers=0 would train on identical batches.
+            torch.manual_seed(torch.initial_seed() + trainer.global_rank)
+        train_files, val_files = self.files()
+        store = self._store(train_files, self.cache_images)
         self.train_set = RandomCropDataset(
             store, self.masks, self.input_size, self.samples_per_epoch, self.hflip
         )
         # Val photos are few and read every epoch: always cached.
-        val_store = ImageStore(val_files, self.short_side, self.input_size, cache=True)
+        val_store = self._store(val_files, cache=True)
         self.val_set = FixedValDataset(
             val_store, self.masks, self.input_size, self.val_crops_per_image, self.val_seed
         )
+
+    def _pin(self) -> bool:
+        """``pin_memory=None``: pin when the attached trainer runs on CUDA (pinned pages make the copy asynchronous)."""
+        if self.pin_memory is not None:
+            return bool(self.pin_memory)
+        trainer = self.trainer
+        return trainer is not None and trainer.strategy.root_device.type == "cuda"
 
     def train_dataloader(self) -> DataLoader:
         return DataLoader(
@@ -84,15 +125,21 @@ class InpaintingDataModule(pl.LightningDataModule):
             shuffle=False,  # every index is already a fresh random crop
             drop_last=True,
             num_workers=self.num_workers,
-            pin_memory=self.pin_memory,
+            pin_memory=self._pin(),
             persistent_workers=self.persistent_workers,
         )
 
     def val_dataloader(self) -> DataLoader:
+        trainer = self.trainer
+        sampler = None
+        if trainer is not None and trainer.world_size > 1:
+            # Disjoint shares, none repeated: the reduced metrics are the whole val set's.
+            sampler = UnpaddedDistributedSampler(self.val_set, trainer.world_size, trainer.global_rank)
         return DataLoader(
             self.val_set,
             batch_size=self.val_batch_size,
+            sampler=sampler,
             shuffle=False,
             num_workers=0,
-            pin_memory=self.pin_memory,
+            pin_memory=self._pin(),
         )

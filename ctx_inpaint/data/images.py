@@ -10,6 +10,8 @@ from PIL import Image, ImageOps
 from torchvision.io import ImageReadMode, decode_image
 from torchvision.transforms.v2 import functional as TF
 
+from ctx_inpaint.errors import DataError
+
 
 def load_rgb(path: str | Path) -> torch.Tensor:
     """Decode any common image file to a (3, H, W) uint8 RGB tensor, EXIF orientation applied.
@@ -26,15 +28,25 @@ def load_rgb(path: str | Path) -> torch.Tensor:
     try:
         with Image.open(path) as pil:
             pil = ImageOps.exif_transpose(pil)
-            if pil.mode in ("I;16", "I;16B", "I;16L", "I"):
-                arr = np.asarray(pil, dtype=np.float64)
-                peak = 65535.0 if arr.max() > 255 else 255.0
-                arr = np.clip(arr / peak * 255.0 + 0.5, 0, 255).astype(np.uint8)
-                pil = Image.fromarray(arr)
+            if pil.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+                pil = Image.fromarray(_high_depth_to_uint8(np.asarray(pil), pil.mode))
             arr = np.asarray(pil.convert("RGB"), dtype=np.uint8)
     except Exception as err:  # PIL raises many types for bad files
-        raise ValueError(f"{path}: not a readable image ({err})") from err
+        raise DataError(f"{path}: not a readable image ({' '.join(str(err).split())})") from err
     return torch.from_numpy(arr.copy()).permute(2, 0, 1).contiguous()
+
+
+def _high_depth_to_uint8(arr: np.ndarray, mode: str) -> np.ndarray:
+    """16-bit, 32-bit integer and float grey levels to 0..255 (their full range maps to the full range)."""
+    arr = np.nan_to_num(arr.astype(np.float64), nan=0.0, posinf=0.0, neginf=0.0)
+    top = float(arr.max()) if arr.size else 0.0
+    if mode.startswith("I;16"):
+        peak = 65535.0
+    elif mode == "F":  # floats: [0, 1] as written by most tools, else 8- or 16-bit ranges
+        peak = 1.0 if top <= 1.0 else 255.0 if top <= 255.0 else 65535.0
+    else:  # "I": often a 16-bit PNG opened by an older Pillow
+        peak = 255.0 if top <= 255.0 else 65535.0
+    return np.clip(arr / peak * 255.0 + 0.5, 0, 255).astype(np.uint8)
 
 
 def resize_short_side(img: torch.Tensor, short_side: int, min_side: int) -> torch.Tensor:

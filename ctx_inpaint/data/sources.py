@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import importlib.resources
 import random
+from collections.abc import Callable
 from pathlib import Path
+
+from ctx_inpaint.errors import DataError, MissingDataError
 
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
 # Photos in mvtb-data that must never be used (licensing / ethics of the classic test images).
@@ -19,15 +22,19 @@ def _list_images(folder: Path) -> list[Path]:
     )
 
 
-def _require_images(files: list[Path], folder: Path, key: str) -> list[Path]:
+# Drops unreadable files (or raises): ``screen(files, key, folder)``, see data/screening.py.
+Screen = Callable[[list[Path], str, Path], list[Path]]
+
+
+def _require_images(files: list[Path], folder: Path, key: str, screen: Screen | None = None) -> list[Path]:
     if not files:
-        raise FileNotFoundError(f"{key}: no images ({', '.join(sorted(IMAGE_EXTENSIONS))}) found in {folder}")
-    return files
+        raise MissingDataError(f"{key}: no images ({', '.join(sorted(IMAGE_EXTENSIONS))}) found in {folder}")
+    return screen(files, key, folder) if screen is not None else files
 
 
 def _require_dir(path: Path, key: str, what: str) -> Path:
     if not path.is_dir():
-        raise FileNotFoundError(f"{key}: {path} does not exist or is not a folder (expected {what})")
+        raise MissingDataError(f"{key}: {path} does not exist or is not a folder (expected {what})")
     return path
 
 
@@ -43,32 +50,37 @@ def embedded_files() -> tuple[list[Path], list[Path]]:
 
 
 def folder_files(
-    root: str | Path, val_root: str | Path | None = None, val_fraction: float = 0.1, split_seed: int = 0
+    root: str | Path,
+    val_root: str | Path | None = None,
+    val_fraction: float = 0.1,
+    split_seed: int = 0,
+    screen: Screen | None = None,
 ) -> tuple[list[Path], list[Path]]:
-    """Every image under ``root``; validation is ``val_root`` if given, else a seeded ``val_fraction`` split."""
+    """Every image under ``root``; validation is ``val_root`` if given, else a seeded ``val_fraction`` split
+    (of the readable files, when ``screen`` is given)."""
     root = _require_dir(Path(root).expanduser(), "data.root", "a folder of images")
-    files = _require_images(_list_images(root), root, "data.root")
+    files = _require_images(_list_images(root), root, "data.root", screen)
     if val_root is not None:
         vdir = _require_dir(Path(val_root).expanduser(), "data.val_root", "a folder of images")
-        return files, _require_images(_list_images(vdir), vdir, "data.val_root")
+        return files, _require_images(_list_images(vdir), vdir, "data.val_root", screen)
     if not 0 < val_fraction < 1:
-        raise ValueError(f"data.val_fraction: expected a fraction in (0, 1), got {val_fraction}")
+        raise DataError(f"data.val_fraction: expected a fraction in (0, 1), got {val_fraction}")
     if len(files) < 2:
-        raise ValueError(f"data.root: {root} holds {len(files)} image; a train/val split needs at least 2")
+        raise DataError(f"data.root: {root} holds {len(files)} image; a train/val split needs at least 2")
     shuffled = files[:]
     random.Random(split_seed).shuffle(shuffled)
     n_val = max(1, round(len(files) * val_fraction))
     return sorted(shuffled[n_val:]), sorted(shuffled[:n_val])
 
 
-def paris_files(root: str | Path) -> tuple[list[Path], list[Path]]:
+def paris_files(root: str | Path, screen: Screen | None = None) -> tuple[list[Path], list[Path]]:
     """Paris StreetView as distributed: ``paris_train_original/`` (train) and ``paris_eval_gt/`` (val)."""
     root = _require_dir(Path(root).expanduser(), "data.root", "the Paris StreetView root folder")
     train_dir = _require_dir(root / "paris_train_original", "data.root", "paris_train_original/ inside it")
     val_dir = _require_dir(root / "paris_eval_gt", "data.root", "paris_eval_gt/ inside it")
     return (
-        _require_images(_list_images(train_dir), train_dir, "data.root"),
-        _require_images(_list_images(val_dir), val_dir, "data.root"),
+        _require_images(_list_images(train_dir), train_dir, "data.root", screen),
+        _require_images(_list_images(val_dir), val_dir, "data.root", screen),
     )
 
 
@@ -78,14 +90,15 @@ def resolve_files(
     val_root: str | None = None,
     val_fraction: float = 0.1,
     split_seed: int = 0,
+    screen: Screen | None = None,
 ) -> tuple[list[Path], list[Path]]:
-    """Train and val image files for ``data.source``."""
+    """Train and val image files for ``data.source``; ``screen`` filters folder/Paris files (not the embedded)."""
     if source == "embedded":
         return embedded_files()
     if source in ("folder", "paris") and not root:
-        raise ValueError(f"data.root: required for data.source={source} (got {root!r})")
+        raise DataError(f"data.root: required for data.source={source} (got {root!r})")
     if source == "folder":
-        return folder_files(root, val_root, val_fraction, split_seed)
+        return folder_files(root, val_root, val_fraction, split_seed, screen)
     if source == "paris":
-        return paris_files(root)
-    raise ValueError(f"data.source: unknown source {source!r}; expected one of embedded, folder, paris")
+        return paris_files(root, screen)
+    raise DataError(f"data.source: unknown source {source!r}; expected one of embedded, folder, paris")

@@ -5,6 +5,8 @@ import math
 import torch
 from torch import nn
 
+from ctx_inpaint.models.dense import DenseConvTranspose2d
+
 
 class Decoder(nn.Module):
     """Decodes a (C, s, s) block to a (3, out_size, out_size) image.
@@ -24,6 +26,7 @@ class Decoder(nn.Module):
         max_mult: int = 8,
         extra_layer: bool = False,
         out_channels: int = 3,
+        matmul: bool = True,
     ) -> None:
         super().__init__()
         floor = max(in_spatial, 4)  # doubling starts at 4x4 at the least, as in the original
@@ -42,7 +45,8 @@ class Decoder(nn.Module):
         c = in_channels
         if start != in_spatial:
             k = start - in_spatial + 1
-            layers += [nn.ConvTranspose2d(c, ch(n_up - 1), k, 1, 0, bias=False)]
+            # From 1x1 this up-conv is a dense layer: ``matmul`` runs it as one GEMM (models/dense.py).
+            layers += [DenseConvTranspose2d(c, ch(n_up - 1), k, matmul=matmul)]
             layers += [nn.BatchNorm2d(ch(n_up - 1)), nn.ReLU(inplace=True)]
             c = ch(n_up - 1)
         for i in range(n_up):

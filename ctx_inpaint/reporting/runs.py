@@ -207,5 +207,12 @@ def load_sweep(sweep_dir: Path) -> list[Run]:
     seen = {r.name for r in runs}
     for i, name in enumerate(expected_experiments(sweep_dir)):
         if name not in seen:
-            runs.append(Run(num=i, name=name, path=None, detail="no run dir: the sweep stopped before it"))
+            runs.append(
+                Run(
+                    num=i,
+                    name=name,
+                    path=None,
+                    detail="no run dir yet: the sweep is still running or stopped before it",
+                )
+            )
     return sorted(runs, key=lambda r: r.num)

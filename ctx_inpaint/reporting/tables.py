@@ -68,7 +68,7 @@ def summary_rows(runs: Sequence[Run]) -> list[Run]:
     return sorted(runs, key=key)
 
 
-def summary_table(runs: Sequence[Run]) -> str:
+def summary_table(runs: Sequence[Run], baseline: str = "l2_0999") -> str:
     header = [
         "#",
         "experiment",
@@ -80,12 +80,15 @@ def summary_table(runs: Sequence[Run]) -> str:
         "final SSIM",
         "final L1",
         "final L2",
+        f"best vs `{baseline}` (dB)",
         "wall time",
         "seed report PSNR",
     ]
+    base = next((r.best() for r in runs if r.name == baseline), None)
     rows = []
     for rank, run in enumerate(summary_rows(runs), 1):
         best, final = run.best(), run.final()
+        delta = f"{best.psnr - base.psnr:+.2f}" if best is not None and base is not None else DASH
         seed = " / ".join(f"{v:.2f}" for v in run.seed_psnr) or DASH
         rows.append(
             [
@@ -99,8 +102,9 @@ def summary_table(runs: Sequence[Run]) -> str:
                 fmt(final.ssim if final else None, 3),
                 fmt(final.l1 if final else None),
                 fmt(final.l2 if final else None),
+                delta,
                 fmt_duration(run.wall_time_s),
                 seed,
             ]
         )
-    return _table(header, rows, align="rlll" + "r" * 8)
+    return _table(header, rows, align="rlll" + "r" * 9)

@@ -1,0 +1,313 @@
+"""Refuse a bad config before anything is built, written or trained, with one line naming key, value and what
+is allowed.
+
+Checks: unfilled ``???`` values, ``_target_``s that do not import (with the group's options), choices, weights and
+fractions outside their ranges, sizes and counts, the adversarial settings against ``lambda_rec``, the data
+folders, ``ckpt_path``, and finally a dry build of the networks on PyTorch's ``meta`` device (no memory, no
+compute) with one forward pass, which catches input sizes an encoder or decoder cannot take.
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
+from ctx_inpaint.errors import ConfigError
+
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "conf"
+_ABSENT = object()
+
+# key: (low, high, low inclusive, high inclusive)
+RANGES: dict[str, tuple[float, float, bool, bool]] = {
+    "model.lambda_rec": (0.0, 1.0, True, True),
+    "data.val_fraction": (0.0, 1.0, False, False),
+    "masks.max_coverage": (0.0, 1.0, False, True),
+    "masks.density": (0.0, 1.0, True, True),
+    "masks.min_fraction": (0.0, 1.0, True, True),
+    "masks.max_fraction": (0.0, 1.0, True, True),
+    "model.bottleneck.dropout": (0.0, 1.0, True, False),
+    "masks.overlap_weight": (0.0, math.inf, True, True),
+    "optim.generator.lr": (0.0, math.inf, False, True),
+    "optim.discriminator.lr": (0.0, math.inf, False, True),
+    "optim.g_lr_mult": (0.0, math.inf, False, True),
+}
+POSITIVE_INTS = (
+    "data.input_size",
+    "data.short_side",
+    "data.batch_size",
+    "data.samples_per_epoch",
+    "data.val_crops_per_image",
+    "model.encoder.width",
+    "model.decoder.width",
+    "model.bottleneck.units",
+    "model.discriminator.width",
+)
+CHOICES: dict[str, tuple[str, ...]] = {
+    "model.rec_loss": ("l1", "l2"),
+    "data.source": ("embedded", "folder", "paris"),
+    "data.on_bad_image": ("skip", "error"),
+}
+CKPT_KEYWORDS = ("last", "best", "hpc")
+
+
+def check_config(cfg: DictConfig) -> None:
+    """Raise ``ConfigError`` (one line) for the first problem found; return quietly otherwise."""
+    _check_missing(cfg)
+    _check_targets(cfg)
+    _check_choices(cfg)
+    _check_ranges(cfg)
+    _check_adversarial(cfg)
+    _check_sizes(cfg)
+    _check_ckpt_path(cfg)
+    _check_data_paths(cfg)
+    _dry_build(cfg)
+
+
+def _get(cfg: DictConfig, key: str) -> Any:
+    return OmegaConf.select(cfg, key, default=_ABSENT, throw_on_missing=False)
+
+
+def _check_missing(cfg: DictConfig) -> None:
+    for key in sorted(OmegaConf.missing_keys(cfg)):
+        if not key.startswith("hydra"):
+            raise ConfigError(f"{key}: required but not set (it is ???); pass {key}=VALUE")
+
+
+# ---- _target_s ------------------------------------------------------------------------------------------------
+def _walk_targets(node: Any, prefix: str = "") -> Iterator[tuple[str, str]]:
+    if isinstance(node, DictConfig):
+        for key, value in node.items_ex(resolve=False):
+            path = f"{prefix}.{key}" if prefix else str(key)
+            if key == "_target_":
+                yield prefix, str(value)
+            elif isinstance(value, DictConfig | ListConfig):
+                yield from _walk_targets(value, path)
+    elif isinstance(node, ListConfig):
+        for i, item in enumerate(node):
+            if isinstance(item, DictConfig | ListConfig):
+                yield from _walk_targets(item, f"{prefix}[{i}]")
+
+
+def _importable(target: str) -> bool:
+    parts = target.split(".")
+    for cut in range(len(parts) - 1, 0, -1):
+        try:
+            obj: Any = importlib.import_module(".".join(parts[:cut]))
+        except ImportError:
+            continue
+        try:
+            for attr in parts[cut:]:
+                obj = getattr(obj, attr)
+        except AttributeError:
+            return False
+        return callable(obj)
+    return False
+
+
+def group_options(key: str) -> list[str]:
+    """The config files a key's group offers (``model.encoder`` -> conf/model/encoder/*.yaml)."""
+    folder = CONFIG_DIR.joinpath(*key.split("."))
+    return sorted(p.stem for p in folder.glob("*.yaml")) if folder.is_dir() else []
+
+
+def _check_targets(cfg: DictConfig) -> None:
+    for key, target in _walk_targets(cfg):
+        if key.startswith("hydra") or _importable(target):
+            continue
+        options = group_options(key)
+        allowed = (
+            f"choose {key.replace('.', '/')}=" + "|".join(options)
+            if options
+            else "expected an importable class or function"
+        )
+        raise ConfigError(f"{key}._target_: unknown {target!r}; {allowed}")
+
+
+# ---- values --------------------------------------------------------------------------------------------------
+def _check_choices(cfg: DictConfig) -> None:
+    for key, allowed in CHOICES.items():
+        value = _get(cfg, key)
+        if value is not _ABSENT and value not in allowed:
+            raise ConfigError(f"{key}: got {value!r}; expected one of {', '.join(allowed)}")
+
+
+def _number(key: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ConfigError(f"{key}: got {value!r}; expected a number")
+    return float(value)
+
+
+def _check_ranges(cfg: DictConfig) -> None:
+    for key, (lo, hi, lo_in, hi_in) in RANGES.items():
+        value = _get(cfg, key)
+        if value is _ABSENT or value is None:
+            continue
+        v = _number(key, value)
+        if not ((v >= lo if lo_in else v > lo) and (v <= hi if hi_in else v < hi)):
+            interval = f"{'[' if lo_in else '('}{lo:g}, {hi:g}{']' if hi_in else ')'}"
+            raise ConfigError(f"{key}: got {value}; expected a value in {interval}")
+    for key in POSITIVE_INTS:
+        value = _get(cfg, key)
+        if value is _ABSENT or value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ConfigError(f"{key}: got {value!r}; expected a positive integer")
+    for name in ("generator", "discriminator"):
+        betas = _get(cfg, f"optim.{name}.betas")
+        if betas is _ABSENT or betas is None:
+            continue
+        if len(betas) != 2 or not all(0.0 <= _number(f"optim.{name}.betas", b) < 1.0 for b in betas):
+            raise ConfigError(f"optim.{name}.betas: got {list(betas)}; expected two values in [0, 1)")
+
+
+def _check_adversarial(cfg: DictConfig) -> None:
+    lam = _get(cfg, "model.lambda_rec")
+    if lam is _ABSENT or lam is None:
+        return
+    disc = _get(cfg, "model.discriminator")
+    if lam == 1.0 and disc not in (None, _ABSENT):
+        raise ConfigError(
+            "model.discriminator: set, but model.lambda_rec=1 has no adversarial term; "
+            "pass model.discriminator=null (or lambda_rec < 1)"
+        )
+    if lam < 1.0 and disc in (None, _ABSENT):
+        raise ConfigError(
+            f"model.discriminator: null, but model.lambda_rec={lam} < 1 needs one; "
+            "choose model/discriminator=" + "|".join(group_options("model.discriminator"))
+        )
+    if lam < 1.0 and _get(cfg, "optim.discriminator") in (None, _ABSENT):
+        raise ConfigError(f"optim.discriminator: null, but model.lambda_rec={lam} < 1 trains a discriminator")
+
+
+def _check_sizes(cfg: DictConfig) -> None:
+    size = _get(cfg, "data.input_size")
+    if size is _ABSENT:
+        return
+    for key in ("masks.image_size", "model.encoder.input_size"):
+        other = _get(cfg, key)
+        if other not in (_ABSENT, None) and other != size:
+            raise ConfigError(f"{key}: got {other}; expected data.input_size ({size})")
+    short = _get(cfg, "data.short_side")
+    if short is not _ABSENT and short < size:
+        raise ConfigError(f"data.short_side: got {short}; expected >= data.input_size ({size})")
+    n, batch = _get(cfg, "data.samples_per_epoch"), _get(cfg, "data.batch_size")
+    if _ABSENT not in (n, batch) and n < batch:
+        raise ConfigError(f"data.samples_per_epoch: got {n}; expected >= data.batch_size ({batch})")
+
+
+def _check_ckpt_path(cfg: DictConfig) -> None:
+    path = cfg.get("ckpt_path")
+    if path is None or path in CKPT_KEYWORDS or "://" in str(path):
+        return
+    if not Path(str(path)).expanduser().is_file():
+        raise ConfigError(
+            f"ckpt_path: {path} is not a file; expected a checkpoint file, or 'last' to resume the run in "
+            "hydra.run.dir"
+        )
+
+
+def _check_data_paths(cfg: DictConfig) -> None:
+    """Folder and Paris sources: the folders exist and hold images (a listing, nothing is decoded)."""
+    data = cfg.get("data")
+    if data is None or _get(cfg, "data.source") in (_ABSENT, "embedded"):
+        return
+    from ctx_inpaint.data.sources import resolve_files
+
+    resolve_files(
+        data.source,
+        data.get("root"),
+        data.get("val_root"),
+        data.get("val_fraction", 0.1),
+        data.get("split_seed", 0),
+    )
+
+
+# ---- dry build -------------------------------------------------------------------------------------------------
+def _one_per_channel(batch: int, layer: str) -> str:
+    return (
+        f"data.batch_size: got {batch}; the BatchNorm layer {layer} would see one value per channel in training; "
+        "expected a batch size >= 2"
+    )
+
+
+def _keyed(message: str, key: str) -> str:
+    """Prefix ``key:`` unless the message already starts by naming a config key."""
+    message = " ".join(message.split())
+    return message if re.match(r"^[\w/]+(\.[\w/\[\]]+)+:", message) else f"{key}: {message}"
+
+
+def _dry_build(cfg: DictConfig) -> None:
+    """Build masks and module on the meta device and run one training batch through them."""
+    if cfg.get("model") is None or cfg.get("masks") is None or _get(cfg, "data.input_size") is _ABSENT:
+        return
+    from hydra.errors import InstantiationException
+    from hydra.utils import instantiate
+
+    from ctx_inpaint.train import build_module
+
+    size = int(cfg.data.input_size)
+    batch = _get(cfg, "data.batch_size")
+    batch = int(batch) if isinstance(batch, int) else 2
+    try:
+        with torch.device("meta"):
+            masks = instantiate(cfg.masks)
+            module = build_module(cfg, masks)
+    except InstantiationException as err:
+        cause = err.__cause__ or err
+        if isinstance(cause, NotImplementedError):
+            return  # something that cannot run on the meta device: training will tell
+        found = re.search(r"full_key: (\S+)", str(err))
+        raise ConfigError(_keyed(str(cause), found.group(1) if found else "model")) from None
+    except (ValueError, TypeError, RuntimeError) as err:
+        raise ConfigError(_keyed(str(err), "model")) from None
+    except NotImplementedError:
+        return
+    single_values: list[str] = []
+
+    def watch(name: str):
+        def hook(mod: torch.nn.Module, inputs: tuple) -> None:
+            x = inputs[0]
+            if x.shape[0] * x[0, 0].numel() == 1:
+                single_values.append(name)
+
+        return hook
+
+    handles = [
+        m.register_forward_pre_hook(watch(name))
+        for name, m in module.named_modules()
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)
+    ]
+    try:
+        with torch.no_grad():
+            x = torch.zeros(batch, 3, size, size, device="meta")
+            pred = module.generator(x)
+            if module.discriminator is not None:
+                module.discriminator(pred)
+    except NotImplementedError:
+        return
+    except (RuntimeError, ValueError) as err:
+        if single_values:
+            raise ConfigError(_one_per_channel(batch, single_values[0])) from None
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ConfigError(
+            f"data.input_size: {size} is not an input size this model can take "
+            f"(encoder {cfg.model.encoder._target_.rsplit('.', 1)[-1]}): {first}"
+        ) from None
+    finally:
+        for h in handles:
+            h.remove()
+    if single_values:
+        raise ConfigError(_one_per_channel(batch, single_values[0]))
+    out = masks.output_size
+    if tuple(pred.shape[1:]) != (3, out, out):
+        raise ConfigError(
+            f"model.decoder: predicts {tuple(pred.shape[1:])} but the mask needs (3, {out}, {out}) "
+            f"for data.input_size={size}"
+        )

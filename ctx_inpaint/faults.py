@@ -1,0 +1,195 @@
+"""Surviving kills, pre-emption and diverging losses.
+
+``ResumableCheckpoint`` is Lightning's ``ModelCheckpoint`` plus what a resume after ``kill -9`` needs: a
+``last.ckpt`` every few batches (not only at epoch ends), one more on SIGTERM (what clusters send before
+pre-emption), and the RNG states, so the random crops carry on instead of repeating. ``NonFiniteLossGuard``
+stops a run whose loss became NaN/inf before any checkpoint is written from the broken weights.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.callbacks import Callback, ModelCheckpoint
+from pytorch_lightning.utilities.exceptions import SIGTERMException
+from pytorch_lightning.utilities.rank_zero import rank_zero_info
+
+RNG_KEY = "ctx_inpaint_rng"
+
+
+class NonFiniteLossError(RuntimeError):
+    """A training loss became NaN or infinite; the message names the step and the loss terms."""
+
+
+# ---- RNG states as plain tensors and numbers (checkpoints must load with torch.load(weights_only=True)) ----
+def rng_states() -> dict[str, Any]:
+    """torch (CPU and every CUDA device), numpy and Python RNG states."""
+    np_state = np.random.get_state()
+    py_version, py_internal, py_gauss = random.getstate()
+    states: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "numpy": {
+            "keys": torch.from_numpy(np_state[1].astype(np.int64)),
+            "pos": int(np_state[2]),
+            "has_gauss": int(np_state[3]),
+            "cached_gaussian": float(np_state[4]),
+        },
+        "python": {"version": py_version, "internal": list(py_internal), "gauss": py_gauss},
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def set_rng_states(states: dict[str, Any]) -> None:
+    torch.set_rng_state(states["torch"])
+    npy = states["numpy"]
+    np.random.set_state(
+        (
+            "MT19937",
+            npy["keys"].numpy().astype(np.uint32),
+            npy["pos"],
+            npy["has_gauss"],
+            npy["cached_gaussian"],
+        )
+    )
+    py = states["python"]
+    random.setstate((py["version"], tuple(py["internal"]), py["gauss"]))
+    if "cuda" in states and torch.cuda.is_available() and len(states["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(states["cuda"])
+
+
+class ResumableCheckpoint(ModelCheckpoint):
+    """``ModelCheckpoint`` (every argument of it works) that also keeps a run resumable.
+
+    Args:
+        last_every_n_batches: also refresh ``last.ckpt`` every this many training batches, so a kill mid-epoch
+            loses at most that many (``null``: at epoch ends only, Lightning's behaviour).
+        save_on_sigterm: write ``last.ckpt`` when the process gets SIGTERM; Lightning finishes the current batch,
+            then stops the run.
+    """
+
+    def __init__(
+        self, *args: Any, last_every_n_batches: int | None = None, save_on_sigterm: bool = True, **kw: Any
+    ):
+        super().__init__(*args, **kw)
+        if last_every_n_batches is not None and last_every_n_batches < 1:
+            raise ValueError(
+                f"callbacks.model_checkpoint.last_every_n_batches: expected a positive integer or null, "
+                f"got {last_every_n_batches}"
+            )
+        self.last_every_n_batches = last_every_n_batches
+        self.save_on_sigterm = save_on_sigterm
+
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+        n = self.last_every_n_batches
+        loop = trainer.fit_loop.epoch_loop
+        if not n or not self.save_last or (loop.total_batch_idx + 1) % n != 0:
+            return
+        if loop.batch_progress.is_last_batch or self._should_skip_saving_checkpoint(trainer):
+            return  # the epoch-end save follows right after
+        self._save_current_as_last(trainer)
+
+    def on_exception(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException
+    ) -> None:
+        if (
+            self.save_on_sigterm
+            and isinstance(exception, SIGTERMException)
+            and self.save_last
+            and not trainer.sanity_checking
+            and self._last_global_step_saved != trainer.global_step
+        ):
+            self._save_current_as_last(trainer)
+            rank_zero_info(
+                f"[ctx-inpaint] SIGTERM: saved {self.last_model_path} at global step {trainer.global_step}"
+            )
+        super().on_exception(trainer, pl_module, exception)
+
+    def _save_current_as_last(self, trainer: pl.Trainer) -> None:
+        """Write the current state to last.ckpt, also under ``save_last="link"`` (whose link would point at an
+        older top-k file); a link is removed first, never written through."""
+        candidates = self._monitor_candidates(trainer)
+        if trainer.is_global_zero:
+            link = Path(self.format_checkpoint_name(candidates, self.CHECKPOINT_NAME_LAST))
+            if link.is_symlink():
+                link.unlink()
+        mode, self.save_last = self.save_last, True
+        try:
+            self._save_last_checkpoint(trainer, candidates)
+        finally:
+            self.save_last = mode
+
+    # RNG states travel with every checkpoint: resumed crops continue the stream instead of repeating it.
+    def on_save_checkpoint(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict
+    ) -> None:
+        checkpoint[RNG_KEY] = rng_states()
+
+    def on_load_checkpoint(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict
+    ) -> None:
+        for logger in trainer.loggers:  # metrics.csv continues instead of starting over
+            if hasattr(logger, "mark_resumed"):
+                logger.mark_resumed()
+        if RNG_KEY not in checkpoint:
+            return
+        set_rng_states(checkpoint[RNG_KEY])
+        if trainer.world_size > 1 and trainer.global_rank > 0:
+            # Only rank 0's states are saved; the other ranks must not replay its stream.
+            torch.manual_seed(int(torch.randint(2**62, ())) + trainer.global_rank)
+
+
+class NonFiniteLossGuard(Callback):
+    """Stops training at the first step whose logged ``train/`` losses are NaN or infinite.
+
+    It runs before any checkpoint of that step is written (Lightning orders checkpoint callbacks last), so
+    ``last.ckpt`` keeps the last good weights. Each check syncs one scalar per step with the device.
+    """
+
+    def __init__(self, prefix: str = "train/", check_every_n_batches: int = 1) -> None:
+        if check_every_n_batches < 1:
+            raise ValueError(
+                f"callbacks.nonfinite_guard.check_every_n_batches: expected >= 1, got {check_every_n_batches}"
+            )
+        self.prefix = prefix
+        self.check_every_n_batches = check_every_n_batches
+
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        if (trainer.fit_loop.epoch_loop.total_batch_idx + 1) % self.check_every_n_batches != 0:
+            return
+        terms = {
+            k: v
+            for k, v in trainer.callback_metrics.items()
+            if k.startswith(self.prefix) and not k.endswith("_epoch") and v.numel() == 1
+        }
+        if not terms:
+            return
+        values = torch.stack([v.detach().float().reshape(()) for v in terms.values()])
+        local_bad = not bool(torch.isfinite(values).all())
+        if not trainer.strategy.reduce_boolean_decision(local_bad, all=False):
+            return
+        bad = ", ".join(f"{k}={float(v):g}" for k, v in terms.items() if not math.isfinite(float(v)))
+        last = _last_checkpoint(trainer)
+        raise NonFiniteLossError(
+            f"non-finite loss at global step {trainer.global_step} (epoch {trainer.current_epoch}, batch {batch_idx})"
+            f": {bad or 'on another rank'}; training stopped, last good checkpoint: {last}"
+        )
+
+
+def _last_checkpoint(trainer: pl.Trainer) -> str:
+    for cb in trainer.checkpoint_callbacks:
+        if isinstance(cb, ModelCheckpoint) and cb.last_model_path and Path(cb.last_model_path).is_file():
+            return cb.last_model_path
+    return "none written yet"

@@ -1,0 +1,125 @@
+"""Bad configs are refused before anything is built or trained, with one line naming key, value and options."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ctx_inpaint.config_check import check_config
+from ctx_inpaint.errors import ConfigError, UserError
+from tests.conftest import TINY, compose_config
+
+BASE = ["+experiment=l2_0999", "model.discriminator.width=8"]
+ENC = "ctx_inpaint.models.encoders"
+
+CASES = {
+    "weight above 1": (["model.lambda_rec=1.5"], ["model.lambda_rec", "1.5", "[0, 1]"]),
+    "weight below 0": (["model.lambda_rec=-0.1"], ["model.lambda_rec", "-0.1", "[0, 1]"]),
+    "weight not a number": (["model.lambda_rec=abc"], ["model.lambda_rec", "'abc'", "number"]),
+    "discriminator with lambda_rec=1": (
+        ["model.lambda_rec=1.0"],
+        ["model.discriminator", "lambda_rec=1", "null"],
+    ),
+    "no discriminator with lambda_rec<1": (
+        ["model.discriminator=null"],
+        ["model.discriminator", "0.999", "model/discriminator=dcgan"],
+    ),
+    "unknown rec loss": (["model.rec_loss=l3"], ["model.rec_loss", "'l3'", "l1, l2"]),
+    "unknown encoder": (
+        [f"model.encoder._target_={ENC}.Nope"],
+        ["model.encoder._target_", "Nope", "alexnet|paper"],
+    ),
+    "unknown bottleneck": (
+        ["model.bottleneck._target_=ctx_inpaint.models.bottlenecks.Nope"],
+        ["model.bottleneck._target_", "Nope", "channelwise|dense|none"],
+    ),
+    "unknown mask": (
+        ["masks._target_=ctx_inpaint.masks.Nope"],
+        ["masks._target_", "Nope", "center|random_patches|random_region"],
+    ),
+    "input size the encoder cannot take": (
+        ["data.input_size=48", "data.short_side=60"],
+        ["model.encoder.input_size", "48", "power of two"],
+    ),
+    "unknown constructor argument": (["+model.encoder.foo=1"], ["model.encoder", "foo"]),
+    "batch of one under BatchNorm": (["data.batch_size=1"], ["data.batch_size", "1", ">= 2"]),
+    "zero batch": (["data.batch_size=0"], ["data.batch_size", "0", "positive integer"]),
+    "bad-image policy": (["data.on_bad_image=ignore"], ["data.on_bad_image", "'ignore'", "skip, error"]),
+    "negative learning rate": (["optim.generator.lr=-1"], ["optim.generator.lr", "-1", "(0, inf]"]),
+    "beta outside [0, 1)": (["optim.generator.betas=[0.5,1.5]"], ["optim.generator.betas", "1.5", "[0, 1)"]),
+    "missing checkpoint": (["ckpt_path=/nope/last.ckpt"], ["ckpt_path", "/nope/last.ckpt", "'last'"]),
+    "missing data folder": (
+        ["data=folder", "data.root=/nope/photos"],
+        ["data.root", "/nope/photos", "folder"],
+    ),
+}
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_bad_config_is_refused_in_one_line(name: str, tmp_path: Path) -> None:
+    overrides, expected = CASES[name]
+    cfg = compose_config(BASE + TINY + overrides, tmp_path / "run")
+    with pytest.raises(UserError) as err:
+        check_config(cfg)
+    message = str(err.value)
+    assert "\n" not in message
+    for part in expected:
+        assert part in message, f"{part!r} not in {message!r}"
+
+
+def tiny_without(prefix: str) -> list[str]:
+    return [o for o in TINY if not o.startswith(prefix)]
+
+
+GOOD = {
+    "paper GAN": BASE + TINY,
+    "channel-wise FC": BASE + tiny_without("model.bottleneck") + ["model/bottleneck=channelwise"],
+    "L2 only": ["+experiment=l2_1", *TINY],
+    "random regions": BASE + tiny_without("masks.") + ["masks=random_region"],
+}
+
+
+@pytest.mark.parametrize("name", list(GOOD))
+def test_good_configs_pass(name: str, tmp_path: Path) -> None:
+    check_config(compose_config(GOOD[name], tmp_path / "run"))
+
+
+def test_alexnet_config_passes_and_its_input_limit_is_enforced(tmp_path: Path) -> None:
+    tiny = tiny_without("model.encoder.width")
+    check_config(compose_config(BASE + tiny + ["model/encoder=alexnet"], tmp_path / "run"))
+    cfg = compose_config(
+        BASE + tiny + ["model/encoder=alexnet", "model.encoder.resize_to=30"], tmp_path / "run"
+    )
+    with pytest.raises(ConfigError, match="model.encoder"):
+        check_config(cfg)
+
+
+@pytest.mark.slow
+def test_cli_prints_one_line_and_exits_nonzero_before_training(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB")}
+    env["HOME"] = str(tmp_path)
+    run_dir = tmp_path / "run"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "ctx_inpaint.train",
+            *BASE,
+            *TINY,
+            "model.lambda_rec=2",
+            f"hydra.run.dir={run_dir}",
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 1
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert lines == ["ctx-inpaint: error: model.lambda_rec: got 2; expected a value in [0, 1]"]
+    assert not (run_dir / "checkpoints").exists() and not (run_dir / "metrics.csv").exists()
