@@ -99,6 +99,26 @@ class ResumableCheckpoint(ModelCheckpoint):
             return  # the epoch-end save follows right after
         self._save_current_as_last(trainer)
 
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        super().on_validation_end(trainer, pl_module)
+        if not self._should_save_on_train_epoch_end(trainer):
+            self._refresh_last(trainer)
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        super().on_train_epoch_end(trainer, pl_module)
+        if self._should_save_on_train_epoch_end(trainer):
+            self._refresh_last(trainer)
+
+    def _refresh_last(self, trainer: pl.Trainer) -> None:
+        """Lightning 2.6 rewrites ``last.ckpt`` only when a top-k checkpoint is written; resuming needs the
+        latest state, so it is refreshed at every epoch end that did not already write it."""
+        if (
+            self.save_last
+            and not self._should_skip_saving_checkpoint(trainer)
+            and self._last_global_step_saved != trainer.global_step
+        ):
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+
     def on_exception(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException
     ) -> None:

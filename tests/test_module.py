@@ -83,3 +83,12 @@ def test_two_epoch_run_writes_metrics_and_reloadable_checkpoint(tiny_cfg, tmp_pa
     x = torch.zeros(1, 3, 32, 32)
     module.eval()
     assert module(x).shape == (1, 3, 16, 16)
+
+
+@pytest.mark.slow
+def test_last_checkpoint_is_the_latest_epoch_even_without_a_new_best(tiny_cfg) -> None:
+    # every_n_epochs=2: the top-k save happens at epoch 1 only; last.ckpt must still follow epoch 2.
+    cfg = tiny_cfg("+experiment=l2_1", "trainer.max_epochs=3", "+callbacks.model_checkpoint.every_n_epochs=2")
+    train(cfg)
+    ckpt = torch.load(Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt", weights_only=True)
+    assert ckpt["epoch"] == 2
