@@ -80,6 +80,10 @@ bench-attempts: bench-data ## Re-time every speed-up tried (experiments/perf/run
 	PY=$(PY) BENCH_JPEGS=$(BENCH_JPEGS) bash experiments/perf/run_attempts.sh
 	$(PY) -m ctx_inpaint.perf.summary $(BENCH_OUT)
 
+bench-ab: ## Paired A/B timing of each speed option against the defaults (experiments/perf/run_ab.sh); AB="name ..." for some
+	PY=$(PY) bash experiments/perf/run_ab.sh
+	$(PY) -m ctx_inpaint.perf.summary $(BENCH_OUT)
+
 bench-precision: ## Compare float32 and bf16-mixed gradients and 30 training steps of l2_0999 (experiments/perf/)
 	$(PY) -m ctx_inpaint.perf.precision_check +experiment=l2_0999 +check_steps=30 \
 		+out_json=$(BENCH_OUT)/precision_check_l2_0999.json hydra.run.dir=$${TMPDIR:-/tmp}/ctx_precision_run
@@ -87,4 +91,4 @@ bench-precision: ## Compare float32 and bf16-mixed gradients and 30 training ste
 clean: ## Remove run outputs (logs/) and caches, keep .venv
 	rm -rf logs .pytest_cache .ruff_cache
 
-.PHONY: help install train test lint format clean evaluate quality quality-train ablations report bench-data bench bench-attempts bench-precision
+.PHONY: help install train test lint format clean evaluate quality quality-train ablations report bench-data bench bench-attempts bench-precision bench-ab

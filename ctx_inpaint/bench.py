@@ -43,19 +43,26 @@ MEASUREMENTS = {"data", "train", "plain", "baseline", "infer", "fit"}
 
 
 # ---- configuration ------------------------------------------------------------------------------------
+def with_overrides(cfg: DictConfig, items: list[str], add_missing: bool = False) -> DictConfig:
+    """A copy of ``cfg`` with ``key=value`` items (YAML values) applied; missing keys are added or skipped."""
+    out = cfg.copy()
+    with open_dict(out):
+        for item in items:
+            key, sep, value = str(item).lstrip("+").partition("=")
+            if not sep:
+                raise ValueError(f"bench: expected a key=value override, got {item!r}")
+            parent, _, leaf = key.rpartition(".")
+            node = OmegaConf.select(out, parent) if parent else out
+            if node is None:
+                raise ValueError(f"bench: {key} is not in the composed config (no {parent!r})")
+            if leaf in node or add_missing:
+                node[leaf] = yaml.safe_load(value)
+    return out
+
+
 def straightforward_config(cfg: DictConfig) -> DictConfig:
     """``cfg`` with every speed option off (``bench.baseline_overrides``; keys absent from ``cfg`` skipped)."""
-    base = cfg.copy()
-    with open_dict(base):
-        for item in cfg.bench.baseline_overrides:
-            key, sep, value = str(item).partition("=")
-            if not sep:
-                raise ValueError(f"bench.baseline_overrides: expected key=value, got {item!r}")
-            parent, _, leaf = key.rpartition(".")
-            node = OmegaConf.select(base, parent) if parent else base
-            if node is not None and leaf in node:
-                node[leaf] = yaml.safe_load(value)
-    return base
+    return with_overrides(cfg, list(cfg.bench.baseline_overrides))
 
 
 def device_of(cfg: DictConfig) -> torch.device:

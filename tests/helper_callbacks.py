@@ -50,7 +50,9 @@ class RankReport(Callback):
         self.first_batch: float | None = None
         self.batches = 0
 
-    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch, batch_idx: int) -> None:
+    def on_train_batch_start(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch, batch_idx: int
+    ) -> None:
         self.batches += 1
         if self.first_batch is None:
             self.first_batch = float(batch["image"].double().sum())

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 from pathlib import Path
 
 # (key, label, target as text, check) for the issue's bars.
@@ -69,11 +70,13 @@ def bench_table(runs: dict[str, dict]) -> list[str]:
 def attempt_order(script: Path) -> list[tuple[str, str]]:
     """(name, overrides) in the order ``run_attempts.sh`` lists them."""
     text = script.read_text()
+    step = re.search(r'^STEP="([^"]*)"', text, re.M)
     block = text.split("<<'LIST'\n", 1)[1].split("\nLIST", 1)[0]
     rows = []
     for line in block.splitlines():
         if line.strip() and not line.startswith("#"):
             name, _, overrides = line.partition(" ")
+            overrides = overrides.replace("$STEP", step.group(1) if step else "$STEP")
             rows.append((name, " ".join(overrides.split())))
     return rows
 
@@ -88,6 +91,40 @@ def attempts_table(folder: Path, script: Path) -> list[str]:
         r = json.loads(path.read_text())
         cells = [fmt(k, r[k]) if k in r else "-" for k, _ in ATTEMPT_COLUMNS]
         lines.append(f"| {name} | `{overrides}` | " + " | ".join(cells) + " |")
+    return lines
+
+
+def ab_table(folder: Path) -> list[str]:
+    lines = [
+        "| option | reference + | candidate adds | reference img/s | candidate img/s | speed-up (median, min-max) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for path in sorted(folder.glob("*.json")):
+        r = json.loads(path.read_text())
+        lines.append(
+            f"| {path.stem} | {r.get('reference_overrides', '')} | `{' '.join(r['candidate'])}` "
+            f"| {r['reference_images_per_s']:.1f} | {r['candidate_images_per_s']:.1f} "
+            f"| {r['speedup']:.3f} ({r['speedup_min']:.3f}-{r['speedup_max']:.3f}) |"
+        )
+    return lines
+
+
+def precision_lines(path: Path) -> list[str]:
+    r = json.loads(path.read_text())
+    a, b = r["loss_rec_32-true"], r[f"loss_rec_{r['precision']}"]
+    lines = [
+        f"`{r['precision']}` against float32, {r['name']}, batch {r['batch_size']}, same seed and batches:",
+        "",
+        "| figure | value |",
+        "|---|---|",
+    ]
+    for key in sorted(k for k in r if k.endswith(("_cosine", "_rel_error"))):
+        lines.append(f"| {key} | {r[key]:.4f} |")
+    lines += [
+        f"| loss_rec after {len(a)} steps, float32 | {a[-1]:.4f} |",
+        f"| loss_rec after {len(b)} steps, {r['precision']} | {b[-1]:.4f} |",
+        f"| largest relative loss_rec difference over the steps | {r['loss_rec_max_rel_diff']:.4f} |",
+    ]
     return lines
 
 
@@ -109,6 +146,13 @@ def write_summary(folder: Path) -> Path:
     if (folder / "attempts").is_dir() and script.is_file():
         out += ["## Attempts (`make bench-attempts`, l2_0999, batch 64, one change each)", ""]
         out += attempts_table(folder / "attempts", script) + [""]
+    if (folder / "ab").is_dir():
+        out += ["## Paired A/B timings (`make bench-ab`, l2_0999, batch 64, bare loop)", ""]
+        out += ab_table(folder / "ab") + [""]
+    for check in sorted(folder.glob("precision_check_*.json")):
+        out += (
+            [f"## Precision check (`make bench-precision`, {check.name})", ""] + precision_lines(check) + [""]
+        )
     path = folder / "RESULTS.md"
     path.write_text("\n".join(out))
     return path

@@ -1,0 +1,98 @@
+"""Paired A/B timing of one speed option: ``python -m ctx_inpaint.perf.ab +experiment=l2_0999 '+candidate="k=v k=v"'``.
+
+A shared machine drifts: another process's burst slows whichever configuration happens to run then. Here the
+reference (the composed config) and the candidate (the same with ``candidate`` overrides) are built side by side
+and timed in alternating rounds of bare-loop steps on the same batch, the order flipped every round; the reported
+speed-up is the median of the per-round ratios. Writes one JSON line (and ``out_json`` when given).
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import time
+from pathlib import Path
+
+import hydra
+import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.utils import instantiate
+from omegaconf import DictConfig, open_dict
+
+from ctx_inpaint.bench import data_rate, device_of, plain_parts, to_device, with_overrides
+from ctx_inpaint.perf.loops import autocast_for, plain_step
+from ctx_inpaint.perf.timing import synchronize
+from ctx_inpaint.train import CONFIG_DIR
+
+
+def paired(cfg: DictConfig, overrides: list[str], rounds: int, steps: int, warmup: int) -> dict:
+    device = device_of(cfg)
+    masks = instantiate(cfg.masks)
+    batch_size = int(cfg.bench.batch_size)
+    with open_dict(cfg):
+        cfg.bench.data_batches = 1
+    _, batch = data_rate(cfg, masks, batch_size)
+    runners = {}
+    for name, conf in (("reference", cfg), ("candidate", with_overrides(cfg, overrides, add_missing=True))):
+        parts, prepare = plain_parts(conf, masks, device)
+        data = prepare(to_device(batch, device))
+        autocast = autocast_for(conf.trainer.precision, device)
+
+        def step(parts=parts, data=data, autocast=autocast) -> None:
+            with autocast:
+                plain_step(parts, data)
+
+        for _ in range(warmup):
+            step()
+        runners[name] = step
+    rates: dict[str, list[float]] = {"reference": [], "candidate": []}
+    for r in range(rounds):
+        order = ["reference", "candidate"] if r % 2 == 0 else ["candidate", "reference"]
+        for name in order:
+            synchronize(device)
+            t0 = time.perf_counter()
+            for _ in range(steps):
+                runners[name]()
+            synchronize(device)
+            rates[name].append(steps * batch_size / (time.perf_counter() - t0))
+    ratios = [c / r for c, r in zip(rates["candidate"], rates["reference"])]
+    return {
+        "name": str(cfg.name),
+        "candidate": list(overrides),
+        "batch_size": batch_size,
+        "rounds": rounds,
+        "steps_per_round": steps,
+        "reference_images_per_s": statistics.median(rates["reference"]),
+        "candidate_images_per_s": statistics.median(rates["candidate"]),
+        "speedup": statistics.median(ratios),
+        "speedup_min": min(ratios),
+        "speedup_max": max(ratios),
+        "threads": torch.get_num_threads(),
+    }
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="bench")
+def main(cfg: DictConfig) -> None:
+    raw = cfg.get("candidate") or []
+    candidate = str(raw).split() if isinstance(raw, str) else [str(x) for x in raw]
+    if not candidate:
+        raise ValueError(
+            "candidate: give the overrides to compare, e.g. '+candidate=\"model.channels_last=true\"'"
+        )
+    ab = cfg.get("ab") or {}
+    result = paired(
+        cfg, candidate, int(ab.get("rounds", 6)), int(ab.get("steps", 2)), int(ab.get("warmup", 2))
+    )
+    skip = ("+candidate=", "+out_json=", "+experiment=", "hydra.", "+ab.")
+    result["reference_overrides"] = " ".join(
+        o for o in HydraConfig.get().overrides.task if not o.startswith(skip)
+    )
+    line = json.dumps(result)
+    if cfg.get("out_json"):
+        Path(cfg.out_json).parent.mkdir(parents=True, exist_ok=True)
+        Path(cfg.out_json).write_text(line + "\n")
+    print(line, flush=True)
+
+
+if __name__ == "__main__":
+    main()
