@@ -151,7 +151,7 @@ def plain_parts(cfg: DictConfig, masks: MaskGenerator, device: torch.device) -> 
     module = fresh_module(cfg, masks)
     module.apply_speed_settings(device)
     module.to(device)
-    return parts_from_module(module), lambda batch: module.on_after_batch_transfer(batch, 0)
+    return parts_from_module(module), lambda batch: module.format_batch(batch)
 
 
 def plain_rate(

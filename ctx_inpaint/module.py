@@ -110,7 +110,8 @@ class ContextEncoderModule(pl.LightningModule):
     def _format(self, x: torch.Tensor) -> torch.Tensor:
         return x.contiguous(memory_format=torch.channels_last) if self._nhwc and x.dim() == 4 else x
 
-    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+    def format_batch(self, batch: Any) -> Any:
+        """Image tensors in the networks' memory format (a step's first call; a no-op unless NHWC is on)."""
         if self._nhwc and isinstance(batch, dict):
             batch = {k: self._format(v) if k in ("image", "masked") else v for k, v in batch.items()}
         return batch
@@ -141,6 +142,7 @@ class ContextEncoderModule(pl.LightningModule):
         return optimizers, schedulers
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        batch = self.format_batch(batch)
         opts = self.optimizers()
         opt_g, opt_d = (
             (opts[0], opts[1]) if isinstance(opts, list) and len(opts) > 1 else (_first(opts), None)
@@ -221,6 +223,7 @@ class ContextEncoderModule(pl.LightningModule):
 
     # ---- validation --------------------------------------------------------------------------------
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        batch = self.format_batch(batch)
         pred = self.generator(batch["masked"])
         output = self.composite(pred, batch["masked"], batch["mask"])
         self.val_metrics.update(to_unit_range(output), to_unit_range(batch["image"]), batch["mask"])

@@ -98,20 +98,24 @@ def test_straightforward_config_turns_every_speed_option_off(tiny_cfg) -> None:
                     "trainer.precision=32-true",
                     "model.bottleneck.matmul=false",
                     "optim.generator.fused=null",
+                    "optim.generator.foreach=null",
                 ]
             }
         )
     base = straightforward_config(cfg)
     assert base.model.channels_last is False and base.trainer.precision == "32-true"
     assert base.model.bottleneck.matmul is False
-    assert "fused" not in base.optim.generator  # absent keys are skipped, not added
+    assert cfg.optim.generator.fused is True and base.optim.generator.fused is None
+    assert "foreach" not in base.optim.generator  # absent keys are skipped, not added
     assert cfg.model.channels_last is True  # the original is untouched
 
 
-@pytest.mark.parametrize("reuse", [False, True])
-def test_plain_loop_matches_the_lightning_step(tiny_cfg, reuse: bool) -> None:
+@pytest.mark.parametrize(
+    "option", ["model.reuse_d_forward=false", "model.reuse_d_forward=true", "model.channels_last=true"]
+)
+def test_plain_loop_matches_the_lightning_step(tiny_cfg, option: str) -> None:
     """One step of the bare loop leaves both networks exactly where the LightningModule's step leaves them."""
-    cfg = tiny_cfg("+experiment=l2_0999", f"model.reuse_d_forward={reuse}")
+    cfg = tiny_cfg("+experiment=l2_0999", option)
     masks = instantiate(cfg.masks)
     dm = instantiate(cfg.data, masks=masks)
     dm.setup("fit")
@@ -134,7 +138,10 @@ def test_plain_loop_matches_the_lightning_step(tiny_cfg, reuse: bool) -> None:
         max_epochs=1,
     )
     trainer.fit(lit, train_dataloaders=repeated_loader(batch, 1))
-    plain_step(parts_from_module(bare), batch, toggle=True)
+    bare.apply_speed_settings(torch.device("cpu"))
+    plain_step(parts_from_module(bare), bare.format_batch(batch), toggle=True)
+    nhwc = lit.generator.encoder.net[0].weight.is_contiguous(memory_format=torch.channels_last)
+    assert nhwc == (option == "model.channels_last=true")  # the option reached the trained networks
     for (name, a), b in zip(lit.named_parameters(), bare.parameters()):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=name)
     moved = [not torch.equal(a, b) for a, b in zip(lit.parameters(), build_module(cfg, masks).parameters())]
@@ -174,9 +181,7 @@ def test_channels_last_option_keeps_outputs(tiny_cfg) -> None:
     fast.configure_model()
     conv = fast.generator.encoder.net[0].weight
     assert conv.is_contiguous(memory_format=torch.channels_last) and not conv.is_contiguous()
-    batch = fast.on_after_batch_transfer(
-        {"masked": torch.randn(2, 3, 32, 32), "mask": torch.ones(2, 1, 32, 32)}, 0
-    )
+    batch = fast.format_batch({"masked": torch.randn(2, 3, 32, 32), "mask": torch.ones(2, 1, 32, 32)})
     assert batch["masked"].is_contiguous(memory_format=torch.channels_last)
     assert batch["mask"].is_contiguous()  # only image tensors change format
     with torch.no_grad():

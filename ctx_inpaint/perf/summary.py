@@ -67,6 +67,21 @@ def bench_table(runs: dict[str, dict]) -> list[str]:
     return lines
 
 
+def sizes_table(runs: dict[str, dict]) -> list[str]:
+    """The batch sweep (``--sizes``): images/s and step time, and the step cost relative to the smallest batch."""
+    lines = [
+        "| experiment | batch | train img/s | ms/step | step cost vs smallest |",
+        "|---|---|---|---|---|",
+    ]
+    for name, r in runs.items():
+        for size, v in (r.get("sizes") or {}).items():
+            lines.append(
+                f"| {name} | {size} | {v['train_images_per_s']:.1f} | {v['ms_per_step']:.0f} "
+                f"| {v['step_cost_vs_first']:.2f}x |"
+            )
+    return lines
+
+
 def attempt_order(script: Path) -> list[tuple[str, str]]:
     """(name, overrides) in the order ``run_attempts.sh`` lists them."""
     text = script.read_text()
@@ -142,6 +157,8 @@ def write_summary(folder: Path) -> Path:
             *bench_table(runs),
             "",
         ]
+        if any(r.get("sizes") for r in runs.values()):
+            out += ["Batch sweep (`--sizes`, the Lightning step):", "", *sizes_table(runs), ""]
     script = folder / "run_attempts.sh"
     if (folder / "attempts").is_dir() and script.is_file():
         out += ["## Attempts (`make bench-attempts`, l2_0999, batch 64, one change each)", ""]

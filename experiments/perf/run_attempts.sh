@@ -25,8 +25,9 @@ done <<'LIST'
 reference           model.bottleneck.matmul=false model.decoder.matmul=false bench.measure=[train,plain,baseline]
 matmul              bench.measure=[train,plain,baseline]
 channels_last       model.channels_last=true $STEP
-adam_foreach        +optim.generator.foreach=true +optim.discriminator.foreach=true $STEP
-adam_fused          +optim.generator.fused=true +optim.discriminator.fused=true $STEP
+adam_unfused        optim.generator.fused=false optim.discriminator.fused=false $STEP
+adam_foreach        optim.generator.fused=false optim.discriminator.fused=false +optim.generator.foreach=true +optim.discriminator.foreach=true $STEP
+adam_fused          optim.generator.fused=true optim.discriminator.fused=true $STEP
 bf16                trainer.precision=bf16-mixed $STEP
 bf16_channels_last  trainer.precision=bf16-mixed model.channels_last=true $STEP
 compile             model.compile=true bench.warmup=3 $STEP
