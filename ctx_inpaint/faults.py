@@ -117,7 +117,7 @@ class ResumableCheckpoint(ModelCheckpoint):
             and not self._should_skip_saving_checkpoint(trainer)
             and self._last_global_step_saved != trainer.global_step
         ):
-            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+            self._save_current_as_last(trainer)  # under save_last="link" a link would point at an older epoch
 
     def on_exception(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException

@@ -152,6 +152,21 @@ def test_last_checkpoint_is_refreshed_mid_epoch(tiny_cfg, save_last: str) -> Non
     assert [torch.load(p, weights_only=True)["global_step"] for p in best] in ([4], [8])
 
 
+def test_linked_last_checkpoint_still_follows_the_latest_epoch(tiny_cfg) -> None:
+    # save_last="link" with a top-k save every 2nd epoch: at epoch 2 the link would point at epoch 1's file.
+    cfg = tiny_cfg(
+        "+experiment=l2_1",
+        "trainer.max_epochs=3",
+        "callbacks.model_checkpoint.save_last=link",
+        "+callbacks.model_checkpoint.every_n_epochs=2",
+    )
+    train(cfg)
+    folder = Path(cfg.paths.output_dir) / "checkpoints"
+    assert torch.load(folder / "last.ckpt", weights_only=True)["epoch"] == 2
+    (best,) = folder.glob("epoch*.ckpt")
+    assert torch.load(best, weights_only=True)["epoch"] == 1  # the top-k file was not written through
+
+
 def test_nonfinite_loss_stops_with_step_and_term_and_keeps_last_good_checkpoint(
     tiny_cfg, monkeypatch
 ) -> None:
