@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -79,3 +82,23 @@ def image_folder(tmp_path: Path) -> Path:
     root = tmp_path / "photos"
     write_images(root, 6)
     return root
+
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def run_cli(
+    args: list[str], cwd: Path, env_extra: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
+    """``python -m ctx_inpaint.train ARGS`` as a user runs it: no W&B settings, no ~/.netrc (W&B goes offline),
+    the repo on PYTHONPATH so test-only callbacks (``tests.*``) import."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB")}
+    env.update(HOME=str(cwd), PYTHONPATH=str(REPO), **(env_extra or {}))
+    return subprocess.run(
+        [sys.executable, "-m", "ctx_inpaint.train", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )

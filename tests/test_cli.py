@@ -3,32 +3,13 @@
 from __future__ import annotations
 
 import csv
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import TINY
+from tests.conftest import TINY, run_cli
 
 REPO = Path(__file__).resolve().parent.parent
-
-
-def run_cli(
-    args: list[str], cwd: Path, env_extra: dict[str, str] | None = None
-) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB")}
-    env.update(env_extra or {})
-    env["HOME"] = str(cwd)  # no ~/.netrc: W&B must go offline by itself
-    return subprocess.run(
-        [sys.executable, "-m", "ctx_inpaint.train", *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
 
 
 def val_epochs(metrics_csv: Path) -> list[int]:

@@ -5,8 +5,6 @@ from __future__ import annotations
 import csv
 import os
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -18,7 +16,7 @@ from ctx_inpaint.checkpoint import CheckpointError
 from ctx_inpaint.faults import NonFiniteLossError
 from ctx_inpaint.loggers import ResumableCSVLogger, fill_wandb_resume
 from ctx_inpaint.train import train
-from tests.conftest import TINY, compose_config
+from tests.conftest import TINY, compose_config, run_cli
 from tests.helper_callbacks import LastCheckpointSpy
 
 REPO = Path(__file__).resolve().parent.parent
@@ -34,19 +32,6 @@ RUN = [
     STEP_LR,
 ]
 KILLER = "+callbacks.killer._target_=tests.helper_callbacks.KillAtBatch"
-
-
-def run_cli(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB")}
-    env.update(HOME=str(cwd), PYTHONPATH=str(REPO))  # no ~/.netrc: W&B offline; tests.* importable
-    return subprocess.run(
-        [sys.executable, "-m", "ctx_inpaint.train", *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
 
 
 def read_rows(path: Path) -> list[dict[str, str]]:

@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -16,23 +13,10 @@ from omegaconf import OmegaConf
 
 from ctx_inpaint.metrics import HiddenPixelMetrics, to_unit_range
 from ctx_inpaint.train import build_module
-from tests.conftest import TINY
+from tests.conftest import TINY, run_cli
 
 REPO = Path(__file__).resolve().parent.parent
 SMALL = [o for o in TINY if not o.startswith(("logger=", "trainer.max_epochs", "data.samples_per_epoch"))]
-
-
-def run_cli(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB")}
-    env.update(HOME=str(cwd), PYTHONPATH=str(REPO))
-    return subprocess.run(
-        [sys.executable, "-m", "ctx_inpaint.train", *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
 
 
 def val_rows(path: Path) -> list[dict[str, float]]:
