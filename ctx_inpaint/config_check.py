@@ -27,6 +27,7 @@ _ABSENT = object()
 # key: (low, high, low inclusive, high inclusive)
 RANGES: dict[str, tuple[float, float, bool, bool]] = {
     "model.lambda_rec": (0.0, 1.0, True, True),
+    "model.ssim_weight": (0.0, 1.0, True, True),
     "data.val_fraction": (0.0, 1.0, False, False),
     "masks.max_coverage": (0.0, 1.0, False, True),
     "masks.density": (0.0, 1.0, True, True),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from torchmetrics.functional.image import structural_similarity_index_measure
 
 
 def masked_reconstruction(
@@ -28,3 +29,19 @@ def adversarial(logits: torch.Tensor, real: bool) -> torch.Tensor:
     """Binary cross-entropy on discriminator logits against an all-real or all-fake target."""
     target = torch.ones_like(logits) if real else torch.zeros_like(logits)
     return F.binary_cross_entropy_with_logits(logits.float(), target.float())
+
+
+def hole_ssim_loss(output: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """``1 - SSIM`` over the hidden pixels of a composited output, as ``metrics.HiddenPixelMetrics`` scores it.
+
+    L2 alone trains a fill with the right mean and no contrast, and a seam at the hole's edge; SSIM's
+    windows straddle the edge, so this term pays for structure that continues the context. ``output`` and
+    ``target`` are (B, 3, h, w) in [0, 1] (the hole plus a margin of at least 5 px of context), ``mask`` is
+    (B, 1, h, w), 1 = hidden.
+    """
+    ssim_map = structural_similarity_index_measure(
+        output.float(), target.float(), data_range=1.0, reduction="none", return_full_image=True
+    )[1]
+    m = mask.to(ssim_map.dtype).expand_as(ssim_map)
+    per_image = (ssim_map * m).sum(dim=(1, 2, 3)) / m.sum(dim=(1, 2, 3)).clamp_min(1)
+    return 1.0 - per_image.mean()

@@ -8,10 +8,11 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torchvision.utils import make_grid, save_image
 
-from ctx_inpaint.losses import adversarial, masked_reconstruction
+from ctx_inpaint.losses import adversarial, hole_ssim_loss, masked_reconstruction
 from ctx_inpaint.masks import MaskGenerator, crop_box
 from ctx_inpaint.metrics import HiddenPixelMetrics, to_unit_range
 from ctx_inpaint.models.generator import Generator
@@ -39,6 +40,7 @@ class ContextEncoderModule(pl.LightningModule):
         scheduler: Callable[..., Any] | None = None,
         lambda_rec: float = 0.999,
         rec_loss: str = "l2",
+        ssim_weight: float = 0.0,
         g_lr_mult: float = 1.0,
         grid_images: int = 8,
         channels_last: bool | str = "auto",
@@ -50,6 +52,8 @@ class ContextEncoderModule(pl.LightningModule):
             raise ValueError(f"model.lambda_rec: expected a weight in [0, 1], got {lambda_rec}")
         if rec_loss not in ("l1", "l2"):
             raise ValueError(f"model.rec_loss: expected l1 or l2, got {rec_loss!r}")
+        if not 0.0 <= ssim_weight <= 1.0:
+            raise ValueError(f"model.ssim_weight: expected a weight in [0, 1], got {ssim_weight}")
         self.automatic_optimization = False
         self.masks = masks
         if encoder.input_size != masks.image_size:
@@ -71,6 +75,7 @@ class ContextEncoderModule(pl.LightningModule):
             self.discriminator.apply(dcgan_init)
         self.optimizer_g, self.optimizer_d, self.scheduler = optimizer_g, optimizer_d, scheduler
         self.lambda_rec, self.rec_loss = float(lambda_rec), rec_loss
+        self.ssim_weight = float(ssim_weight)
         # The released code trains G at 10x the D learning rate whenever the loss is mixed (0 < lambda_rec < 1).
         self.g_lr_mult = float(g_lr_mult) if 0.0 < lambda_rec < 1.0 else 1.0
         self.grid_images = grid_images
@@ -169,7 +174,7 @@ class ContextEncoderModule(pl.LightningModule):
             )
 
         with self.toggled_optimizer(opt_g):
-            loss_rec = masked_reconstruction(pred.float(), target.float(), batch["weight"], self.rec_loss)
+            loss_rec = self.reconstruction(pred, target, batch, logs)
             loss = self.lambda_rec * loss_rec
             if self.discriminator is not None:
                 loss_adv = adversarial(self.discriminator(pred), True)
@@ -181,6 +186,25 @@ class ContextEncoderModule(pl.LightningModule):
         logs.update(loss_rec=loss_rec.detach(), loss_g=loss.detach())
         self._log_train(logs)
 
+    def reconstruction(
+        self,
+        pred: torch.Tensor,
+        target: torch.Tensor,
+        batch: dict[str, torch.Tensor],
+        logs: dict[str, torch.Tensor],
+    ) -> torch.Tensor:
+        """``L_rec``: the masked L2/L1, mixed with ``1 - SSIM`` of the composite when ``ssim_weight > 0``."""
+        loss = masked_reconstruction(pred.float(), target.float(), batch["weight"], self.rec_loss)
+        if self.ssim_weight == 0.0:
+            return loss
+        box = _grow(self.masks.target_box, SSIM_MARGIN, batch["image"].shape[-2:])
+        truth, mask = crop_box(batch["image"], box), crop_box(batch["mask"], box)
+        placed = pred if box is None else F.pad(pred, _offsets(self.masks.target_box, box))
+        output = truth * (1 - mask) + placed.to(truth.dtype) * mask
+        loss_ssim = hole_ssim_loss((output + 1) / 2, (truth + 1) / 2, mask)
+        logs.update(loss_l2_l1=loss.detach(), loss_ssim=loss_ssim.detach())
+        return (1.0 - self.ssim_weight) * loss + self.ssim_weight * loss_ssim
+
     def _shared_d_forward_step(self, opt_g, opt_d, batch, target, pred) -> dict[str, torch.Tensor]:
         """``model.reuse_d_forward``: one discriminator forward on the prediction serves both losses.
 
@@ -191,7 +215,8 @@ class ContextEncoderModule(pl.LightningModule):
         d = self.discriminator
         d_real, d_fake = d(target), d(pred)
         loss_d = adversarial(d_real, True) + adversarial(d_fake, False)
-        loss_rec = masked_reconstruction(pred.float(), target.float(), batch["weight"], self.rec_loss)
+        logs: dict[str, torch.Tensor] = {}
+        loss_rec = self.reconstruction(pred, target, batch, logs)
         loss_adv = adversarial(d_fake, True)
         loss = self.lambda_rec * loss_rec + (1.0 - self.lambda_rec) * loss_adv
         self.manual_backward(loss, inputs=list(self.generator.parameters()), retain_graph=True)
@@ -199,7 +224,7 @@ class ContextEncoderModule(pl.LightningModule):
         for opt in (opt_d, opt_g):
             opt.step()
             opt.zero_grad(set_to_none=True)
-        return {
+        return logs | {
             "loss_d": loss_d.detach(),
             "d_real": torch.sigmoid(d_real.detach().float()).mean(),
             "d_fake": torch.sigmoid(d_fake.detach().float()).mean(),
@@ -261,6 +286,23 @@ class ContextEncoderModule(pl.LightningModule):
         # Plain containers only, so the checkpoint loads with torch.load(weights_only=True).
         if self.model_config is not None:
             checkpoint["ctx_inpaint_config"] = self.model_config
+
+
+# Half the 11x11 SSIM window: context pixels within it count towards the SSIM of the hole's edge pixels.
+SSIM_MARGIN = 5
+
+
+def _grow(box: tuple[int, int, int, int] | None, margin: int, size: torch.Size):
+    """``box`` grown by ``margin`` on each side, clipped to the image (``None`` stays the whole image)."""
+    if box is None:
+        return None
+    y0, y1, x0, x1 = box
+    return (max(y0 - margin, 0), min(y1 + margin, size[0]), max(x0 - margin, 0), min(x1 + margin, size[1]))
+
+
+def _offsets(inner: tuple[int, int, int, int], outer: tuple[int, int, int, int]) -> tuple[int, int, int, int]:
+    """``F.pad`` amounts (left, right, top, bottom) that place ``inner`` at its position inside ``outer``."""
+    return (inner[2] - outer[2], outer[3] - inner[3], inner[0] - outer[0], outer[1] - inner[1])
 
 
 def _first(opts: Any) -> torch.optim.Optimizer:

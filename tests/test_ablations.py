@@ -26,7 +26,11 @@ from tests.conftest import TINY as SHARED_TINY
 
 CONF = Path(CONFIG_DIR)
 REPO = CONF.parent
-EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
+ALL_EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
+# The ablation suite: experiments with `ablation` metadata (campus_cpu, the CPU training recipe, has none).
+EXPERIMENTS = [
+    e for e in ALL_EXPERIMENTS if yaml.safe_load((CONF / "experiment" / f"{e}.yaml").read_text())["ablation"]
+]
 ISSUE_LIST = {
     "l2_0", "l2_05", "l2_09", "l2_0999", "l2_09999", "l2_1", "l1_0999", "sgd", "lr_scheduler",
     "alexnet_l2", "alexnet_adv", "cwfc", "extra_layer", "random_patches", "random_region",
@@ -222,3 +226,30 @@ def test_submitit_local_launcher_runs_a_sweep_job(tmp_path: Path) -> None:
     assert (runs[0] / "metrics.csv").is_file()
     assert '"status": "finished"' in (runs[0] / "run_status.json").read_text()
     assert list((runs[0].parent / ".submitit").iterdir()), "submitit wrote no job folder"
+
+
+def test_campus_cpu_is_l2_0999_with_the_cpu_training_recipe_only(tmp_path: Path) -> None:
+    """`make train`'s experiment keeps the paper's method (losses' mix, masks, encoder/bottleneck kinds) and
+    changes only training and widths; every changed key is one the experiment file documents."""
+    assert "campus_cpu" in ALL_EXPERIMENTS and "campus_cpu" not in EXPERIMENTS
+    base, cpu = _resolved("l2_0999"), _resolved("campus_cpu")
+    changed = {k for k in base.keys() | cpu.keys() if base.get(k, "<missing>") != cpu.get(k, "<missing>")}
+    changed -= {"name", "tags", "ablation", "ablation.axis", "ablation.seed_psnr"}
+    changed = {k for k in changed if not k.startswith(("ablation.", "logger.", "paths.", "hydra."))}
+    assert changed == {
+        "model.ssim_weight", "model.encoder.width", "model.decoder.width", "model.discriminator.width",
+        "masks.overlap_weight", "data.batch_size", "optim.g_lr_mult", "optim.scheduler",
+        "optim.scheduler._target_", "optim.scheduler._partial_", "optim.scheduler.T_max",
+        "trainer.max_epochs", "trainer.max_time",
+    }  # fmt: skip
+    assert cpu["model.lambda_rec"] == 0.999 and cpu["model.ssim_weight"] == 0.5
+    assert cpu["optim.scheduler.T_max"] == cpu["trainer.max_epochs"] == 60
+    assert "campus_cpu" in (REPO / "Makefile").read_text().split("EXPERIMENT ?=")[1].splitlines()[0]
+    cfg = _compose(["+experiment=campus_cpu", *TINY, "trainer.fast_dev_run=true"], tmp_path / "run")
+    _shrink(cfg)
+    module = build_module(cfg, instantiate(cfg.masks))
+    assert module.ssim_weight == 0.5 and module.g_lr_mult == 1.0
+    opts, scheds = module.configure_optimizers()
+    assert isinstance(scheds[0]["scheduler"], torch.optim.lr_scheduler.CosineAnnealingLR)
+    metrics = train(cfg)
+    assert math.isfinite(metrics["val/ssim"])

@@ -20,6 +20,7 @@ CASES = {
     "weight above 1": (["model.lambda_rec=1.5"], ["model.lambda_rec", "1.5", "[0, 1]"]),
     "weight below 0": (["model.lambda_rec=-0.1"], ["model.lambda_rec", "-0.1", "[0, 1]"]),
     "weight not a number": (["model.lambda_rec=abc"], ["model.lambda_rec", "'abc'", "number"]),
+    "ssim weight above 1": (["model.ssim_weight=2"], ["model.ssim_weight", "2", "[0, 1]"]),
     "discriminator with lambda_rec=1": (
         ["model.lambda_rec=1.0"],
         ["model.discriminator", "lambda_rec=1", "null"],

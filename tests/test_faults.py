@@ -34,6 +34,16 @@ RUN = [
 KILLER = "+callbacks.killer._target_=tests.helper_callbacks.KillAtBatch"
 
 
+def run_args(run_dir: Path, logger: str, last_every: str) -> list[str]:
+    """The CLI arguments of a RUN in ``run_dir`` that is killed and resumed."""
+    return [
+        *RUN,
+        f"logger={logger}",
+        f"callbacks.model_checkpoint.last_every_n_batches={last_every}",
+        f"hydra.run.dir={run_dir}",
+    ]
+
+
 def read_rows(path: Path) -> list[dict[str, str]]:
     with open(path, newline="") as f:
         return [{k: v for k, v in r.items() if v} for r in csv.DictReader(f)]
@@ -56,12 +66,7 @@ def assert_each_row_once(rows: list[dict[str, str]], steps: int) -> None:
 def test_sigkill_mid_epoch_resumes_exactly_like_an_uninterrupted_run(tmp_path: Path) -> None:
     tmp = tmp_path
     run_dir = tmp / "killed"
-    args = [
-        *RUN,
-        "logger=default",
-        "callbacks.model_checkpoint.last_every_n_batches=null",
-        f"hydra.run.dir={run_dir}",
-    ]
+    args = run_args(run_dir, logger="default", last_every="null")
     # SIGKILL at the start of batch 4 (epoch 1, batch 1): last.ckpt is the end-of-epoch-0 one.
     killed = run_cli([*args, KILLER, "+callbacks.killer.at_batch=4"], tmp)
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
@@ -98,12 +103,7 @@ def test_sigkill_mid_epoch_resumes_exactly_like_an_uninterrupted_run(tmp_path: P
 def test_sigterm_writes_last_checkpoint_and_resume_loses_nothing(tmp_path: Path) -> None:
     tmp = tmp_path
     run_dir = tmp / "run"
-    args = [
-        *RUN,
-        "logger=csv",
-        "callbacks.model_checkpoint.last_every_n_batches=2",
-        f"hydra.run.dir={run_dir}",
-    ]
+    args = run_args(run_dir, logger="csv", last_every="2")
     # SIGTERM during batch 4: Lightning finishes that batch, we save, the process exits 143.
     term = run_cli([*args, KILLER, "+callbacks.killer.at_batch=4", "+callbacks.killer.signum=15"], tmp)
     assert term.returncode == 143, term.stderr[-2000:]

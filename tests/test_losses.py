@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from ctx_inpaint.losses import adversarial, masked_reconstruction
+from ctx_inpaint.losses import adversarial, hole_ssim_loss, masked_reconstruction
 from ctx_inpaint.masks import CenterMask
 
 
@@ -46,3 +46,20 @@ def test_adversarial_targets() -> None:
     logits = torch.tensor([10.0, 10.0])
     assert adversarial(logits, True).item() < 1e-3
     assert adversarial(logits, False).item() > 9
+
+
+def test_hole_ssim_loss_on_a_margin_crop_equals_the_metric_on_the_whole_image() -> None:
+    from ctx_inpaint.metrics import HiddenPixelMetrics
+
+    torch.manual_seed(0)
+    masks = CenterMask(image_size=64, target_size=32, overlap=2)
+    mask = masks.sample().expand(2, 1, 64, 64)
+    truth = torch.rand(2, 3, 64, 64)
+    output = torch.where(mask.bool(), torch.rand(2, 3, 64, 64), truth)
+    metric = HiddenPixelMetrics()
+    metric.update(output, truth, mask)
+    y0, y1, x0, x1 = masks.target_box  # hole = target box minus the 2-px ring; 5 more px of context
+    crop = (slice(None), slice(None), slice(y0 - 3, y1 + 3), slice(x0 - 3, x1 + 3))
+    loss = hole_ssim_loss(output[crop], truth[crop], mask[crop])
+    assert loss.item() == pytest.approx(1 - metric.compute()["ssim"].item(), abs=1e-5)
+    assert hole_ssim_loss(truth, truth, mask).item() == pytest.approx(0.0, abs=1e-6)

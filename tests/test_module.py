@@ -63,6 +63,43 @@ def test_composite_keeps_visible_pixels(tiny_cfg) -> None:
     assert torch.all(out[hidden] == 0.5)
 
 
+def test_ssim_weight_mixes_one_minus_the_metrics_ssim_into_the_reconstruction_loss(tiny_cfg) -> None:
+    from ctx_inpaint.losses import masked_reconstruction
+    from ctx_inpaint.masks import crop_box
+    from ctx_inpaint.metrics import HiddenPixelMetrics, to_unit_range
+
+    torch.manual_seed(0)
+    cfg = tiny_cfg("+experiment=l2_1", "model.ssim_weight=0.25")
+    masks = instantiate(cfg.masks)
+    module = build_module(cfg, masks)
+    image = torch.rand(2, 3, 32, 32) * 2 - 1
+    mask = masks.sample().expand(2, 1, 32, 32)
+    batch = {"image": image, "mask": mask, "weight": masks.loss_weight(masks.sample()).expand(2, 1, 16, 16)}
+    target = crop_box(image, masks.target_box)
+    pred = torch.rand(2, 3, 16, 16, requires_grad=True)
+    logs: dict = {}
+    loss = module.reconstruction(pred * 2 - 1, target, batch, logs)
+    metric = HiddenPixelMetrics()
+    output = module.composite(pred.detach() * 2 - 1, image, mask)
+    metric.update(to_unit_range(output), to_unit_range(image), mask)
+    plain = masked_reconstruction(pred.detach() * 2 - 1, target, batch["weight"])
+    expected = 0.75 * plain + 0.25 * (1 - metric.compute()["ssim"])
+    assert loss.item() == pytest.approx(expected.item(), abs=1e-5)
+    assert logs["loss_ssim"].item() == pytest.approx(1 - metric.compute()["ssim"].item(), abs=1e-5)
+    # The SSIM term reaches only hole pixels: the predicted ring is pasted nowhere, so it gets no gradient.
+    module.ssim_weight = 1.0
+    module.reconstruction(pred * 2 - 1, target, batch, {}).backward()
+    hole = crop_box(mask, masks.target_box).bool().expand_as(pred)
+    assert torch.all(pred.grad[~hole] == 0) and pred.grad[hole].abs().sum() > 0
+
+
+@pytest.mark.parametrize("weight", [-0.1, 1.5])
+def test_ssim_weight_outside_unit_interval_is_refused(tiny_cfg, weight: float) -> None:
+    cfg = tiny_cfg("+experiment=l2_1", f"model.ssim_weight={weight}")
+    with pytest.raises((ValueError, InstantiationException), match="model.ssim_weight"):
+        build_module(cfg, instantiate(cfg.masks))
+
+
 @pytest.mark.slow
 def test_two_epoch_run_writes_metrics_and_reloadable_checkpoint(tiny_cfg, tmp_path: Path) -> None:
     cfg = tiny_cfg("+experiment=l2_0999", "trainer.max_epochs=2")

@@ -19,42 +19,61 @@ PROBE_COMMON = [
     "trainer.max_epochs=100",
     "callbacks.model_checkpoint=null",
 ]
-SAME_EPOCH = 3  # every probe validated at least this many times: compare them there
+# The SSIM probes (probe_ssim.sh): the tuned recipe of the first session's `make quality-train`, 5 minutes.
+SSIM_PROBE_COMMON = [
+    "+experiment=l2_0999",
+    "logger=csv",
+    "model.encoder.width=32",
+    "model.decoder.width=32",
+    "model.discriminator.width=32",
+    "data.batch_size=16",
+    "masks.overlap_weight=1",
+    "optim.g_lr_mult=1",
+    "optim.scheduler={_target_:torch.optim.lr_scheduler.CosineAnnealingLR,_partial_:true,T_max:60}",
+    "trainer.max_epochs=60",
+    "trainer.max_time=00:00:05:00",
+    "callbacks.model_checkpoint.monitor=null",
+    "callbacks.model_checkpoint.save_last=link",
+]
 
 
-def probe_rows() -> list[str]:
+def _val_rows(metrics: Path) -> list[dict[str, str]]:
+    with open(metrics) as f:
+        return [r for r in csv.DictReader(f) if r.get("val/psnr")]
+
+
+def _pair(row: dict[str, str]) -> str:
+    return f"{float(row['val/psnr']):.2f} / {float(row['val/ssim']):.4f}"
+
+
+def probe_rows(folder: Path, common: list[str], minutes: int, same_epoch: int) -> list[str]:
+    """One row per probe run in ``folder``: its overrides beyond ``common``, size, and val at ``same_epoch``."""
     lines = [
-        f"Every probe: `{' '.join(PROBE_COMMON)}` plus the overrides below (3 minutes of training each).",
+        f"Every probe: `{' '.join(common)}` plus the overrides below ({minutes} minutes of training each).",
         "",
-        f"| probe | overrides | epochs | batches | wall s | val PSNR / SSIM after epoch {SAME_EPOCH} | "
+        f"| probe | overrides | epochs | batches | wall s | val PSNR / SSIM after epoch {same_epoch} | "
         "last val PSNR / SSIM |",
         "|---|---|---|---|---|---|---|",
     ]
-    for run in sorted((HERE / "probes").glob("*/metrics.csv")):
-        with open(run) as f:
-            rows = list(csv.DictReader(f))
-        val = [r for r in rows if r.get("val/psnr")]
+    for run in sorted(folder.glob("*/metrics.csv")):
+        val = _val_rows(run)
         if not val:
             continue
-        overrides = [
-            o for o in json.loads((run.parent / "overrides.json").read_text()) if o not in PROBE_COMMON
-        ]
+        overrides = [o for o in json.loads((run.parent / "overrides.json").read_text()) if o not in common]
         status_file = run.parent / "run_status.json"
         status = json.loads(status_file.read_text()) if status_file.exists() else {}
         batches = status.get("global_step", 0) // 2  # G and D each step once per batch
-        at, last = val[min(SAME_EPOCH, len(val)) - 1], val[-1]
+        at = val[min(same_epoch, len(val)) - 1]
         lines.append(
             f"| {run.parent.name} | `{' '.join(overrides)}` | {len(val)} | {batches} | "
-            f"{status.get('wall_time_s', '')} | {float(at['val/psnr']):.2f} / {float(at['val/ssim']):.4f} | "
-            f"{float(last['val/psnr']):.2f} / {float(last['val/ssim']):.4f} |"
+            f"{status.get('wall_time_s', '')} | {_pair(at)} | {_pair(val[-1])} |"
         )
     return lines
 
 
 def curve(run: Path, every: int = 5) -> list[str]:
     """Validation PSNR / SSIM every few epochs of a recorded run (run/metrics.csv)."""
-    with open(run / "metrics.csv") as f:
-        val = [r for r in csv.DictReader(f) if r.get("val/psnr")]
+    val = _val_rows(run / "metrics.csv")
     picked = [r for r in val if int(r["epoch"]) % every == every - 1 or r is val[-1]]
     return [
         "| epoch | " + " | ".join(str(int(r["epoch"]) + 1) for r in picked) + " |",
@@ -78,7 +97,19 @@ def main() -> None:
     if (HERE / "blur_reference.md").exists():
         parts += ["## Reference: blurred truth", "", (HERE / "blur_reference.md").read_text().strip(), ""]
     if (HERE / "probes").is_dir():
-        parts += ["## Probes (val = the same 40 held-out crops as above)", "", *probe_rows(), ""]
+        parts += ["## Probes (val = the same 40 held-out crops as above)", ""]
+        parts += [*probe_rows(HERE / "probes", PROBE_COMMON, 3, 3), ""]
+    if (HERE / "probes_ssim").is_dir():
+        parts += ["## SSIM-weight probes (`bash experiments/quality/probe_ssim.sh`)", ""]
+        parts += [*probe_rows(HERE / "probes_ssim", SSIM_PROBE_COMMON, 5, 12), ""]
+        tuned = HERE / "tuned_l2_0999" / "run" / "metrics.csv"
+        if tuned.exists():
+            at = _val_rows(tuned)[11]
+            parts += [
+                f"The same recipe without the SSIM term (`tuned_l2_0999`, its first 12 epochs): {_pair(at)} "
+                "after epoch 12.",
+                "",
+            ]
     (HERE / "RESULTS.md").write_text("\n".join(parts))
     print(f"wrote {HERE / 'RESULTS.md'}")
 
