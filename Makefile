@@ -77,6 +77,7 @@ quality: ## Regenerate experiments/quality/ tables: evaluate QUALITY_RUN, QUALIT
 	$(PY) -m ctx_inpaint.evaluate --checkpoint $(QUALITY_DEFAULT) --out experiments/quality/default_l2_0999 --grid 8
 	$(PY) -m ctx_inpaint.evaluate --checkpoint $(QUALITY_TUNED) --out experiments/quality/tuned_l2_0999 --grid 8
 	$(PY) experiments/quality/blur_reference.py
+	$(PY) experiments/quality/ssim_by_ring.py campus_cpu=$(QUALITY_RUN)/checkpoints/last.ckpt tuned_l2_0999=$(QUALITY_TUNED)
 	$(PY) experiments/quality/summarize.py
 
 quality-train: ## Re-run `make train` (campus_cpu, 29 min on 2 CPU cores, under the heavy lock) into QUALITY_RUN

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import json
+import random
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -71,6 +72,40 @@ def probe_rows(folder: Path, common: list[str], minutes: int, same_epoch: int) -
     return lines
 
 
+def paired(per_image: Path, resamples: int = 5000) -> list[str]:
+    """The model against each baseline image by image: wins and a bootstrap 95% interval of the mean difference."""
+    with open(per_image) as f:
+        rows = list(csv.DictReader(f))
+    by: dict[str, dict[int, dict[str, str]]] = {}
+    for r in rows:
+        by.setdefault(r["method"], {})[int(r["index"])] = r
+    if "model" not in by:
+        return []
+    lines = [
+        "Image by image (model minus baseline; 95% interval: bootstrap over the images, 5,000 resamples, seed 0):",
+        "",
+        "| baseline | metric | mean difference | 95% interval | images where the model is ahead |",
+        "|---|---|---|---|---|",
+    ]
+    rng = random.Random(0)
+    for base in ("telea", "ns"):
+        if base not in by:
+            continue
+        for key, fmt in (("psnr", "+.2f"), ("ssim", "+.4f")):
+            diffs = [float(by["model"][i][key]) - float(by[base][i][key]) for i in sorted(by["model"])]
+            n = len(diffs)
+            means = sorted(sum(rng.choice(diffs) for _ in range(n)) / n for _ in range(resamples))
+            lo, hi = means[int(0.025 * resamples)], means[int(0.975 * resamples) - 1]
+            wins = sum(d > 0 for d in diffs)
+            lines.append(
+                f"| {LABELS[base]} | {key.upper()} | {sum(diffs) / n:{fmt}} | [{lo:{fmt}}, {hi:{fmt}}] | {wins} / {n} |"
+            )
+    return lines
+
+
+LABELS = {"telea": "OpenCV Telea", "ns": "OpenCV Navier-Stokes"}
+
+
 def curve(run: Path, every: int = 5) -> list[str]:
     """Validation PSNR / SSIM every few epochs of a recorded run (run/metrics.csv)."""
     val = _val_rows(run / "metrics.csv")
@@ -92,8 +127,12 @@ def main() -> None:
     ]
     for table in sorted(HERE.glob("*/table.md")):
         parts += [f"## {table.parent.name}", "", table.read_text().strip(), ""]
+        if (table.parent / "per_image.csv").exists():
+            parts += [*paired(table.parent / "per_image.csv"), ""]
         if (table.parent / "run" / "metrics.csv").exists():
             parts += ["Validation during training (the same crops):", "", *curve(table.parent / "run"), ""]
+    if (HERE / "ssim_by_ring.md").exists():
+        parts += ["## Where the SSIM comes from", "", (HERE / "ssim_by_ring.md").read_text().strip(), ""]
     if (HERE / "blur_reference.md").exists():
         parts += ["## Reference: blurred truth", "", (HERE / "blur_reference.md").read_text().strip(), ""]
     if (HERE / "probes").is_dir():
