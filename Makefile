@@ -87,8 +87,9 @@ quality-train-tuned: ## Re-run the tuned l2_0999 training without the SSIM term 
 	flock /tmp/ctx_heavy.lock $(PY) -m ctx_inpaint.train +experiment=l2_0999 logger=csv $(QUALITY_TUNING) \
 		hydra.run.dir=logs/runs/quality_tuned
 
-quality-probes: ## Re-run the 5-minute SSIM-weight probes (experiments/quality/probe_ssim.sh)
+quality-probes: ## Re-run the 5-minute probes (experiments/quality/probe_ssim.sh, probe_cpu.sh)
 	PY=$(PY) bash experiments/quality/probe_ssim.sh
+	PY=$(PY) bash experiments/quality/probe_cpu.sh
 
 bench-attempts: bench-data ## Re-time every speed-up tried (experiments/perf/run_attempts.sh); ATTEMPTS="name ..." for some
 	PY=$(PY) BENCH_JPEGS=$(BENCH_JPEGS) bash experiments/perf/run_attempts.sh

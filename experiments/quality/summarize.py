@@ -37,6 +37,8 @@ SSIM_PROBE_COMMON = [
     "callbacks.model_checkpoint.save_last=link",
 ]
 
+CPU_PROBE_COMMON = ["+experiment=campus_cpu", "logger=csv", "trainer.max_time=00:00:05:00"]
+
 
 def _val_rows(metrics: Path) -> list[dict[str, str]]:
     with open(metrics) as f:
@@ -131,6 +133,12 @@ def main() -> None:
             parts += [*paired(table.parent / "per_image.csv"), ""]
         if (table.parent / "run" / "metrics.csv").exists():
             parts += ["Validation during training (the same crops):", "", *curve(table.parent / "run"), ""]
+    if (HERE / "probes_cpu").is_dir():
+        parts += ["## Probes around campus_cpu (`bash experiments/quality/probe_cpu.sh`)", ""]
+        parts += [*probe_rows(HERE / "probes_cpu", CPU_PROBE_COMMON, 5, 12), ""]
+        run = HERE / "campus_cpu" / "run" / "metrics.csv"
+        if run.exists():
+            parts += [f"campus_cpu itself after epoch 12: {_pair(_val_rows(run)[11])}.", ""]
     if (HERE / "ssim_by_ring.md").exists():
         parts += ["## Where the SSIM comes from", "", (HERE / "ssim_by_ring.md").read_text().strip(), ""]
     if (HERE / "blur_reference.md").exists():
