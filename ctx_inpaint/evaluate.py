@@ -32,7 +32,7 @@ from ctx_inpaint.data.datasets import FixedValDataset, ImageStore
 from ctx_inpaint.data.images import load_rgb, to_model_range
 from ctx_inpaint.data.sources import FORBIDDEN_NAMES, IMAGE_EXTENSIONS, embedded_files
 from ctx_inpaint.inpainting import pick_device
-from ctx_inpaint.masks import CenterMask, MaskGenerator, apply_mask, crop_box
+from ctx_inpaint.masks import CenterMask, MaskGenerator, apply_mask, composite
 from ctx_inpaint.metrics import HiddenPixelMetrics, to_unit_range
 
 # conf/data/default.yaml's validation settings, for checkpoints that do not record theirs.
@@ -103,15 +103,6 @@ def centre_masks_for(model: LoadedModel | None, size: int) -> CenterMask:
 
 
 # ---- scoring ---------------------------------------------------------------------------------------
-def composite(pred: torch.Tensor, masked: torch.Tensor, mask: torch.Tensor, box) -> torch.Tensor:
-    """As ``ContextEncoderModule.composite``: the prediction goes into the hole only."""
-    full = masked.clone()
-    region = crop_box(full, box)
-    region_mask = crop_box(mask, box)
-    region.copy_(region * (1 - region_mask) + pred.to(region.dtype) * region_mask)
-    return full
-
-
 @torch.inference_mode()
 def model_outputs(model: LoadedModel, samples: list[EvalSample], device: torch.device, batch_size: int):
     """Composited model outputs in [0, 1], one (3, N, N) per sample."""

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torchmetrics.functional.image import structural_similarity_index_measure
+
+from ctx_inpaint.metrics import hole_ssim
 
 
 def masked_reconstruction(
@@ -39,9 +40,4 @@ def hole_ssim_loss(output: torch.Tensor, target: torch.Tensor, mask: torch.Tenso
     ``target`` are (B, 3, h, w) in [0, 1] (the hole plus a margin of at least 5 px of context), ``mask`` is
     (B, 1, h, w), 1 = hidden.
     """
-    ssim_map = structural_similarity_index_measure(
-        output.float(), target.float(), data_range=1.0, reduction="none", return_full_image=True
-    )[1]
-    m = mask.to(ssim_map.dtype).expand_as(ssim_map)
-    per_image = (ssim_map * m).sum(dim=(1, 2, 3)) / m.sum(dim=(1, 2, 3)).clamp_min(1)
-    return 1.0 - per_image.mean()
+    return 1.0 - hole_ssim(output.float(), target.float(), mask).mean()

@@ -34,6 +34,18 @@ def crop_box(x: torch.Tensor, box: Box | None) -> torch.Tensor:
     return x[..., y0:y1, x0:x1]
 
 
+def composite(pred: torch.Tensor, masked: torch.Tensor, mask: torch.Tensor, box: Box | None) -> torch.Tensor:
+    """Paste a prediction of the region ``box`` into the hole only; visible pixels stay those of ``masked``.
+
+    Differentiable in ``pred`` (the SSIM loss term backpropagates through it).
+    """
+    full = masked.clone()
+    region = crop_box(full, box)
+    region_mask = crop_box(mask, box)
+    region.copy_(region * (1 - region_mask) + pred.to(region.dtype) * region_mask)
+    return full
+
+
 class MaskGenerator:
     """Base class: subclasses implement ``sample``."""
 

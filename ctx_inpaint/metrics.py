@@ -19,6 +19,19 @@ def to_unit_range(x: torch.Tensor) -> torch.Tensor:
     return ((x + 1) / 2).clamp(0, 1)
 
 
+def hole_ssim(output: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Per-image SSIM: the SSIM map (Gaussian 11x11, data_range 1) averaged over the hidden pixels.
+
+    ``output`` and ``target`` are (B, 3, H, W) in [0, 1], ``mask`` (B, 1, H, W), 1 = hidden. Differentiable
+    (``losses.hole_ssim_loss`` trains on it).
+    """
+    ssim_map = structural_similarity_index_measure(
+        output, target, data_range=1.0, reduction="none", return_full_image=True
+    )[1]
+    m = mask.to(ssim_map.dtype).expand_as(ssim_map)
+    return (ssim_map * m).sum(dim=(1, 2, 3)) / m.sum(dim=(1, 2, 3)).clamp_min(1)
+
+
 class HiddenPixelMetrics(nn.Module):
     """Accumulates L1, L2, PSNR and SSIM over batches; DDP-safe (torchmetrics syncs the states)."""
 
@@ -40,12 +53,7 @@ class HiddenPixelMetrics(nn.Module):
             self.l1.update(o, t)
             self.l2.update(o, t)
             self.psnr.update(o.unsqueeze(0), t.unsqueeze(0))
-        ssim_map = structural_similarity_index_measure(
-            output, target, data_range=1.0, reduction="none", return_full_image=True
-        )[1]
-        m = mask.to(ssim_map.dtype).expand_as(ssim_map)
-        per_image = (ssim_map * m).sum(dim=(1, 2, 3)) / m.sum(dim=(1, 2, 3)).clamp_min(1)
-        self.ssim.update(per_image)
+        self.ssim.update(hole_ssim(output, target, mask))
 
     def compute(self) -> dict[str, torch.Tensor]:
         return {

@@ -8,12 +8,11 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torchvision.utils import make_grid, save_image
 
 from ctx_inpaint.losses import adversarial, hole_ssim_loss, masked_reconstruction
-from ctx_inpaint.masks import MaskGenerator, crop_box
+from ctx_inpaint.masks import MaskGenerator, composite, crop_box
 from ctx_inpaint.metrics import HiddenPixelMetrics, to_unit_range
 from ctx_inpaint.models.generator import Generator
 from ctx_inpaint.models.init import dcgan_init
@@ -127,11 +126,7 @@ class ContextEncoderModule(pl.LightningModule):
 
     def composite(self, pred: torch.Tensor, masked: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Paste the prediction into the hole only; visible pixels stay those of the input."""
-        full = masked.clone()
-        region = crop_box(full, self.masks.target_box)
-        region_mask = crop_box(mask, self.masks.target_box)
-        region.copy_(region * (1 - region_mask) + pred.to(region.dtype) * region_mask)
-        return full
+        return composite(pred, masked, mask, self.masks.target_box)
 
     # ---- optimisation ------------------------------------------------------------------------------
     def configure_optimizers(self):
@@ -197,10 +192,10 @@ class ContextEncoderModule(pl.LightningModule):
         loss = masked_reconstruction(pred.float(), target.float(), batch["weight"], self.rec_loss)
         if self.ssim_weight == 0.0:
             return loss
+        # SSIM on the hole plus the context its windows reach, not on the whole image.
         box = _grow(self.masks.target_box, SSIM_MARGIN, batch["image"].shape[-2:])
+        output = crop_box(self.composite(pred, batch["masked"], batch["mask"]), box)
         truth, mask = crop_box(batch["image"], box), crop_box(batch["mask"], box)
-        placed = pred if box is None else F.pad(pred, _offsets(self.masks.target_box, box))
-        output = truth * (1 - mask) + placed.to(truth.dtype) * mask
         loss_ssim = hole_ssim_loss((output + 1) / 2, (truth + 1) / 2, mask)
         logs.update(loss_l2_l1=loss.detach(), loss_ssim=loss_ssim.detach())
         return (1.0 - self.ssim_weight) * loss + self.ssim_weight * loss_ssim
@@ -298,11 +293,6 @@ def _grow(box: tuple[int, int, int, int] | None, margin: int, size: torch.Size):
         return None
     y0, y1, x0, x1 = box
     return (max(y0 - margin, 0), min(y1 + margin, size[0]), max(x0 - margin, 0), min(x1 + margin, size[1]))
-
-
-def _offsets(inner: tuple[int, int, int, int], outer: tuple[int, int, int, int]) -> tuple[int, int, int, int]:
-    """``F.pad`` amounts (left, right, top, bottom) that place ``inner`` at its position inside ``outer``."""
-    return (inner[2] - outer[2], outer[3] - inner[3], inner[0] - outer[0], outer[1] - inner[1])
 
 
 def _first(opts: Any) -> torch.optim.Optimizer:

@@ -65,7 +65,7 @@ def test_composite_keeps_visible_pixels(tiny_cfg) -> None:
 
 def test_ssim_weight_mixes_one_minus_the_metrics_ssim_into_the_reconstruction_loss(tiny_cfg) -> None:
     from ctx_inpaint.losses import masked_reconstruction
-    from ctx_inpaint.masks import crop_box
+    from ctx_inpaint.masks import apply_mask, crop_box
     from ctx_inpaint.metrics import HiddenPixelMetrics, to_unit_range
 
     torch.manual_seed(0)
@@ -74,7 +74,12 @@ def test_ssim_weight_mixes_one_minus_the_metrics_ssim_into_the_reconstruction_lo
     module = build_module(cfg, masks)
     image = torch.rand(2, 3, 32, 32) * 2 - 1
     mask = masks.sample().expand(2, 1, 32, 32)
-    batch = {"image": image, "mask": mask, "weight": masks.loss_weight(masks.sample()).expand(2, 1, 16, 16)}
+    batch = {
+        "image": image,
+        "masked": apply_mask(image, mask),
+        "mask": mask,
+        "weight": masks.loss_weight(masks.sample()).expand(2, 1, 16, 16),
+    }
     target = crop_box(image, masks.target_box)
     pred = torch.rand(2, 3, 16, 16, requires_grad=True)
     logs: dict = {}
