@@ -111,7 +111,13 @@ def test_straightforward_config_turns_every_speed_option_off(tiny_cfg) -> None:
 
 
 @pytest.mark.parametrize(
-    "option", ["model.reuse_d_forward=false", "model.reuse_d_forward=true", "model.channels_last=true"]
+    "option",
+    [
+        "model.reuse_d_forward=false",
+        "model.reuse_d_forward=true",
+        "model.channels_last=true",
+        "model.ssim_weight=0.5",
+    ],
 )
 def test_plain_loop_matches_the_lightning_step(tiny_cfg, option: str) -> None:
     """One step of the bare loop leaves both networks exactly where the LightningModule's step leaves them."""

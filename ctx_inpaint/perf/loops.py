@@ -9,13 +9,13 @@ discriminator's gradients are cleared before its own step.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from ctx_inpaint.losses import adversarial, masked_reconstruction
+from ctx_inpaint.losses import adversarial
 from ctx_inpaint.masks import Box, crop_box
 from ctx_inpaint.module import ContextEncoderModule
 
@@ -30,7 +30,8 @@ class GanParts:
     opt_d: torch.optim.Optimizer | None
     target_box: Box | None
     lambda_rec: float
-    rec_loss: str
+    # ``ContextEncoderModule.reconstruction`` (plain PyTorch): L2/L1 and the SSIM term, as training computes it.
+    reconstruction: Callable[..., torch.Tensor]
     reuse_d_forward: bool = False
 
 
@@ -47,7 +48,7 @@ def parts_from_module(module: ContextEncoderModule) -> GanParts:
         opt_d,
         module.masks.target_box,
         module.lambda_rec,
-        module.rec_loss,
+        module.reconstruction,
         module.reuse_d_forward,
     )
 
@@ -100,7 +101,7 @@ def plain_step(
             parts.opt_d.zero_grad(set_to_none=True)
             losses["loss_d"] = loss_d.detach()
     with _frozen(d, toggle):
-        loss_rec = masked_reconstruction(pred.float(), target.float(), batch["weight"], parts.rec_loss)
+        loss_rec = parts.reconstruction(pred, target, batch, {})
         loss = parts.lambda_rec * loss_rec
         if d is not None:
             loss = loss + (1.0 - parts.lambda_rec) * adversarial(d(pred), True)
@@ -118,7 +119,7 @@ def _shared_d_forward_step(
     g, d = parts.generator, parts.discriminator
     d_fake = d(pred)
     loss_d = adversarial(d(target), True) + adversarial(d_fake, False)
-    loss_rec = masked_reconstruction(pred.float(), target.float(), batch["weight"], parts.rec_loss)
+    loss_rec = parts.reconstruction(pred, target, batch, {})
     loss = parts.lambda_rec * loss_rec + (1.0 - parts.lambda_rec) * adversarial(d_fake, True)
     torch.autograd.backward(loss, inputs=list(g.parameters()), retain_graph=True)
     torch.autograd.backward(loss_d, inputs=list(d.parameters()))

@@ -17,7 +17,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, open_dict
 
 from ctx_inpaint.bench import fresh_module
-from ctx_inpaint.losses import adversarial, masked_reconstruction
+from ctx_inpaint.losses import adversarial
 from ctx_inpaint.masks import crop_box
 from ctx_inpaint.perf.loops import autocast_for, parts_from_module, plain_step
 from ctx_inpaint.train import CONFIG_DIR
@@ -30,9 +30,7 @@ def gradients(module, batch: dict[str, torch.Tensor], precision: str) -> dict[st
     with autocast_for(precision, torch.device("cpu")):
         target = crop_box(batch["image"], module.masks.target_box)
         pred = g(batch["masked"])
-        loss = module.lambda_rec * masked_reconstruction(
-            pred.float(), target.float(), batch["weight"], module.rec_loss
-        )
+        loss = module.lambda_rec * module.reconstruction(pred, target, batch, {})
         if d is not None:
             loss_d = adversarial(d(target), True) + adversarial(d(pred.detach()), False)
             out["discriminator"] = torch.cat(
