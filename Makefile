@@ -92,11 +92,11 @@ quality-probes: ## Re-run the 5-minute probes (experiments/quality/probe_ssim.sh
 	PY=$(PY) bash experiments/quality/probe_cpu.sh
 
 bench-attempts: bench-data ## Re-time every speed-up tried (experiments/perf/run_attempts.sh); ATTEMPTS="name ..." for some
-	PY=$(PY) BENCH_JPEGS=$(BENCH_JPEGS) bash experiments/perf/run_attempts.sh
+	PY=$(PY) BENCH_JPEGS=$(BENCH_JPEGS) OUT=$(BENCH_OUT)/attempts bash experiments/perf/run_attempts.sh
 	$(PY) -m ctx_inpaint.perf.summary $(BENCH_OUT)
 
 bench-ab: ## Paired A/B timing of each speed option against the defaults (experiments/perf/run_ab.sh); AB="name ..." for some
-	PY=$(PY) bash experiments/perf/run_ab.sh
+	PY=$(PY) OUT=$(BENCH_OUT)/ab bash experiments/perf/run_ab.sh
 	$(PY) -m ctx_inpaint.perf.summary $(BENCH_OUT)
 
 bench-precision: ## Compare float32 and bf16-mixed gradients and 30 training steps of l2_0999 (experiments/perf/)

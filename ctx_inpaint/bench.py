@@ -43,11 +43,14 @@ MEASUREMENTS = {"data", "train", "plain", "baseline", "infer", "fit"}
 
 
 # ---- configuration ------------------------------------------------------------------------------------
-def with_overrides(cfg: DictConfig, items: list[str], add_missing: bool = False) -> DictConfig:
-    """A copy of ``cfg`` with ``key=value`` items (YAML values) applied; missing keys are added or skipped."""
+def with_overrides(cfg: DictConfig, items: list[str], skip_missing: bool = False) -> DictConfig:
+    """A copy of ``cfg`` with ``key=value`` items (YAML values) applied, by Hydra's rule: ``+key=value`` adds a
+    key, a plain ``key=value`` must name an existing one (a typo would otherwise time an unchanged config).
+    ``skip_missing`` skips absent plain keys instead (the baseline list also names options some configs lack)."""
     out = cfg.copy()
     with open_dict(out):
         for item in items:
+            add = str(item).startswith("+")
             key, sep, value = str(item).lstrip("+").partition("=")
             if not sep:
                 raise ValueError(f"bench: expected a key=value override, got {item!r}")
@@ -55,14 +58,16 @@ def with_overrides(cfg: DictConfig, items: list[str], add_missing: bool = False)
             node = OmegaConf.select(out, parent) if parent else out
             if node is None:
                 raise ValueError(f"bench: {key} is not in the composed config (no {parent!r})")
-            if leaf in node or add_missing:
+            if leaf in node or add:
                 node[leaf] = yaml.safe_load(value)
+            elif not skip_missing:
+                raise ValueError(f"bench: {key} is not in the composed config; write +{key}=... to add it")
     return out
 
 
 def straightforward_config(cfg: DictConfig) -> DictConfig:
     """``cfg`` with every speed option off (``bench.baseline_overrides``; keys absent from ``cfg`` skipped)."""
-    return with_overrides(cfg, list(cfg.bench.baseline_overrides))
+    return with_overrides(cfg, list(cfg.bench.baseline_overrides), skip_missing=True)
 
 
 def device_of(cfg: DictConfig) -> torch.device:

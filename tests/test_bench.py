@@ -14,7 +14,7 @@ import pytest
 import torch
 from hydra.utils import instantiate
 
-from ctx_inpaint.bench import _expand_sizes_flag, straightforward_config
+from ctx_inpaint.bench import _expand_sizes_flag, straightforward_config, with_overrides
 from ctx_inpaint.data.datasets import ImageStore
 from ctx_inpaint.data.prepared import PreparedImages
 from ctx_inpaint.models.bottlenecks import DenseBottleneck
@@ -84,6 +84,15 @@ def test_bench_cli_prints_every_key_and_sweeps_sizes(tmp_path: Path) -> None:
 def test_sizes_flag_expands_to_the_sweep() -> None:
     assert _expand_sizes_flag(["bench", "--sizes", "a=1"]) == ["bench", "a=1", "bench.sizes=[16,32,64,128]"]
     assert _expand_sizes_flag(["bench", "a=1"]) == ["bench", "a=1"]
+
+
+def test_overrides_follow_hydra_add_rule(tiny_cfg) -> None:
+    """A plain key must exist (a typo would time an unchanged config); ``+key`` adds; the baseline list skips."""
+    cfg = tiny_cfg("+experiment=l2_0999")
+    with pytest.raises(ValueError, match=r"model.chanels_last is not in the composed config; write \+"):
+        with_overrides(cfg, ["model.chanels_last=true"])
+    assert with_overrides(cfg, ["+optim.generator.foreach=true"]).optim.generator.foreach is True
+    assert "chanels_last" not in with_overrides(cfg, ["model.chanels_last=true"], skip_missing=True).model
 
 
 def test_straightforward_config_turns_every_speed_option_off(tiny_cfg) -> None:

@@ -33,7 +33,7 @@ def paired(cfg: DictConfig, overrides: list[str], rounds: int, steps: int, warmu
         cfg.bench.data_batches = 1
     _, batch = data_rate(cfg, masks, batch_size)
     runners = {}
-    for name, conf in (("reference", cfg), ("candidate", with_overrides(cfg, overrides, add_missing=True))):
+    for name, conf in (("reference", cfg), ("candidate", with_overrides(cfg, overrides))):
         parts, prepare = plain_parts(conf, masks, device)
         data = prepare(to_device(batch, device))
         autocast = autocast_for(conf.trainer.precision, device)

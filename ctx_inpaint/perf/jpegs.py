@@ -38,6 +38,9 @@ def main() -> None:
     parser.add_argument("--width", type=int, default=936)
     parser.add_argument("--height", type=int, default=537)
     args = parser.parse_args()
+    for name in ("count", "width", "height"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name}: expected a positive integer, got {getattr(args, name)}")
     paths = write_jpegs(args.out, args.count, args.width, args.height)
     size = sum(p.stat().st_size for p in paths) / len(paths) / 1024
     print(f"{len(paths)} JPEGs of {args.width}x{args.height} in {args.out} (mean {size:.0f} KiB)")

@@ -19,7 +19,7 @@ while IFS='|' read -r name base cand; do
     hydra.run.dir="${TMPDIR:-/tmp}/ctx_ab_run" </dev/null | tail -n 1
 done <<'LIST'
 matmul             | model.bottleneck.matmul=false model.decoder.matmul=false | model.bottleneck.matmul=true model.decoder.matmul=true
-adam_foreach       | optim.generator.fused=false optim.discriminator.fused=false | optim.generator.foreach=true optim.discriminator.foreach=true
+adam_foreach       | optim.generator.fused=false optim.discriminator.fused=false | +optim.generator.foreach=true +optim.discriminator.foreach=true
 adam_fused         | optim.generator.fused=false optim.discriminator.fused=false | optim.generator.fused=true optim.discriminator.fused=true
 channels_last      |  | model.channels_last=true
 reuse_d_forward    |  | model.reuse_d_forward=true
