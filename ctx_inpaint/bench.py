@@ -31,11 +31,14 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from ctx_inpaint.config_check import check_config
+from ctx_inpaint.errors import ConfigError
 from ctx_inpaint.masks import MaskGenerator
 from ctx_inpaint.module import ContextEncoderModule
 from ctx_inpaint.perf.lightning_runs import BatchClock, repeated_loader
 from ctx_inpaint.perf.loops import GanParts, autocast_for, parts_from_module, plain_step
 from ctx_inpaint.perf.timing import gemm_gflops, median_seconds
+from ctx_inpaint.resume import report_user_errors
 from ctx_inpaint.train import CONFIG_DIR, build_module
 
 SWEEP_SIZES = [16, 32, 64, 128]
@@ -53,15 +56,15 @@ def with_overrides(cfg: DictConfig, items: list[str], skip_missing: bool = False
             add = str(item).startswith("+")
             key, sep, value = str(item).lstrip("+").partition("=")
             if not sep:
-                raise ValueError(f"bench: expected a key=value override, got {item!r}")
+                raise ConfigError(f"bench: expected a key=value override, got {item!r}")
             parent, _, leaf = key.rpartition(".")
             node = OmegaConf.select(out, parent) if parent else out
             if node is None:
-                raise ValueError(f"bench: {key} is not in the composed config (no {parent!r})")
+                raise ConfigError(f"bench: {key} is not in the composed config (no {parent!r})")
             if leaf in node or add:
                 node[leaf] = yaml.safe_load(value)
             elif not skip_missing:
-                raise ValueError(f"bench: {key} is not in the composed config; write +{key}=... to add it")
+                raise ConfigError(f"bench: {key} is not in the composed config; write +{key}=... to add it")
     return out
 
 
@@ -75,7 +78,7 @@ def device_of(cfg: DictConfig) -> torch.device:
     if accel in ("gpu", "cuda") or (accel == "auto" and torch.cuda.is_available()):
         return torch.device("cuda", 0)
     if accel not in ("cpu", "auto"):
-        raise ValueError(f"trainer.accelerator: the bench runs on cpu or gpu, got {accel!r}")
+        raise ConfigError(f"trainer.accelerator: the bench runs on cpu or gpu, got {accel!r}")
     return torch.device("cpu")
 
 
@@ -249,7 +252,9 @@ def run_bench(cfg: DictConfig) -> dict[str, Any]:
     measure = set(b.measure)
     unknown = measure - MEASUREMENTS
     if unknown:
-        raise ValueError(f"bench.measure: unknown {sorted(unknown)}; expected some of {sorted(MEASUREMENTS)}")
+        raise ConfigError(
+            f"bench.measure: unknown {sorted(unknown)}; expected some of {sorted(MEASUREMENTS)}"
+        )
     result.update(machine_info())
     result["sgemm_gflops"] = gemm_gflops(int(b.gemm_size), torch.float32, device)
     data_ips, batch = data_rate(cfg, masks, batch_size)
@@ -398,7 +403,9 @@ def _expand_sizes_flag(argv: list[str]) -> list[str]:
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="bench")
 def main(cfg: DictConfig) -> None:
-    run_bench(cfg)
+    with report_user_errors():
+        check_config(cfg)
+        run_bench(cfg)
 
 
 if __name__ == "__main__":

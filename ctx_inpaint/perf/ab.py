@@ -20,8 +20,11 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, open_dict
 
 from ctx_inpaint.bench import data_rate, device_of, plain_parts, to_device, with_overrides
+from ctx_inpaint.config_check import check_config
+from ctx_inpaint.errors import ConfigError
 from ctx_inpaint.perf.loops import autocast_for, plain_step
 from ctx_inpaint.perf.timing import synchronize
+from ctx_inpaint.resume import report_user_errors
 from ctx_inpaint.train import CONFIG_DIR
 
 
@@ -73,10 +76,16 @@ def paired(cfg: DictConfig, overrides: list[str], rounds: int, steps: int, warmu
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="bench")
 def main(cfg: DictConfig) -> None:
+    with report_user_errors():
+        check_config(cfg)
+        _main(cfg)
+
+
+def _main(cfg: DictConfig) -> None:
     raw = cfg.get("candidate") or []
     candidate = str(raw).split() if isinstance(raw, str) else [str(x) for x in raw]
     if not candidate:
-        raise ValueError(
+        raise ConfigError(
             "candidate: give the overrides to compare, e.g. '+candidate=\"model.channels_last=true\"'"
         )
     ab = cfg.get("ab") or {}

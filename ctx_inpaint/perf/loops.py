@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from ctx_inpaint.errors import ConfigError
 from ctx_inpaint.losses import adversarial
 from ctx_inpaint.masks import Box, crop_box
 from ctx_inpaint.module import ContextEncoderModule
@@ -60,7 +61,7 @@ def autocast_for(precision: str, device: torch.device) -> contextlib.AbstractCon
         return contextlib.nullcontext()
     if precision == "bf16-mixed":
         return torch.autocast(device.type, dtype=torch.bfloat16)
-    raise ValueError(
+    raise ConfigError(
         f"trainer.precision: the bench's plain loop supports 32-true and bf16-mixed, got {precision!r}"
     )
 

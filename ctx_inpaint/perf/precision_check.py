@@ -17,9 +17,11 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, open_dict
 
 from ctx_inpaint.bench import fresh_module
+from ctx_inpaint.config_check import check_config
 from ctx_inpaint.losses import adversarial
 from ctx_inpaint.masks import crop_box
 from ctx_inpaint.perf.loops import autocast_for, parts_from_module, plain_step
+from ctx_inpaint.resume import report_user_errors
 from ctx_inpaint.train import CONFIG_DIR
 
 
@@ -70,6 +72,12 @@ def check(cfg: DictConfig, steps: int, precision: str = "bf16-mixed") -> dict:
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="bench")
 def main(cfg: DictConfig) -> None:
+    with report_user_errors():
+        check_config(cfg)
+        _main(cfg)
+
+
+def _main(cfg: DictConfig) -> None:
     steps = int(cfg.get("check_steps", 30))
     with open_dict(cfg):
         cfg.data.batch_size = int(cfg.bench.batch_size)

@@ -8,6 +8,8 @@ from collections.abc import Callable
 
 import torch
 
+from ctx_inpaint.errors import ConfigError
+
 
 def synchronize(device: torch.device) -> None:
     """Wait for queued GPU work, so wall time covers it (a no-op on CPU)."""
@@ -18,7 +20,7 @@ def synchronize(device: torch.device) -> None:
 def median_seconds(fn: Callable[[], object], warmup: int, repeats: int, device: torch.device) -> float:
     """Median wall time of ``fn`` over ``repeats`` calls after ``warmup`` untimed ones."""
     if repeats < 1:
-        raise ValueError(f"bench.repeats: expected >= 1, got {repeats}")
+        raise ConfigError(f"bench.repeats: expected >= 1, got {repeats}")
     for _ in range(warmup):
         fn()
     synchronize(device)
