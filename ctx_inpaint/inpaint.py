@@ -18,19 +18,16 @@ from PIL import Image
 from tqdm import tqdm
 
 from ctx_inpaint.checkpoint import CheckpointError
+from ctx_inpaint.data.images import load_rgb
 from ctx_inpaint.data.sources import IMAGE_EXTENSIONS
 from ctx_inpaint.inpainting import MASK_MODES, Inpainter, mask_to_bool
 from ctx_inpaint.masks import MEAN_FILL
 
 
-def open_image(path: Path, mode: str) -> Image.Image:
-    """Decode a file fully (so truncated files fail here), as ``mode``; one-line error naming the file."""
-    try:
-        with Image.open(path) as img:
-            img.load()
-            return img.convert(mode)
-    except Exception as err:  # PIL raises many types for bad files
-        raise ValueError(f"{path}: not a readable image ({' '.join(str(err).split())[:160]})") from None
+def open_image(path: Path) -> Image.Image:
+    """Decode a file fully (so truncated files fail here) as RGB, the way training does (``load_rgb``: EXIF
+    orientation applied, 16-bit and float files scaled to 8 bits); one-line error naming the file."""
+    return Image.fromarray(load_rgb(path).permute(1, 2, 0).numpy())
 
 
 def list_inputs(path: Path) -> tuple[Path, list[Path]]:
@@ -58,7 +55,7 @@ def find_mask(mask_dir: Path, rel: Path) -> Path:
 
 
 def load_mask(path: Path, size: tuple[int, int]):
-    mask = mask_to_bool(open_image(path, "L"))
+    mask = mask_to_bool(open_image(path))
     if (mask.shape[1], mask.shape[0]) != size:
         raise ValueError(
             f"{path}: mask is {mask.shape[1]}x{mask.shape[0]} but its image is {size[0]}x{size[1]} (expected the same size)"
@@ -91,7 +88,7 @@ def run(
     written = []
     for path in tqdm(files, desc="inpaint", unit="img", disable=len(files) < 2 or None):
         rel = path.relative_to(root)
-        image = open_image(path, "RGB")
+        image = open_image(path)
         if mask_path is None:
             hole = inpainter.center_mask(image.height, image.width)
         else:

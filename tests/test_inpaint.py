@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
 
 from ctx_inpaint.inpaint import main
 from ctx_inpaint.inpainting import Inpainter, center_mask
@@ -182,3 +182,33 @@ def test_cli_subprocess_center_mode(region_ckpt: Path, tmp_path: Path) -> None:
     hole = center_mask(60, 100).numpy()
     original = np.asarray(Image.open(tmp_path / "p.png"))
     assert np.array_equal(out[~hole], original[~hole]) and (out[hole] != original[hole]).any()
+
+
+def test_cli_reads_files_as_training_does_exif_and_16_bit(center_ckpt: Path, tmp_path: Path) -> None:
+    """A JPEG with EXIF orientation 6 is inpainted as displayed (its mask drawn on the displayed photo is
+    accepted); a 16-bit photo and a 16-bit mask are scaled to 8 bits, not saturated."""
+    inputs, masks, out = tmp_path / "in", tmp_path / "masks", tmp_path / "out"
+    inputs.mkdir()
+    masks.mkdir()
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored 64x40, displayed 40x64 (rotate 90 CW)
+    photo(64, 40).save(inputs / "rotated.jpg", quality=95, exif=exif.tobytes())
+    Image.fromarray(holes(40, 64).astype(np.uint8) * 255).save(masks / "rotated.png")
+    grey = (np.asarray(photo(48, 36).convert("L")).astype(np.uint16) * 257).astype(np.uint16)
+    Image.fromarray(grey).save(inputs / "deep.png")  # 16-bit greyscale
+    mask16 = np.full((36, 48), 1000, dtype=np.uint16)  # dark grey (about 4 / 255): visible
+    mask16[holes(48, 36)] = 65535
+    Image.fromarray(mask16).save(masks / "deep.png")
+    assert main(["-c", str(center_ckpt), "-i", str(inputs), "-m", str(masks), "-o", str(out)]) == 0
+
+    displayed = np.asarray(ImageOps.exif_transpose(Image.open(inputs / "rotated.jpg")).convert("RGB"))
+    result = np.asarray(Image.open(out / "rotated.png"))
+    m = holes(40, 64)
+    assert result.shape == (64, 40, 3)
+    assert np.array_equal(result[~m], displayed[~m]) and (result[m] != displayed[m]).any(axis=-1).mean() > 0.9
+
+    result = np.asarray(Image.open(out / "deep.png"))
+    m = holes(48, 36)
+    expected = np.dstack([(grey.astype(np.float64) / 257).round().astype(np.uint8)] * 3)
+    assert np.array_equal(result[~m], expected[~m])  # visible: the 8-bit photo, not all white
+    assert (result[m] != expected[m]).any(axis=-1).mean() > 0.9  # only the drawn holes are holes
