@@ -47,7 +47,9 @@ def center_mask(height: int, width: int, fraction: float = 56 / 128) -> torch.Te
 
 
 def mask_to_bool(mask: Image.Image | torch.Tensor | np.ndarray, name: str = "mask") -> torch.Tensor:
-    """(H, W) bool hole mask. PIL / uint8 images: white (> 127) = hole; float tensors: > 0.5; bool: True."""
+    """(H, W) bool hole mask. PIL / uint8 images: white (> 127) = hole (0/1 uint8 masks: 1 = hole); float
+    tensors: > 0.5; bool: True. (3, H, W) masks are thresholded per channel, then a pixel is a hole if any
+    channel is, so a grey pixel counts the same in a (3, H, W) and a (H, W) mask."""
     if isinstance(mask, Image.Image):
         return torch.from_numpy(np.asarray(mask.convert("L")) > 127)
     if isinstance(mask, np.ndarray):
@@ -56,15 +58,19 @@ def mask_to_bool(mask: Image.Image | torch.Tensor | np.ndarray, name: str = "mas
         raise TypeError(
             f"{name}: expected a PIL image, a tensor, an array or {MASK_MODES}, got {type(mask).__name__}"
         )
-    if mask.dim() == 3 and mask.shape[0] in (1, 3):
-        mask = mask[0] if mask.shape[0] == 1 else mask.float().mean(0)
-    if mask.dim() != 2:
-        raise ValueError(f"{name}: expected a (H, W) or (1, H, W) mask, got shape {tuple(mask.shape)}")
+    if mask.dim() == 2:
+        mask = mask[None]
+    if mask.dim() != 3 or mask.shape[0] not in (1, 3):
+        raise ValueError(
+            f"{name}: expected a (H, W), (1, H, W) or (3, H, W) mask, got shape {tuple(mask.shape)}"
+        )
     if mask.dtype == torch.bool:
-        return mask.cpu()
-    if mask.dtype == torch.uint8:
-        return (mask > 127).cpu() if int(mask.max()) > 1 else (mask > 0).cpu()
-    return (mask.float() > 0.5).cpu()
+        hole = mask
+    elif mask.dtype == torch.uint8:
+        hole = mask > 127 if mask.numel() and int(mask.max()) > 1 else mask > 0
+    else:
+        hole = mask.float() > 0.5
+    return hole.any(0).cpu()
 
 
 class Inpainter:

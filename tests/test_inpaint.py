@@ -12,7 +12,7 @@ import torch
 from PIL import Image, ImageOps
 
 from ctx_inpaint.inpaint import main
-from ctx_inpaint.inpainting import Inpainter, center_mask
+from ctx_inpaint.inpainting import Inpainter, center_mask, mask_to_bool
 from ctx_inpaint.masks import apply_mask, crop_box
 from tests.tiny_checkpoints import tiny_checkpoint
 
@@ -212,3 +212,21 @@ def test_cli_reads_files_as_training_does_exif_and_16_bit(center_ckpt: Path, tmp
     expected = np.dstack([(grey.astype(np.float64) / 257).round().astype(np.uint8)] * 3)
     assert np.array_equal(result[~m], expected[~m])  # visible: the 8-bit photo, not all white
     assert (result[m] != expected[m]).any(axis=-1).mean() > 0.9  # only the drawn holes are holes
+
+
+def test_mask_pixels_count_the_same_whatever_the_channel_count() -> None:
+    """White (> 127) is a hole per channel, then any channel: grey 100 is visible, 200 a hole, in (H, W),
+    (1, H, W) and (3, H, W) uint8 masks alike; float and bool (3, H, W) masks likewise per channel."""
+    grey = torch.tensor([[0, 100, 127], [128, 200, 255]], dtype=torch.uint8)
+    expected = torch.tensor([[False, False, False], [True, True, True]])
+    for mask in (grey, grey[None], grey.expand(3, -1, -1), grey.expand(3, -1, -1).numpy()):
+        assert torch.equal(mask_to_bool(mask), expected)
+    assert torch.equal(mask_to_bool(Image.fromarray(grey.numpy())), expected)
+    red = torch.zeros(3, 1, 2, dtype=torch.uint8)
+    red[0, 0, 0] = 255  # one white channel is enough
+    assert mask_to_bool(red).tolist() == [[True, False]]
+    soft = torch.tensor([[[0.2, 0.7]], [[0.2, 0.1]], [[0.2, 0.1]]])
+    assert mask_to_bool(soft).tolist() == [[False, True]]
+    assert mask_to_bool(soft > 0.5).tolist() == [[False, True]]
+    with pytest.raises(ValueError, match=r"mask: expected a \(H, W\)"):
+        mask_to_bool(torch.zeros(2, 4, 4))
