@@ -100,18 +100,26 @@ class PreparedImages:
         (self.dir / MANIFEST_NAME).unlink(missing_ok=True)
         tmp = self.dir / (DATA_NAME + f".tmp{os.getpid()}")
         shapes, offsets, offset = [], [], 0
-        with open(tmp, "wb") as out:
-            for f in self.files:
-                img = resize_short_side(load_rgb(f), self.short_side, self.min_side).contiguous()
-                out.write(img.numpy().tobytes())
-                shapes.append(list(img.shape))
-                offsets.append(offset)
-                offset += img.numel()
-        os.replace(tmp, self.dir / DATA_NAME)
+        try:
+            with open(tmp, "wb") as out:
+                for f in self.files:
+                    img = resize_short_side(load_rgb(f), self.short_side, self.min_side).contiguous()
+                    out.write(img.numpy().tobytes())
+                    shapes.append(list(img.shape))
+                    offsets.append(offset)
+                    offset += img.numel()
+            os.replace(tmp, self.dir / DATA_NAME)
+        except BaseException:
+            tmp.unlink(missing_ok=True)  # a failed build (bad file, full disk, Ctrl-C) leaves no partial copy
+            raise
         manifest = {**manifest, "shapes": shapes, "offsets": offsets}
         tmp_manifest = self.dir / (MANIFEST_NAME + f".tmp{os.getpid()}")
-        tmp_manifest.write_text(json.dumps(manifest))
-        os.replace(tmp_manifest, self.dir / MANIFEST_NAME)
+        try:
+            tmp_manifest.write_text(json.dumps(manifest))
+            os.replace(tmp_manifest, self.dir / MANIFEST_NAME)
+        except BaseException:
+            tmp_manifest.unlink(missing_ok=True)
+            raise
 
     # ---- access ----------------------------------------------------------------------------------------
     def __len__(self) -> int:
