@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader
@@ -63,6 +65,7 @@ class InpaintingDataModule(pl.LightningDataModule):
         self.prepared_dir = prepared_dir
         self.on_bad_image = on_bad_image
         self._files: tuple[list, list] | None = None
+        self.prepared: list[tuple[str, PreparedImages, float]] = []  # filled by prepare_data
         self.batch_size = batch_size
         self.val_batch_size = val_batch_size or batch_size
         self.num_workers, self.pin_memory = num_workers, pin_memory
@@ -87,10 +90,17 @@ class InpaintingDataModule(pl.LightningDataModule):
         return self._files
 
     def prepare_data(self) -> None:
-        """Builds the prepared cache once (Lightning calls this on one process per node, before ``setup``)."""
+        """Builds the prepared cache once (Lightning calls this on one process per node, before ``setup``).
+
+        The screened file list (``files``) is what is cached, so ``python -m ctx_inpaint.prepare`` (which calls
+        this) and training land on the same cache folder. ``self.prepared`` records ``(split, store, seconds)``.
+        """
+        self.prepared = []
         if self.prepared_dir:
-            for files in self.files():
-                PreparedImages(files, self.short_side, self.input_size, self.prepared_dir)
+            for split, files in zip(("train", "val"), self.files()):
+                t0 = time.perf_counter()
+                store = PreparedImages(files, self.short_side, self.input_size, self.prepared_dir)
+                self.prepared.append((split, store, time.perf_counter() - t0))
 
     def setup(self, stage: str | None = None) -> None:
         if self.val_set is not None:
