@@ -2,30 +2,39 @@
 
 Checkpoints may come from anyone, so they are read with ``torch.load(weights_only=True)``: a pickle that
 would import or call anything beyond tensors and plain containers is refused before it runs. The model
-config inside is only ever instantiated for ``_target_``s inside this package (a ``_target_`` is a call).
+config inside is only instantiated once every ``_target_`` in it (a ``_target_`` is a call) resolves to a class
+defined in this package's model or mask code.
 """
 
 from __future__ import annotations
 
+import inspect
 import pickle
 import warnings
 import zipfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
+from hydra._internal.utils import _locate  # what hydra.utils.instantiate resolves a _target_ with
 from hydra.utils import instantiate
 
+from ctx_inpaint.config_check import _walk_targets
 from ctx_inpaint.masks import MaskGenerator
 from ctx_inpaint.models.generator import Generator
 
 CONFIG_KEY = "ctx_inpaint_config"
-# Only these may be called while rebuilding a model from a checkpoint's config.
-ALLOWED_TARGETS = {
-    "model": ("ctx_inpaint.models.", "ctx_inpaint.module.ContextEncoderModule"),
-    "masks": ("ctx_inpaint.masks.",),
+# What a checkpoint config section's _target_s may be: a class defined in one of these packages (not merely
+# reachable through one, like ctx_inpaint.models.encoders.torch.save), or one of these exact names.
+ALLOWED_TARGETS: dict[str, tuple[str, ...]] = {
+    "model": ("ctx_inpaint.models",),
+    "masks": ("ctx_inpaint.masks",),
+}
+ALLOWED_EXACT: dict[str, tuple[str, ...]] = {
+    # The module's own target: stored in the config, never built here (matched by name, so not imported).
+    "model": ("ctx_inpaint.module.ContextEncoderModule",),
 }
 
 
@@ -99,27 +108,45 @@ def _first_sentence(err: BaseException) -> str:
     return f"{type(err).__name__}: {text}" if text else type(err).__name__
 
 
-def _targets(node: Any) -> Iterator[str]:
-    if isinstance(node, Mapping):
-        for key, value in node.items():
-            if key == "_target_":
-                yield str(value)
-            else:
-                yield from _targets(value)
-    elif isinstance(node, list | tuple):
-        for item in node:
-            yield from _targets(item)
+def _inside(name: str, packages: tuple[str, ...]) -> bool:
+    return any(name == p or name.startswith(p + ".") for p in packages)
+
+
+def _refusal(section: str, target: str) -> str | None:
+    """Why ``target`` may not be built for ``section`` (resolved the way Hydra does, never called), or None."""
+    packages, exact = ALLOWED_TARGETS.get(section, ()), ALLOWED_EXACT.get(section, ())
+    if target in exact:
+        return None
+    if not _inside(target, packages):
+        return "outside the allowed packages"
+    try:
+        obj = _locate(target)  # imports only modules inside the allowed packages (checked just above)
+    except Exception:  # noqa: BLE001 - any failure to resolve is a refusal
+        return "it does not resolve"
+    if not inspect.isclass(obj):
+        return f"it resolves to a {type(obj).__name__}, not a class"
+    if not _inside(obj.__module__, packages):
+        return f"it resolves to {obj.__module__}.{obj.__qualname__}, defined outside the allowed packages"
+    return None
 
 
 def check_targets(config: Mapping[str, Any], source: str = "checkpoint") -> None:
-    """Refuse any ``_target_`` outside this package: instantiating a config calls its targets."""
-    for section, prefixes in ALLOWED_TARGETS.items():
-        for target in _targets(config.get(section, {})):
-            if not target.startswith(prefixes):
-                raise CheckpointError(
-                    f"{source}: {CONFIG_KEY}.{section} names _target_ {target!r}; only {', '.join(prefixes)} "
-                    "may be built from a checkpoint"
-                )
+    """Refuse the config unless every ``_target_`` in it is a class defined in this package's model (``model``)
+    or mask (``masks``) code: instantiating a config calls its targets, so all of them are checked first."""
+    for key, target in _walk_targets(config):
+        section = key.split(".")[0].split("[")[0]
+        why = _refusal(section, target)
+        if why is not None:
+            allowed = [*ALLOWED_TARGETS.get(section, ()), *ALLOWED_EXACT.get(section, ())]
+            expected = (
+                f"a class defined in {' or '.join(allowed)}"
+                if allowed
+                else f"no _target_ in {CONFIG_KEY}.{section}"
+            )
+            where = f"{CONFIG_KEY}.{key}" if key else CONFIG_KEY
+            raise CheckpointError(
+                f"{source}: {where}._target_ is {target!r} ({why}); expected {expected}, nothing was built"
+            )
 
 
 def build_generator(config: Mapping[str, Any], source: str = "checkpoint") -> tuple[Generator, MaskGenerator]:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import importlib
 import math
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -83,17 +83,18 @@ def _check_missing(cfg: DictConfig) -> None:
 
 # ---- _target_s ------------------------------------------------------------------------------------------------
 def _walk_targets(node: Any, prefix: str = "") -> Iterator[tuple[str, str]]:
-    if isinstance(node, DictConfig):
-        for key, value in node.items_ex(resolve=False):
-            path = f"{prefix}.{key}" if prefix else str(key)
+    """``(key path, target)`` for each ``_target_`` in an OmegaConf config (interpolations left unresolved) or in
+    plain dicts and lists (a checkpoint's stored config)."""
+    if isinstance(node, Mapping):
+        items = node.items_ex(resolve=False) if isinstance(node, DictConfig) else node.items()
+        for key, value in items:
             if key == "_target_":
                 yield prefix, str(value)
-            elif isinstance(value, DictConfig | ListConfig):
-                yield from _walk_targets(value, path)
-    elif isinstance(node, ListConfig):
+            else:
+                yield from _walk_targets(value, f"{prefix}.{key}" if prefix else str(key))
+    elif isinstance(node, ListConfig | list | tuple):
         for i, item in enumerate(node):
-            if isinstance(item, DictConfig | ListConfig):
-                yield from _walk_targets(item, f"{prefix}[{i}]")
+            yield from _walk_targets(item, f"{prefix}[{i}]")
 
 
 def _importable(target: str) -> bool:

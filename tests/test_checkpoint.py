@@ -119,3 +119,37 @@ def test_checkpoint_without_config_or_with_other_weights(center_ckpt: Path, tmp_
     with pytest.raises(CheckpointError, match="weights do not match") as err:
         load_model(other)
     one_line_error(err, other)
+
+
+@pytest.mark.parametrize(
+    ("key", "target"),
+    [
+        # Each starts with an allowed package but resolves, through its imports, to something else.
+        ("model.encoder", "ctx_inpaint.models.encoders.torch.save"),
+        ("model.encoder", "ctx_inpaint.models.encoders.nn.Module"),  # a class, but torch's
+        ("model.decoder", "ctx_inpaint.models.init.dcgan_init"),  # ours, but a function
+        ("masks", "ctx_inpaint.masks.torch.save"),
+        ("model", "ctx_inpaint.module.torch.save"),
+    ],
+)
+def test_config_targets_reexported_into_the_package_are_refused(
+    center_ckpt: Path, tmp_path: Path, key: str, target: str
+) -> None:
+    marker = tmp_path / "pwned"
+    ckpt = torch.load(center_ckpt, weights_only=True)
+    node = ckpt["ctx_inpaint_config"]
+    for part in key.split("."):
+        node = node[part]
+    node.clear()
+    node.update({"_target_": target, "_args_": [{"written": True}, str(marker)]})
+    crafted = tmp_path / "crafted.ckpt"
+    torch.save(ckpt, crafted)
+    with pytest.raises(CheckpointError) as err:
+        load_model(crafted)
+    message = one_line_error(err, crafted)
+    assert f"ctx_inpaint_config.{key}._target_" in message and target in message
+    assert not marker.exists()
+    # The payload really writes the marker when Hydra builds it: the test is not vacuous.
+    if target.endswith("torch.save"):
+        instantiate(dict(node))
+        assert marker.exists()
