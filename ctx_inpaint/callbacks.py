@@ -13,6 +13,7 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import Callback, ModelCheckpoint
 from pytorch_lightning.loggers import CSVLogger, WandbLogger
+from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 
 class RunSummary(Callback):
@@ -87,7 +88,8 @@ class RunStatus(Callback):
     def on_exception(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException
     ) -> None:
-        status = "interrupted" if isinstance(exception, KeyboardInterrupt) else "failed"
+        # Ctrl-C and SIGTERM (pre-emption, after last.ckpt was written) stop a run that can resume.
+        status = "interrupted" if isinstance(exception, KeyboardInterrupt | SIGTERMException) else "failed"
         self._write(trainer, status, error=f"{type(exception).__name__}: {exception}"[:500])
 
 

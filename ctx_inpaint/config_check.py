@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import importlib
 import math
-import re
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from ctx_inpaint.errors import ConfigError
+from ctx_inpaint.errors import ConfigError, instantiation_message, keyed
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "conf"
 _ABSENT = object()
@@ -49,13 +48,14 @@ POSITIVE_INTS = (
     "model.decoder.width",
     "model.bottleneck.units",
     "model.discriminator.width",
+    "callbacks.model_checkpoint.last_every_n_batches",
+    "callbacks.nonfinite_guard.check_every_n_batches",
 )
 CHOICES: dict[str, tuple[str, ...]] = {
     "model.rec_loss": ("l1", "l2"),
     "data.source": ("embedded", "folder", "paris"),
     "data.on_bad_image": ("skip", "error"),
 }
-CKPT_KEYWORDS = ("last", "best", "hpc")
 
 
 def check_config(cfg: DictConfig) -> None:
@@ -206,8 +206,13 @@ def _check_sizes(cfg: DictConfig) -> None:
 
 def _check_ckpt_path(cfg: DictConfig) -> None:
     path = cfg.get("ckpt_path")
-    if path is None or path in CKPT_KEYWORDS or "://" in str(path):
+    if path is None or path == "last" or "://" in str(path):
         return
+    if path in ("best", "hpc"):
+        raise ConfigError(
+            f"ckpt_path: got {path!r}; a new trainer has no {path} checkpoint to resume from; expected a "
+            "checkpoint file, or 'last' to resume the run in hydra.run.dir"
+        )
     if not Path(str(path)).expanduser().is_file():
         raise ConfigError(
             f"ckpt_path: {path} is not a file; expected a checkpoint file, or 'last' to resume the run in "
@@ -239,12 +244,6 @@ def _one_per_channel(batch: int, layer: str) -> str:
     )
 
 
-def _keyed(message: str, key: str) -> str:
-    """Prefix ``key:`` unless the message already starts by naming a config key."""
-    message = " ".join(message.split())
-    return message if re.match(r"^[\w/]+(\.[\w/\[\]]+)+:", message) else f"{key}: {message}"
-
-
 def _dry_build(cfg: DictConfig) -> None:
     """Build masks and module on the meta device and run one training batch through them."""
     if cfg.get("model") is None or cfg.get("masks") is None or _get(cfg, "data.input_size") is _ABSENT:
@@ -265,10 +264,9 @@ def _dry_build(cfg: DictConfig) -> None:
         cause = err.__cause__ or err
         if isinstance(cause, NotImplementedError):
             return  # something that cannot run on the meta device: training will tell
-        found = re.search(r"full_key: (\S+)", str(err))
-        raise ConfigError(_keyed(str(cause), found.group(1) if found else "model")) from None
+        raise ConfigError(instantiation_message(err, "model")) from None
     except (ValueError, TypeError, RuntimeError) as err:
-        raise ConfigError(_keyed(str(err), "model")) from None
+        raise ConfigError(keyed(str(err), "model")) from None
     except NotImplementedError:
         return
     single_values: list[str] = []

@@ -23,12 +23,6 @@ from pytorch_lightning.utilities.rank_zero import rank_zero_info
 RNG_KEY = "ctx_inpaint_rng"
 
 
-def _require_positive(key: str, value: int, alternative: str = "") -> None:
-    """One-line config error naming ``key`` unless ``value`` is a positive integer."""
-    if value < 1:
-        raise ValueError(f"{key}: expected a positive integer {alternative}".rstrip() + f", got {value}")
-
-
 class NonFiniteLossError(RuntimeError):
     """A training loss became NaN or infinite; the message names the step and the loss terms."""
 
@@ -85,10 +79,6 @@ class ResumableCheckpoint(ModelCheckpoint):
         self, *args: Any, last_every_n_batches: int | None = None, save_on_sigterm: bool = True, **kw: Any
     ):
         super().__init__(*args, **kw)
-        if last_every_n_batches is not None:
-            _require_positive(
-                "callbacks.model_checkpoint.last_every_n_batches", last_every_n_batches, "or null"
-            )
         self.last_every_n_batches = last_every_n_batches
         self.save_on_sigterm = save_on_sigterm
 
@@ -182,7 +172,6 @@ class NonFiniteLossGuard(Callback):
     """
 
     def __init__(self, prefix: str = "train/", check_every_n_batches: int = 1) -> None:
-        _require_positive("callbacks.nonfinite_guard.check_every_n_batches", check_every_n_batches)
         self.prefix = prefix
         self.check_every_n_batches = check_every_n_batches
 

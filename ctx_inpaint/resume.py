@@ -13,14 +13,16 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytorch_lightning as pl
+from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
+from hydra.types import RunMode
 from omegaconf.errors import OmegaConfBaseException
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 from pytorch_lightning.utilities.rank_zero import rank_zero_info
 
 from ctx_inpaint.checkpoint import CheckpointError, load_checkpoint
-from ctx_inpaint.errors import UserError, one_line
+from ctx_inpaint.errors import UserError, instantiation_message, one_line
 from ctx_inpaint.faults import NonFiniteLossError
 
 SIGTERM_EXIT = 143  # 128 + SIGTERM, what a shell reports for a process the signal ended
@@ -50,9 +52,9 @@ def resolve_ckpt_path(trainer: pl.Trainer, ckpt_path: str | None) -> str | None:
 def fit_resumable(
     trainer: pl.Trainer, module: pl.LightningModule, datamodule: pl.LightningDataModule, ckpt_path: str | None
 ) -> None:
-    """``trainer.fit`` resuming from ``ckpt_path`` (a file, ``last``, ``best`` or ``hpc``), weights-only."""
+    """``trainer.fit`` resuming from ``ckpt_path`` (a file or ``last``), weights-only."""
     path = resolve_ckpt_path(trainer, ckpt_path)
-    if path is not None and path not in ("best", "hpc") and "://" not in path:
+    if path is not None and "://" not in path:
         load_checkpoint(
             path
         )  # one-line refusal of crafted, truncated or foreign files, before any state changes
@@ -63,7 +65,11 @@ def fit_resumable(
 @contextmanager
 def report_user_errors() -> Iterator[None]:
     """CLI wrapper: bad configs, data, checkpoints and diverged runs exit with one line on stderr, status 1;
-    SIGTERM (after its checkpoint) exits with status 143."""
+    SIGTERM (after its checkpoint) exits with status 143.
+
+    In a Hydra multirun the failing job prints its line and raises instead of exiting: Hydra records the
+    failure, runs the sweep's other jobs, and fails the command at the end (an exit would end the sweep).
+    """
     try:
         yield
     except SIGTERMException:
@@ -76,12 +82,13 @@ def report_user_errors() -> Iterator[None]:
         sys.exit(SIGTERM_EXIT)
     except (UserError, CheckpointError, NonFiniteLossError, OmegaConfBaseException) as err:
         _exit_with(err)
-    except (
-        InstantiationException
-    ) as err:  # a constructor refused its arguments: its own message names the key
-        _exit_with(err.__cause__ if err.__cause__ is not None else err)
+    except InstantiationException as err:  # a constructor refused its arguments
+        _exit_with(instantiation_message(err, "config"))
 
 
-def _exit_with(err: BaseException) -> None:
-    print(f"ctx-inpaint: error: {one_line(err)}", file=sys.stderr, flush=True)
+def _exit_with(err: BaseException | str) -> None:
+    message = one_line(err) if isinstance(err, BaseException) else err
+    print(f"ctx-inpaint: error: {message}", file=sys.stderr, flush=True)
+    if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
+        raise RuntimeError(message) from None
     sys.exit(1)

@@ -7,6 +7,7 @@ to this file), so the project is used from a checkout or an editable install.
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,7 @@ from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from ctx_inpaint.config_check import check_config
+from ctx_inpaint.config_check import check_config, group_options
 from ctx_inpaint.loggers import fill_wandb_resume
 from ctx_inpaint.masks import MaskGenerator
 from ctx_inpaint.module import ContextEncoderModule
@@ -111,5 +112,23 @@ def main(cfg: DictConfig) -> float | None:
     return metrics.get("val/psnr")
 
 
+def check_experiment_args(argv: list[str]) -> str | None:
+    """The one-line error for an ``experiment=`` argument naming no file in conf/experiment/, else None.
+
+    Checked before Hydra starts: Hydra's own answer is a 25-line listing of its search path."""
+    options = group_options("experiment")
+    for arg in argv:
+        key, sep, value = arg.lstrip("+~").partition("=")
+        if key != "experiment" or not sep or "(" in value:  # sweep functions such as choice(...) are Hydra's
+            continue
+        unknown = [name for name in value.split(",") if name not in options]
+        if unknown:
+            return f"experiment: got {', '.join(unknown)}; expected one of {', '.join(options)}"
+    return None
+
+
 if __name__ == "__main__":
+    if (problem := check_experiment_args(sys.argv[1:])) is not None:
+        print(f"ctx-inpaint: error: {problem}", file=sys.stderr)
+        sys.exit(1)
     main()

@@ -7,9 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from ctx_inpaint.train import check_experiment_args
 from tests.conftest import TINY, run_cli
-
-REPO = Path(__file__).resolve().parent.parent
 
 
 def val_epochs(metrics_csv: Path) -> list[int]:
@@ -47,7 +46,26 @@ def test_multirun_two_jobs_get_their_own_dirs(tmp_path: Path) -> None:
         assert val_epochs(sweeps[0] / job / "metrics.csv") == [0]
 
 
-def test_unknown_experiment_is_refused(tmp_path: Path) -> None:
-    proc = run_cli(["+experiment=nope", *TINY], cwd=tmp_path)
-    assert proc.returncode != 0
-    assert "experiment" in proc.stderr and "nope" in proc.stderr
+def test_unknown_experiment_is_refused_in_one_line(tmp_path: Path) -> None:
+    proc = run_cli(["-m", "+experiment=l2_1,nope", *TINY], cwd=tmp_path)
+    assert proc.returncode == 1
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(
+        "ctx-inpaint: error: experiment: got nope; expected one of"
+    )
+    assert "l2_0999" in lines[0] and "campus_cpu" in lines[0]
+    assert check_experiment_args(["+experiment=l2_0999,l2_1", "x=1"]) is None
+    assert check_experiment_args(["+experiment=choice(a,b)"]) is None  # Hydra's sweep syntax is Hydra's
+
+
+@pytest.mark.slow
+def test_a_failing_multirun_job_does_not_stop_the_others(tmp_path: Path) -> None:
+    proc = run_cli(
+        ["-m", "+experiment=l2_1", "model.lambda_rec=2,1.0", *TINY, f"paths.log_dir={tmp_path / 'logs'}"],
+        cwd=tmp_path,
+    )
+    assert proc.returncode != 0  # the sweep reports its failure
+    assert "ctx-inpaint: error: model.lambda_rec: got 2; expected a value in [0, 1]" in proc.stderr
+    (sweep,) = (tmp_path / "logs" / "multiruns").iterdir()
+    second = [p for p in sweep.iterdir() if p.name.startswith("1_")]
+    assert len(second) == 1 and val_epochs(second[0] / "metrics.csv") == [0]

@@ -21,6 +21,15 @@ CASES = {
     "weight below 0": (["model.lambda_rec=-0.1"], ["model.lambda_rec", "-0.1", "[0, 1]"]),
     "weight not a number": (["model.lambda_rec=abc"], ["model.lambda_rec", "'abc'", "number"]),
     "ssim weight above 1": (["model.ssim_weight=2"], ["model.ssim_weight", "2", "[0, 1]"]),
+    "zero checkpoint interval": (
+        ["callbacks.model_checkpoint.last_every_n_batches=0"],
+        ["callbacks.model_checkpoint.last_every_n_batches", "0", "positive integer"],
+    ),
+    "guard interval not a number": (
+        ["callbacks.nonfinite_guard.check_every_n_batches=x"],
+        ["callbacks.nonfinite_guard.check_every_n_batches", "'x'", "positive integer"],
+    ),
+    "best checkpoint at train time": (["ckpt_path=best"], ["ckpt_path", "'best'", "'last'"]),
     "discriminator with lambda_rec=1": (
         ["model.lambda_rec=1.0"],
         ["model.discriminator", "lambda_rec=1", "null"],
@@ -124,3 +133,25 @@ def test_cli_prints_one_line_and_exits_nonzero_before_training(tmp_path: Path) -
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert lines == ["ctx-inpaint: error: model.lambda_rec: got 2; expected a value in [0, 1]"]
     assert not (run_dir / "checkpoints").exists() and not (run_dir / "metrics.csv").exists()
+
+
+def test_constructor_refusals_name_the_config_node() -> None:
+    """What ``report_user_errors`` prints for a constructor that refuses its arguments at train time."""
+    from hydra.errors import InstantiationException
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
+
+    from ctx_inpaint.errors import instantiation_message
+
+    cfg = OmegaConf.create(
+        {
+            "callbacks": {
+                "model_checkpoint": {"_target_": "ctx_inpaint.faults.ResumableCheckpoint", "every_n": 5}
+            }
+        }
+    )
+    with pytest.raises(InstantiationException) as info:
+        instantiate(cfg.callbacks.model_checkpoint)
+    message = instantiation_message(info.value, "config")
+    assert message.startswith("callbacks.model_checkpoint: ") and "'every_n'" in message
+    assert "\n" not in message

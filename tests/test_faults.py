@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import os
 import signal
 from pathlib import Path
@@ -110,6 +111,8 @@ def test_sigterm_writes_last_checkpoint_and_resume_loses_nothing(tmp_path: Path)
     assert "SIGTERM" in term.stderr and "ckpt_path=last" in term.stderr
     ckpt = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
     assert (ckpt["epoch"], ckpt["global_step"]) == (1, 10)  # 5 batches done, mid-epoch 1
+    status = json.loads((run_dir / "run_status.json").read_text())
+    assert status["status"] == "interrupted"  # pre-empted and resumable, not failed
 
     resumed = run_cli([*args, "ckpt_path=last"], tmp)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
