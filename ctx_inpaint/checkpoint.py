@@ -22,6 +22,7 @@ from hydra._internal.utils import _locate  # what hydra.utils.instantiate resolv
 from hydra.utils import instantiate
 
 from ctx_inpaint.config_check import _walk_targets
+from ctx_inpaint.errors import one_line
 from ctx_inpaint.masks import MaskGenerator
 from ctx_inpaint.models.generator import Generator
 
@@ -103,9 +104,9 @@ def _unsupported_global(message: str) -> str:
 
 
 def _first_sentence(err: BaseException) -> str:
-    text = " ".join(str(err).split())
-    text = text.split(". ")[0][:160]
-    return f"{type(err).__name__}: {text}" if text else type(err).__name__
+    if not str(err).strip():
+        return type(err).__name__
+    return f"{type(err).__name__}: {one_line(err).split('. ')[0][:160]}"
 
 
 def _inside(name: str, packages: tuple[str, ...]) -> bool:
@@ -163,7 +164,9 @@ def build_generator(config: Mapping[str, Any], source: str = "checkpoint") -> tu
         decoder = instantiate(dict(model["decoder"]))
         generator = Generator(encoder, bottleneck, decoder, output_size=masks.output_size)
     except Exception as err:  # a config from another version; keep it to one line
-        raise CheckpointError(f"{source}: cannot rebuild the model from {CONFIG_KEY} ({err})") from None
+        raise CheckpointError(
+            f"{source}: cannot rebuild the model from {CONFIG_KEY} ({one_line(err)})"
+        ) from None
     if masks.image_size != int(config["input_size"]):
         raise CheckpointError(
             f"{source}: {CONFIG_KEY}.masks.image_size {masks.image_size} differs from input_size {config['input_size']}"
@@ -187,7 +190,7 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> LoadedMo
     try:
         generator.load_state_dict(weights, strict=True)
     except RuntimeError as err:
-        detail = " ".join(str(err).split())[:300]
+        detail = one_line(err)[:300]
         raise CheckpointError(
             f"{path}: weights do not match the model config it carries ({detail})"
         ) from None

@@ -153,3 +153,14 @@ def test_config_targets_reexported_into_the_package_are_refused(
     if target.endswith("torch.save"):
         instantiate(dict(node))
         assert marker.exists()
+
+
+def test_config_from_another_version_is_one_error_line(center_ckpt: Path, tmp_path: Path) -> None:
+    # Hydra's instantiation error spans lines ("Error in call to target ...:\nTypeError(...)").
+    ckpt = torch.load(center_ckpt, weights_only=True)
+    ckpt["ctx_inpaint_config"]["model"]["encoder"]["renamed_option"] = 1
+    older = tmp_path / "older.ckpt"
+    torch.save(ckpt, older)
+    with pytest.raises(CheckpointError, match="cannot rebuild the model") as err:
+        load_model(older)
+    assert "renamed_option" in one_line_error(err, older)
