@@ -13,33 +13,6 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 
 
-PROBE_COMMON = [
-    "+experiment=l2_0999",
-    "logger=csv",
-    "trainer.max_time=00:00:03:00",
-    "trainer.max_epochs=100",
-    "callbacks.model_checkpoint=null",
-]
-# The SSIM probes (probe_ssim.sh): the tuned recipe of the first session's `make quality-train`, 5 minutes.
-SSIM_PROBE_COMMON = [
-    "+experiment=l2_0999",
-    "logger=csv",
-    "model.encoder.width=32",
-    "model.decoder.width=32",
-    "model.discriminator.width=32",
-    "data.batch_size=16",
-    "masks.overlap_weight=1",
-    "optim.g_lr_mult=1",
-    "optim.scheduler={_target_:torch.optim.lr_scheduler.CosineAnnealingLR,_partial_:true,T_max:60}",
-    "trainer.max_epochs=60",
-    "trainer.max_time=00:00:05:00",
-    "callbacks.model_checkpoint.monitor=null",
-    "callbacks.model_checkpoint.save_last=link",
-]
-
-CPU_PROBE_COMMON = ["+experiment=campus_cpu", "logger=csv", "trainer.max_time=00:00:05:00"]
-
-
 def _val_rows(metrics: Path) -> list[dict[str, str]]:
     with open(metrics) as f:
         return [r for r in csv.DictReader(f) if r.get("val/psnr")]
@@ -49,8 +22,12 @@ def _pair(row: dict[str, str]) -> str:
     return f"{float(row['val/psnr']):.2f} / {float(row['val/ssim']):.4f}"
 
 
-def probe_rows(folder: Path, common: list[str], minutes: int, same_epoch: int) -> list[str]:
-    """One row per probe run in ``folder``: its overrides beyond ``common``, size, and val at ``same_epoch``."""
+def probe_rows(folder: Path, minutes: int, same_epoch: int) -> list[str]:
+    """One row per probe run in ``folder``: the overrides it adds to those all of them share (as recorded in
+    their overrides.json), its size, and val at ``same_epoch``."""
+    runs = sorted(folder.glob("*/metrics.csv"))
+    recorded = {run: json.loads((run.parent / "overrides.json").read_text()) for run in runs}
+    common = [o for o in next(iter(recorded.values()), []) if all(o in r for r in recorded.values())]
     lines = [
         f"Every probe: `{' '.join(common)}` plus the overrides below ({minutes} minutes of training each).",
         "",
@@ -58,17 +35,17 @@ def probe_rows(folder: Path, common: list[str], minutes: int, same_epoch: int) -
         "last val PSNR / SSIM |",
         "|---|---|---|---|---|---|---|",
     ]
-    for run in sorted(folder.glob("*/metrics.csv")):
+    for run in runs:
         val = _val_rows(run)
         if not val:
             continue
-        overrides = [o for o in json.loads((run.parent / "overrides.json").read_text()) if o not in common]
+        overrides = [o for o in recorded[run] if o not in common]
         status_file = run.parent / "run_status.json"
         status = json.loads(status_file.read_text()) if status_file.exists() else {}
         batches = status.get("global_step", 0) // 2  # G and D each step once per batch
         at = val[min(same_epoch, len(val)) - 1]
         lines.append(
-            f"| {run.parent.name} | `{' '.join(overrides)}` | {len(val)} | {batches} | "
+            f"| {run.parent.name} | {'`' + ' '.join(overrides) + '`' if overrides else 'none'} | {len(val)} | {batches} | "
             f"{status.get('wall_time_s', '')} | {_pair(at)} | {_pair(val[-1])} |"
         )
     return lines
@@ -135,7 +112,7 @@ def main() -> None:
             parts += ["Validation during training (the same crops):", "", *curve(table.parent / "run"), ""]
     if (HERE / "probes_cpu").is_dir():
         parts += ["## Probes around campus_cpu (`bash experiments/quality/probe_cpu.sh`)", ""]
-        parts += [*probe_rows(HERE / "probes_cpu", CPU_PROBE_COMMON, 5, 12), ""]
+        parts += [*probe_rows(HERE / "probes_cpu", 5, 12), ""]
         run = HERE / "campus_cpu" / "run" / "metrics.csv"
         if run.exists():
             parts += [f"campus_cpu itself after epoch 12: {_pair(_val_rows(run)[11])}.", ""]
@@ -145,10 +122,10 @@ def main() -> None:
         parts += ["## Reference: blurred truth", "", (HERE / "blur_reference.md").read_text().strip(), ""]
     if (HERE / "probes").is_dir():
         parts += ["## Probes (val = the same 40 held-out crops as above)", ""]
-        parts += [*probe_rows(HERE / "probes", PROBE_COMMON, 3, 3), ""]
+        parts += [*probe_rows(HERE / "probes", 3, 3), ""]
     if (HERE / "probes_ssim").is_dir():
         parts += ["## SSIM-weight probes (`bash experiments/quality/probe_ssim.sh`)", ""]
-        parts += [*probe_rows(HERE / "probes_ssim", SSIM_PROBE_COMMON, 5, 12), ""]
+        parts += [*probe_rows(HERE / "probes_ssim", 5, 12), ""]
         tuned = HERE / "tuned_l2_0999" / "run" / "metrics.csv"
         if tuned.exists():
             at = _val_rows(tuned)[11]
