@@ -14,7 +14,7 @@ probe() {
         trainer.max_time=00:00:05:00 "hydra.run.dir=$run" "$@"
     mkdir -p "$out"
     cp "$run/metrics.csv" "$run/run_status.json" "$out/"
-    "$PY" -c 'import json, sys, yaml; print(json.dumps([o for o in yaml.safe_load(open(sys.argv[1])) if not o.startswith("hydra.")]))' \
+    "$PY" -c 'import json, sys, yaml; print(json.dumps(yaml.safe_load(open(sys.argv[1]))))' \
         "$run/.hydra/overrides.yaml" > "$out/overrides.json"
 }
 probe ring3 masks.overlap_weight=3
