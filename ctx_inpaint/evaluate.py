@@ -31,6 +31,7 @@ from ctx_inpaint.checkpoint import CheckpointError, LoadedModel, load_model
 from ctx_inpaint.data.datasets import FixedValDataset, ImageStore
 from ctx_inpaint.data.images import load_rgb, to_model_range
 from ctx_inpaint.data.sources import FORBIDDEN_NAMES, IMAGE_EXTENSIONS, embedded_files
+from ctx_inpaint.errors import one_line
 from ctx_inpaint.inpainting import pick_device
 from ctx_inpaint.masks import CenterMask, MaskGenerator, apply_mask, composite
 from ctx_inpaint.metrics import HiddenPixelMetrics, to_unit_range
@@ -147,7 +148,7 @@ def evaluate(
     (else the data defaults 350, 8, 1234), so the default run repeats training validation.
     """
     started = time.time()
-    dev = pick_device(device)
+    dev = pick_device(device, "--device")
     model = load_model(checkpoint, dev) if checkpoint is not None else None
     size = model.input_size if model is not None else input_size
     val = {**VAL_DEFAULTS, **(model.config.get("val", {}) if model is not None else {})}
@@ -291,6 +292,17 @@ def write_grid(path: Path, samples: list[EvalSample], methods: dict[str, list[to
 
 
 # ---- CLI -------------------------------------------------------------------------------------------
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1 (argparse names the flag and exits with status 2)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m ctx_inpaint.evaluate", description=__doc__.split("\n\n")[0])
     p.add_argument("--checkpoint", "-c", help="a .ckpt written by ctx_inpaint.train (omit: baselines only)")
@@ -307,16 +319,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--baselines", default="mean,telea,ns", help="comma list of mean,telea,ns ('' for none)")
     p.add_argument("--input-size", type=int, default=128, help="image size without a checkpoint")
     p.add_argument(
-        "--short-side", type=int, help="photos' shorter side (default: the checkpoint's, else 350)"
+        "--short-side", type=positive_int, help="photos' shorter side (default: the checkpoint's, else 350)"
     )
     p.add_argument(
-        "--crops-per-image", type=int, help="fixed crops per photo (default: the checkpoint's, else 8)"
+        "--crops-per-image",
+        type=positive_int,
+        help="fixed crops per photo (default: the checkpoint's, else 8)",
     )
     p.add_argument(
         "--seed", type=int, help="crop and mask seed (default: the checkpoint's val seed, else 1234)"
     )
     p.add_argument("--radius", type=float, default=3.0, help="OpenCV inpainting radius")
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--batch-size", type=positive_int, default=32)
     p.add_argument("--grid", type=int, default=0, help="write samples.png with this many rows")
     p.add_argument("--device", default="auto")
     return p.parse_args(argv)
@@ -345,7 +359,7 @@ def main(argv: list[str] | None = None) -> int:
             device=args.device,
         )
     except (CheckpointError, ValueError, FileNotFoundError, OSError) as err:
-        print(f"error: {err}", file=sys.stderr)
+        print(f"error: {one_line(err)}", file=sys.stderr)
         return 2
     print(markdown_table(result), end="")
     print(f"[ctx-inpaint] wrote {out}/per_image.csv, summary.json, table.md", flush=True)

@@ -20,7 +20,8 @@ from tqdm import tqdm
 from ctx_inpaint.checkpoint import CheckpointError
 from ctx_inpaint.data.images import load_rgb
 from ctx_inpaint.data.sources import IMAGE_EXTENSIONS
-from ctx_inpaint.inpainting import MASK_MODES, Inpainter, mask_to_bool
+from ctx_inpaint.errors import one_line
+from ctx_inpaint.inpainting import MASK_MODES, Inpainter, check_margin, mask_to_bool, pick_device
 from ctx_inpaint.masks import MEAN_FILL
 
 
@@ -119,10 +120,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
-        inpainter = Inpainter.from_checkpoint(args.checkpoint, device=args.device, margin=args.margin)
+        inpainter = Inpainter.from_checkpoint(args.checkpoint, device=pick_device(args.device, "--device"))
+        if inpainter.hidden_box is None:  # whole-image models: the margin sizes their windows
+            inpainter.margin = check_margin(args.margin, "--margin")
         written = run(inpainter, Path(args.input).expanduser(), args.mask, Path(args.output), args.preview)
     except (CheckpointError, ValueError, FileNotFoundError, OSError) as err:
-        print(f"error: {err}", file=sys.stderr)
+        print(f"error: {one_line(err)}", file=sys.stderr)
         return 2
     print(f"[ctx-inpaint] wrote {len(written)} image(s) to {args.output}", flush=True)
     return 0

@@ -31,10 +31,41 @@ from ctx_inpaint.masks import CenterMask, apply_mask, crop_box
 MASK_MODES = ("center",)
 
 
-def pick_device(device: str | torch.device | None) -> torch.device:
+def pick_device(device: str | torch.device | None, name: str = "device") -> torch.device:
+    """``auto`` (or ``None``): cuda if available, else cpu; otherwise the torch device named, checked now so
+    a bad ``name`` (a flag or argument) is reported in one line instead of failing deep inside torch."""
     if device is None or str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise ValueError(f"{name}: expected auto, cpu, cuda or cuda:N, got {str(device)!r}") from None
+    if dev.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise ValueError(
+                f"{name}: got {str(device)!r} but CUDA is not available here (expected auto or cpu)"
+            )
+        if dev.index is not None and dev.index >= count:
+            raise ValueError(
+                f"{name}: got {str(device)!r} but there are {count} CUDA device(s) (cuda:0..cuda:{count - 1})"
+            )
+    return dev
+
+
+def check_margin(margin: float, name: str = "margin") -> float:
+    """Whole-image models' window side over the hole's extent: a finite number >= 1 (below 1 the window
+    cannot hold the hole)."""
+    try:
+        value = float(margin)
+    except (TypeError, ValueError):
+        value = math.nan
+    if not (math.isfinite(value) and value >= 1):
+        raise ValueError(
+            f"{name}: expected a number >= 1 for whole-image models (window side / hole extent; the window "
+            f"must hold the hole), got {margin!r}"
+        )
+    return value
 
 
 def center_mask(height: int, width: int, fraction: float = 56 / 128) -> torch.Tensor:
@@ -83,7 +114,6 @@ class Inpainter:
         self.device = pick_device(device)
         self.generator = model.generator.to(self.device).eval()
         self.size = model.input_size
-        self.margin = margin
         masks = model.masks
         if isinstance(masks, CenterMask):
             self.hidden_box = masks.hidden_box
@@ -91,6 +121,8 @@ class Inpainter:
             self.hidden_box = masks.target_box
         else:
             self.hidden_box = None
+        # Only whole-image models use the margin (centre models' windows follow their hidden square).
+        self.margin = check_margin(margin) if self.hidden_box is None else margin
 
     @classmethod
     def from_checkpoint(

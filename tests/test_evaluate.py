@@ -138,3 +138,29 @@ def test_cli_errors_are_one_line(problem: str, tmp_path: Path, capsys) -> None:
     assert main(args) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and "\n" not in err and named in err
+
+
+@pytest.mark.parametrize(
+    ("flags", "named"),
+    [
+        (["--crops-per-image", "0"], "argument --crops-per-image: expected a positive integer, got '0'"),
+        (["--batch-size", "0"], "argument --batch-size: expected a positive integer, got '0'"),
+        (["--short-side", "-5"], "argument --short-side: expected a positive integer, got '-5'"),
+        (["--short-side", "big"], "argument --short-side: expected a positive integer, got 'big'"),
+    ],
+)
+def test_cli_non_positive_counts_are_refused_naming_the_flag(
+    flags: list[str], named: str, tmp_path: Path, capsys
+) -> None:
+    with pytest.raises(SystemExit) as stop:
+        main(["--out", str(tmp_path / "out"), "--baselines", "mean", *flags])
+    assert stop.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]  # argparse: usage line, then the error
+    assert named in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_cli_bad_device_is_one_line_naming_the_flag(tmp_path: Path, capsys) -> None:
+    assert main(["--out", str(tmp_path / "out"), "--baselines", "mean", "--device", "foo"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == "error: --device: expected auto, cpu, cuda or cuda:N, got 'foo'"

@@ -230,3 +230,30 @@ def test_mask_pixels_count_the_same_whatever_the_channel_count() -> None:
     assert mask_to_bool(soft > 0.5).tolist() == [[False, True]]
     with pytest.raises(ValueError, match=r"mask: expected a \(H, W\)"):
         mask_to_bool(torch.zeros(2, 4, 4))
+
+
+@pytest.mark.parametrize(
+    ("flags", "named"),
+    [
+        (["--device", "foo"], "--device: expected auto, cpu, cuda or cuda:N, got 'foo'"),
+        (["--margin", "0.5"], "--margin: expected a number >= 1"),
+        (["--margin", "nan"], "--margin: expected a number >= 1"),
+    ],
+)
+def test_cli_bad_flags_give_one_line_errors_naming_the_flag(
+    flags: list[str], named: str, region_ckpt: Path, tmp_path: Path, capsys
+) -> None:
+    photo(300, 180).save(tmp_path / "p.png")  # a centre hole wider than a 0.5-margin window
+    rc = main(["-c", str(region_ckpt), "-i", str(tmp_path / "p.png"), "-o", str(tmp_path / "out"), *flags])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2
+    assert err.startswith("error: ") and "\n" not in err and named in err
+
+
+def test_margin_below_one_is_refused_only_where_it_is_used(center_ckpt: Path, region_ckpt: Path) -> None:
+    with pytest.raises(ValueError, match="margin: expected a number >= 1"):
+        Inpainter.from_checkpoint(region_ckpt, device="cpu", margin=0.9)
+    assert Inpainter.from_checkpoint(region_ckpt, device="cpu", margin=1).margin == 1
+    Inpainter.from_checkpoint(center_ckpt, device="cpu", margin=0.5)  # centre models ignore the margin
+    with pytest.raises(ValueError, match="device: expected"):
+        Inpainter.from_checkpoint(center_ckpt, device="gpu0")
