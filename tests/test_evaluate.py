@@ -164,3 +164,50 @@ def test_cli_bad_device_is_one_line_naming_the_flag(tmp_path: Path, capsys) -> N
     assert main(["--out", str(tmp_path / "out"), "--baselines", "mean", "--device", "foo"]) == 2
     err = capsys.readouterr().err.strip()
     assert err == "error: --device: expected auto, cpu, cuda or cuda:N, got 'foo'"
+
+
+def test_flags_are_checked_before_loading_anything(tmp_path: Path, monkeypatch) -> None:
+    """A misspelt baseline or nothing to score is reported before the checkpoint, images or model pass."""
+    import ctx_inpaint.evaluate as evaluate_module
+
+    def no_loading(*args, **kwargs):
+        raise AssertionError("loaded before the flags were checked")
+
+    monkeypatch.setattr(evaluate_module, "load_model", no_loading)
+    monkeypatch.setattr(evaluate_module, "crop_samples", no_loading)
+    with pytest.raises(ValueError, match="--baselines: unknown baseline 'magic'"):
+        evaluate(checkpoint=tmp_path / "model.ckpt", out_dir=tmp_path / "out", baselines=("mean", "magic"))
+    with pytest.raises(ValueError, match="nothing to score"):
+        evaluate(images=tmp_path, out_dir=tmp_path / "out", baselines=())
+    assert not (tmp_path / "out").exists()
+
+
+def test_each_image_is_scored_once_and_the_summary_pools_its_rows(tmp_path: Path, monkeypatch) -> None:
+    import ctx_inpaint.metrics as metrics
+
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for i in range(3):
+        Image.fromarray(gradient(48, i)).save(folder / f"{i}.png")
+    calls = []
+    real = metrics.hole_ssim
+    monkeypatch.setattr(metrics, "hole_ssim", lambda *a: calls.append(1) or real(*a))
+    result = evaluate(
+        images=folder,
+        out_dir=tmp_path / "out",
+        baselines=("mean", "telea"),
+        input_size=32,
+        short_side=40,
+        crops_per_image=2,
+        seed=3,
+    )
+    assert len(calls) == 2 * 6  # 2 methods x 6 crops, each scored once
+    for name in ("mean", "telea"):
+        rows = rows_of(tmp_path / "out", name)
+        w = np.array([int(r["hidden_pixels"]) for r in rows], dtype=np.float64)
+        col = {k: np.array([float(r[k]) for r in rows]) for k in ("l1", "l2", "psnr", "ssim")}
+        m = result["methods"][name]
+        assert m["l1_pct"] == pytest.approx(100 * (col["l1"] * w).sum() / w.sum(), rel=1e-12)
+        assert m["l2_pct"] == pytest.approx(100 * (col["l2"] * w).sum() / w.sum(), rel=1e-12)
+        assert m["psnr"] == pytest.approx(col["psnr"].mean(), rel=1e-12)
+        assert m["ssim"] == pytest.approx(col["ssim"].mean(), rel=1e-12)
