@@ -31,7 +31,7 @@ from ctx_inpaint.baselines import make_baselines
 from ctx_inpaint.checkpoint import CheckpointError, LoadedModel, load_model
 from ctx_inpaint.data.datasets import FixedValDataset, ImageStore
 from ctx_inpaint.data.images import load_rgb, to_model_range
-from ctx_inpaint.data.sources import FORBIDDEN_NAMES, IMAGE_EXTENSIONS, embedded_files
+from ctx_inpaint.data.sources import embedded_files, list_images
 from ctx_inpaint.errors import one_line
 from ctx_inpaint.inpainting import pick_device
 from ctx_inpaint.masks import CenterMask, MaskGenerator, apply_mask, composite
@@ -52,19 +52,6 @@ class EvalSample:
 
 
 # ---- images and masks ------------------------------------------------------------------------------
-def list_images(folder: Path) -> list[Path]:
-    if not folder.is_dir():
-        raise FileNotFoundError(f"--images: {folder} does not exist or is not a folder")
-    files = sorted(
-        p
-        for p in folder.rglob("*")
-        if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS and p.name.lower() not in FORBIDDEN_NAMES
-    )
-    if not files:
-        raise FileNotFoundError(f"--images: no images ({', '.join(sorted(IMAGE_EXTENSIONS))}) in {folder}")
-    return files
-
-
 def paris_folder(images: Path | None) -> Path | None:
     """The ``paris_eval_gt`` folder if ``images`` is it or holds it."""
     if images is None:
@@ -188,12 +175,12 @@ def evaluate(
     if protocol == "paris":
         if paris is None:
             raise FileNotFoundError(f"--images: {images} is not and does not hold a paris_eval_gt/ folder")
-        files = list_images(paris)
+        files = list_images(paris, "--images")
         masks: MaskGenerator = centre_masks_for(model, size)
         samples = paris_samples(files, masks, size)
         source = str(paris)
     elif protocol == "crops":
-        files = list_images(images) if images is not None else embedded_files()[1]
+        files = list_images(images, "--images") if images is not None else embedded_files()[1]
         if mask == "center" or model is None:
             masks = centre_masks_for(model, size)
         else:

@@ -19,8 +19,8 @@ from tqdm import tqdm
 
 from ctx_inpaint.checkpoint import CheckpointError
 from ctx_inpaint.data.images import load_rgb
-from ctx_inpaint.data.sources import IMAGE_EXTENSIONS
-from ctx_inpaint.errors import one_line
+from ctx_inpaint.data.sources import FORBIDDEN_NAMES, IMAGE_EXTENSIONS, list_images
+from ctx_inpaint.errors import MissingDataError, one_line
 from ctx_inpaint.inpainting import MASK_MODES, Inpainter, check_margin, mask_to_bool, pick_device
 from ctx_inpaint.masks import MEAN_FILL
 
@@ -32,15 +32,15 @@ def open_image(path: Path) -> Image.Image:
 
 
 def list_inputs(path: Path) -> tuple[Path, list[Path]]:
-    """(root, files): a single file gives its folder as root."""
+    """(root, files): a single file gives its folder as root; a folder, its images as training lists them."""
     if path.is_file():
+        if path.name.lower() in FORBIDDEN_NAMES:
+            raise MissingDataError(
+                f"--input: {path} is one of the excluded images ({', '.join(sorted(FORBIDDEN_NAMES))}); "
+                "expected another image"
+            )
         return path.parent, [path]
-    if path.is_dir():
-        files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
-        if not files:
-            raise FileNotFoundError(f"--input: no images ({', '.join(sorted(IMAGE_EXTENSIONS))}) in {path}")
-        return path, files
-    raise FileNotFoundError(f"--input: {path} does not exist")
+    return path, list_images(path, "--input", "an image file or a folder of images")
 
 
 def find_mask(mask_dir: Path, rel: Path) -> Path:

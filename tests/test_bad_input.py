@@ -240,3 +240,22 @@ def test_training_runs_on_a_messy_folder(tiny_cfg, tmp_path: Path, cache_dir: Pa
     cfg = tiny_cfg("+experiment=l2_1", "data=folder", f"data.root={tmp_path / 'photos'}")
     metrics = train(cfg)
     assert np.isfinite(metrics["val/psnr"])
+
+
+def test_one_image_listing_names_the_key_it_was_given(tmp_path: Path) -> None:
+    """data.sources.list_images serves the config (data.root...) and the CLIs (--images, --input) alike."""
+    from ctx_inpaint.data.sources import list_images
+
+    root = tmp_path / "photos"
+    write_images(root / "sub", 2)
+    Image.fromarray(REF).save(root / "lena.png")  # never used, wherever it is listed from
+    (root / "notes.txt").write_text("not an image")
+    assert [p.name for p in list_images(root, "--images")] == sorted(p.name for p in (root / "sub").iterdir())
+    with pytest.raises(MissingDataError) as err:
+        list_images(tmp_path / "nowhere", "--images")
+    assert str(err.value) == (
+        f"--images: {tmp_path / 'nowhere'} does not exist or is not a folder (expected a folder of images)"
+    )
+    (root / "empty").mkdir()
+    with pytest.raises(MissingDataError, match=r"^--input: no images \(.*\) found in .*empty$"):
+        list_images(root / "empty", "--input")

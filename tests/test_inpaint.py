@@ -257,3 +257,25 @@ def test_margin_below_one_is_refused_only_where_it_is_used(center_ckpt: Path, re
     Inpainter.from_checkpoint(center_ckpt, device="cpu", margin=0.5)  # centre models ignore the margin
     with pytest.raises(ValueError, match="device: expected"):
         Inpainter.from_checkpoint(center_ckpt, device="gpu0")
+
+
+def test_cli_lists_inputs_as_training_does(center_ckpt: Path, tmp_path: Path, capsys) -> None:
+    """The excluded classic test images (data.sources.FORBIDDEN_NAMES) are skipped in folders and refused
+    as single files; a missing --input is named."""
+    inputs = tmp_path / "in"
+    (inputs / "sub").mkdir(parents=True)
+    photo(40, 30).save(inputs / "ok.png")
+    photo(40, 30).save(inputs / "sub" / "Lena.png")
+    out = tmp_path / "out"
+    assert main(["-c", str(center_ckpt), "-i", str(inputs), "-o", str(out)]) == 0
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*.png")) == ["ok.png"]
+    capsys.readouterr()
+    assert main(["-c", str(center_ckpt), "-i", str(inputs / "sub" / "Lena.png"), "-o", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: --input: ") and "Lena.png" in err and "excluded" in err
+    missing = tmp_path / "nowhere"
+    assert main(["-c", str(center_ckpt), "-i", str(missing), "-o", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (
+        f"error: --input: {missing} does not exist or is not a folder (expected an image file or a folder of images)"
+    )

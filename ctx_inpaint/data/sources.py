@@ -14,16 +14,23 @@ IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", "
 FORBIDDEN_NAMES = {"lena.png", "58060.png", "monalisa.png"}
 
 
-def _list_images(folder: Path) -> list[Path]:
-    return sorted(
+# Drops unreadable files (or raises): ``screen(files, key, folder)``, see data/screening.py.
+Screen = Callable[[list[Path], str, Path], list[Path]]
+
+
+def list_images(
+    folder: str | Path, key: str, what: str = "a folder of images", screen: Screen | None = None
+) -> list[Path]:
+    """Every image file under ``folder`` (searched recursively, sorted, ``FORBIDDEN_NAMES`` left out), screened
+    by ``screen`` if given. A missing folder or one without images is a one-line ``MissingDataError`` naming
+    ``key`` (the config key or CLI flag the folder came from), the path and ``what`` was expected."""
+    folder = _require_dir(Path(folder).expanduser(), key, what)
+    files = sorted(
         p
         for p in folder.rglob("*")
         if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS and p.name.lower() not in FORBIDDEN_NAMES
     )
-
-
-# Drops unreadable files (or raises): ``screen(files, key, folder)``, see data/screening.py.
-Screen = Callable[[list[Path], str, Path], list[Path]]
+    return _require_images(files, folder, key, screen)
 
 
 def _require_images(files: list[Path], folder: Path, key: str, screen: Screen | None = None) -> list[Path]:
@@ -58,11 +65,10 @@ def folder_files(
 ) -> tuple[list[Path], list[Path]]:
     """Every image under ``root``; validation is ``val_root`` if given, else a seeded ``val_fraction`` split
     (of the readable files, when ``screen`` is given)."""
-    root = _require_dir(Path(root).expanduser(), "data.root", "a folder of images")
-    files = _require_images(_list_images(root), root, "data.root", screen)
+    root = Path(root).expanduser()
+    files = list_images(root, "data.root", screen=screen)
     if val_root is not None:
-        vdir = _require_dir(Path(val_root).expanduser(), "data.val_root", "a folder of images")
-        return files, _require_images(_list_images(vdir), vdir, "data.val_root", screen)
+        return files, list_images(val_root, "data.val_root", screen=screen)
     if not 0 < val_fraction < 1:
         raise DataError(f"data.val_fraction: expected a fraction in (0, 1), got {val_fraction}")
     if len(files) < 2:
@@ -79,8 +85,8 @@ def paris_files(root: str | Path, screen: Screen | None = None) -> tuple[list[Pa
     train_dir = _require_dir(root / "paris_train_original", "data.root", "paris_train_original/ inside it")
     val_dir = _require_dir(root / "paris_eval_gt", "data.root", "paris_eval_gt/ inside it")
     return (
-        _require_images(_list_images(train_dir), train_dir, "data.root", screen),
-        _require_images(_list_images(val_dir), val_dir, "data.root", screen),
+        list_images(train_dir, "data.root", "paris_train_original/ inside it", screen),
+        list_images(val_dir, "data.root", "paris_eval_gt/ inside it", screen),
     )
 
 
