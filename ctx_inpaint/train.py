@@ -116,6 +116,9 @@ def check_experiment_args(argv: list[str]) -> str | None:
     """The one-line error for an ``experiment=`` argument naming no file in conf/experiment/, else None.
 
     Checked before Hydra starts: Hydra's own answer is a 25-line listing of its search path."""
+    other_configs = ("hydra.searchpath", "--config-path", "--config-dir", "-cp", "-cd")
+    if any(arg.lstrip("+~").startswith(other_configs) for arg in argv):
+        return None  # experiments may come from elsewhere: Hydra decides
     options = group_options("experiment")
     for arg in argv:
         key, sep, value = arg.lstrip("+~").partition("=")

@@ -56,6 +56,7 @@ def test_unknown_experiment_is_refused_in_one_line(tmp_path: Path) -> None:
     assert "l2_0999" in lines[0] and "campus_cpu" in lines[0]
     assert check_experiment_args(["+experiment=l2_0999,l2_1", "x=1"]) is None
     assert check_experiment_args(["+experiment=choice(a,b)"]) is None  # Hydra's sweep syntax is Hydra's
+    assert check_experiment_args(["+experiment=mine", "hydra.searchpath=[file:///x]"]) is None
 
 
 @pytest.mark.slow
