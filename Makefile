@@ -74,10 +74,11 @@ quality: ## Regenerate experiments/quality/ tables: evaluate QUALITY_RUN, QUALIT
 	mkdir -p experiments/quality/campus_cpu/run
 	cp $(QUALITY_RUN)/metrics.csv $(QUALITY_RUN)/config_resolved.yaml $(QUALITY_RUN)/run_status.json experiments/quality/campus_cpu/run/
 	cp $(QUALITY_RUN)/.hydra/overrides.yaml experiments/quality/campus_cpu/run/
-	$(PY) -m ctx_inpaint.evaluate --checkpoint $(QUALITY_DEFAULT) --out experiments/quality/default_l2_0999 --grid 8
-	$(PY) -m ctx_inpaint.evaluate --checkpoint $(QUALITY_TUNED) --out experiments/quality/tuned_l2_0999 --grid 8
+	$(if $(wildcard $(QUALITY_DEFAULT)),$(PY) -m ctx_inpaint.evaluate --checkpoint $(QUALITY_DEFAULT) --out experiments/quality/default_l2_0999 --grid 8,@echo "make quality: no $(QUALITY_DEFAULT); experiments/quality/default_l2_0999 kept as it is")
+	$(if $(wildcard $(QUALITY_TUNED)),$(PY) -m ctx_inpaint.evaluate --checkpoint $(QUALITY_TUNED) --out experiments/quality/tuned_l2_0999 --grid 8,@echo "make quality: no $(QUALITY_TUNED); experiments/quality/tuned_l2_0999 kept as it is")
 	$(PY) experiments/quality/blur_reference.py
-	$(PY) experiments/quality/ssim_by_ring.py campus_cpu=$(QUALITY_RUN)/checkpoints/last.ckpt tuned_l2_0999=$(QUALITY_TUNED)
+	$(PY) experiments/quality/ssim_by_ring.py campus_cpu=$(QUALITY_RUN)/checkpoints/last.ckpt \
+		$(if $(wildcard $(QUALITY_TUNED)),tuned_l2_0999=$(QUALITY_TUNED),)
 	$(PY) experiments/quality/summarize.py
 
 quality-train: ## Re-run `make train` (campus_cpu, 29 min on 2 CPU cores, under the heavy lock) into QUALITY_RUN

@@ -34,6 +34,7 @@ RANGES: dict[str, tuple[float, float, bool, bool]] = {
     "masks.max_fraction": (0.0, 1.0, True, True),
     "model.bottleneck.dropout": (0.0, 1.0, True, False),
     "masks.overlap_weight": (0.0, math.inf, True, True),
+    "masks.visible_weight": (0.0, math.inf, True, True),
     "optim.generator.lr": (0.0, math.inf, False, True),
     "optim.discriminator.lr": (0.0, math.inf, False, True),
     "optim.g_lr_mult": (0.0, math.inf, False, True),

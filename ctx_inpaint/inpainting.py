@@ -9,8 +9,10 @@ filled from a square window around it, resized to the model's input and back:
 - whole-image models (random patches / regions) predict every pixel, so the window is at least the model's
   input size and twice the hole's extent, kept inside the image when it fits.
 
-Windows that leave the image are padded by reflection. Only hole pixels are written: every visible pixel of
-the result is bit-identical to the input.
+Windows that leave the image are padded by reflection. The hole is filled with the mean colour at window
+resolution before anything is resized, so the result depends on visible pixels only: two inputs that differ only
+inside the hole give bit-identical results. Only hole pixels are written: every visible pixel of the result is
+bit-identical to the input.
 """
 
 from __future__ import annotations
@@ -263,12 +265,14 @@ class Inpainter:
         self, image: torch.Tensor, remaining: torch.Tensor, top: int, left: int, side: int
     ) -> torch.Tensor:
         """The model's composited output for one window, at window resolution (3, side, side)."""
-        win = _crop_padded(image, top, left, side)
         win_hole = _crop_padded(remaining[None].float(), top, left, side)
+        # Hide the hole before any resampling: a resize filter reaches past the pixels it lands on, so the hole's
+        # own content must be gone from the window, not only masked after the resize (it leaked into the ring).
+        win = apply_mask(_crop_padded(image, top, left, side), win_hole)
         n = self.size
         if side != n:
             model_in = TF.resize(win, [n, n], antialias=True)
-            # Any hole pixel under a model pixel hides it: hole content never leaks into the input.
+            # Any hole pixel under a model pixel hides it, so the model sees the fill, not a blend, there.
             hole_n = (
                 F.adaptive_max_pool2d(win_hole[None], n)[0] > 0
                 if side > n

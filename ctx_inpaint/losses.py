@@ -11,9 +11,12 @@ from ctx_inpaint.metrics import hole_ssim
 def masked_reconstruction(
     pred: torch.Tensor, target: torch.Tensor, weight: torch.Tensor, kind: str = "l2"
 ) -> torch.Tensor:
-    """Weighted L2 (or L1) over the predicted region, normalised by the weighted pixel count.
+    """Weighted L2 (or L1) over the predicted region, as the released code computes it: ``mean(w * err)``
+    over every element (B x 3 x h x w), not divided by the weights' sum.
 
-    ``weight`` is (B, 1, h, w): 0 where a pixel does not count, 1 on the hole, ``overlap_weight`` on the ring.
+    ``train.lua`` takes ``nn.MSECriterion`` (a mean over all elements) and multiplies its gradient by the weight
+    matrix, so ``lambda_rec`` balances L2 and adversarial terms exactly as ``wtl2`` does there. ``weight`` is
+    (B, 1, h, w), from the mask generator's ``loss_weight``: 1 on the hole, the visible-pixel weight elsewhere.
     """
     diff = pred - target
     if kind == "l2":
@@ -22,8 +25,7 @@ def masked_reconstruction(
         err = diff.abs()
     else:
         raise ValueError(f"model.rec_loss: unknown reconstruction loss {kind!r}; expected l1 or l2")
-    w = weight.to(err.dtype)
-    return (err * w).sum() / (w.sum() * err.shape[1]).clamp_min(1e-8)
+    return (err * weight.to(err.dtype)).mean()
 
 
 def adversarial(logits: torch.Tensor, real: bool) -> torch.Tensor:

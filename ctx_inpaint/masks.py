@@ -1,7 +1,10 @@
 """Mask generators. A mask is a (1, H, W) float tensor with 1 on hidden pixels.
 
 Each generator also says which region the generator network predicts (``target_box``; ``None`` = the whole
-image) and how the reconstruction loss weighs that region (``loss_weight``).
+image) and how the reconstruction loss weighs that region (``loss_weight``). As in the released code, the loss
+covers every predicted pixel: hidden pixels weigh 1, visible ones the generator's visible-pixel weight (the centre
+model's 4-px ring: ``overlap_weight`` = 10, ``train.lua``; whole-image models: ``visible_weight`` = 1, plain MSE
+over the whole image as ``train_random.lua`` by default, 10 with its ``useOverlapPred=1``).
 """
 
 from __future__ import annotations
@@ -51,6 +54,7 @@ class MaskGenerator:
 
     image_size: int
     target_box: Box | None = None
+    visible_weight: float = 1.0
 
     def sample(self, generator: torch.Generator | None = None) -> torch.Tensor:
         raise NotImplementedError
@@ -63,8 +67,18 @@ class MaskGenerator:
         return self.target_box[1] - self.target_box[0]
 
     def loss_weight(self, mask: torch.Tensor) -> torch.Tensor:
-        """Per-pixel reconstruction-loss weights over the predicted region: the hidden pixels."""
-        return crop_box(mask, self.target_box)
+        """Per-pixel reconstruction-loss weights over the predicted region: 1 on hidden pixels,
+        ``visible_weight`` on visible ones (which keeps the raw output that the discriminator judges close to
+        the input outside the hole)."""
+        hole = crop_box(mask, self.target_box)
+        return hole + self.visible_weight * (1 - hole)
+
+
+def _check_visible_weight(value: float, key: str = "masks.visible_weight") -> float:
+    value = float(value)
+    if not value >= 0:  # also refuses NaN
+        raise ValueError(f"{key}: expected a weight >= 0, got {value}")
+    return value
 
 
 class CenterMask(MaskGenerator):
@@ -82,6 +96,9 @@ class CenterMask(MaskGenerator):
         self.image_size = image_size
         self.overlap = overlap
         self.overlap_weight = float(overlap_weight)
+        self.visible_weight = _check_visible_weight(
+            overlap_weight, "masks.overlap_weight"
+        )  # the ring is the only visible part predicted
         s = (image_size - target_size) // 2
         self.target_box = (s, s + target_size, s, s + target_size)
         self.hidden_box = (s + overlap, s + target_size - overlap, s + overlap, s + target_size - overlap)
@@ -91,10 +108,6 @@ class CenterMask(MaskGenerator):
 
     def sample(self, generator: torch.Generator | None = None) -> torch.Tensor:
         return self._mask.clone()
-
-    def loss_weight(self, mask: torch.Tensor) -> torch.Tensor:
-        inner = crop_box(mask, self.target_box)
-        return inner + self.overlap_weight * (1 - inner)
 
 
 class RandomPatches(MaskGenerator):
@@ -107,6 +120,7 @@ class RandomPatches(MaskGenerator):
         min_size: int = 16,
         max_size: int = 48,
         max_coverage: float = 0.25,
+        visible_weight: float = 1.0,
     ) -> None:
         if not 0 < min_size <= max_size <= image_size:
             raise ValueError(
@@ -121,6 +135,7 @@ class RandomPatches(MaskGenerator):
         self.min_size = min_size
         self.max_size = max_size
         self.max_coverage = max_coverage
+        self.visible_weight = _check_visible_weight(visible_weight)
 
     def sample(self, generator: torch.Generator | None = None) -> torch.Tensor:
         n = self.image_size
@@ -157,6 +172,7 @@ class RandomRegion(MaskGenerator):
         min_fraction: float = 0.2,
         max_fraction: float = 0.3,
         pattern_seed: int = 0,
+        visible_weight: float = 1.0,
     ) -> None:
         if not 0 <= min_fraction < max_fraction <= 1:
             raise ValueError(
@@ -169,6 +185,7 @@ class RandomRegion(MaskGenerator):
         self.min_fraction = min_fraction
         self.max_fraction = max_fraction
         self.pattern_seed = pattern_seed
+        self.visible_weight = _check_visible_weight(visible_weight)
         self._pattern: torch.Tensor | None = None
 
     @property

@@ -242,6 +242,14 @@ class ContextEncoderModule(pl.LightningModule):
             sched.step()
 
     # ---- validation --------------------------------------------------------------------------------
+    def on_validation_epoch_start(self) -> None:
+        """Under DDP, every rank validates rank 0's BatchNorm statistics: DDP broadcasts buffers only before each
+        training forward, so after the last step each rank holds its own, and rank 0's are what the checkpoint
+        stores."""
+        if self.trainer.world_size > 1 and torch.distributed.is_initialized():
+            for buf in self.buffers():
+                torch.distributed.broadcast(buf, src=0)
+
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         batch = self.format_batch(batch)
         pred = self.generator(batch["masked"])

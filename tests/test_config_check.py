@@ -41,7 +41,7 @@ CASES = {
     "unknown rec loss": (["model.rec_loss=l3"], ["model.rec_loss", "'l3'", "l1, l2"]),
     "unknown encoder": (
         [f"model.encoder._target_={ENC}.Nope"],
-        ["model.encoder._target_", "Nope", "alexnet|paper"],
+        ["model.encoder._target_", "Nope", "alexnet|alexnet_torchvision|paper"],
     ),
     "unknown bottleneck": (
         ["model.bottleneck._target_=ctx_inpaint.models.bottlenecks.Nope"],

@@ -279,3 +279,40 @@ def test_cli_lists_inputs_as_training_does(center_ckpt: Path, tmp_path: Path, ca
     assert err == (
         f"error: --input: {missing} does not exist or is not a folder (expected an image file or a folder of images)"
     )
+
+
+def _hole_shapes(w: int, h: int) -> dict[str, np.ndarray]:
+    square, thin, several = (np.zeros((h, w), dtype=bool) for _ in range(3))
+    s = max(2, min(w, h) // 3)
+    square[(h - s) // 2 : (h - s) // 2 + s, (w - s) // 2 : (w - s) // 2 + s] = True
+    thin[h // 2 : h // 2 + 2, w // 8 : w - w // 8] = True  # a 2-px line across most of the image
+    several[2:5, 2:6] = True
+    several[h // 2 : h // 2 + 3, w // 2 : w // 2 + 4] = True
+    several[h - 6 : h - 2, w - 5 : w - 1] = True
+    return {"square": square, "thin": thin, "several": several}
+
+
+@pytest.mark.parametrize("kind", ["center", "region"])
+@pytest.mark.parametrize(
+    "size", [(20, 24), (32, 32), (200, 150)]
+)  # windows below, at and above the model's 32
+def test_result_never_depends_on_the_hidden_pixels(
+    kind: str, size: tuple[int, int], center_ckpt: Path, region_ckpt: Path
+) -> None:
+    """Two photos that differ only inside the hole give bit-identical results (PIL and tensor inputs)."""
+    inpainter = Inpainter.from_checkpoint(center_ckpt if kind == "center" else region_ckpt, device="cpu")
+    w, h = size
+    base = np.asarray(photo(w, h, seed=1))
+    rng = np.random.default_rng(7)
+    for name, hole in _hole_shapes(w, h).items():
+        other = base.copy()
+        other[hole] = rng.integers(
+            0, 256, (int(hole.sum()), 3), dtype=np.uint8
+        )  # new content in the hole only
+        mask = Image.fromarray(hole.astype(np.uint8) * 255)
+        a = np.asarray(inpainter(Image.fromarray(base), mask))
+        b = np.asarray(inpainter(Image.fromarray(other), mask))
+        assert np.array_equal(a, b), f"{name} hole, {w}x{h}: the fill depends on hidden pixels"
+        ta = inpainter(torch.from_numpy(base.copy()).permute(2, 0, 1).float() / 255, torch.from_numpy(hole))
+        tb = inpainter(torch.from_numpy(other).permute(2, 0, 1).float() / 255, torch.from_numpy(hole))
+        assert torch.equal(ta, tb), f"{name} hole, {w}x{h}, tensor input: the fill depends on hidden pixels"

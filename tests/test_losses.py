@@ -23,22 +23,42 @@ def test_reconstruction_gradient_is_zero_outside_hole_and_ring() -> None:
     assert torch.isclose(ring / inner, torch.tensor(10.0))
 
 
-def test_reconstruction_is_normalised_by_weighted_pixel_count() -> None:
-    pred = torch.zeros(1, 3, 4, 4)
-    target = torch.ones(1, 3, 4, 4)
-    weight = torch.zeros(1, 1, 4, 4)
-    weight[..., :2, :] = 1
-    assert masked_reconstruction(pred, target, weight, "l2").item() == pytest.approx(1.0)
-    assert masked_reconstruction(pred, 2 * target, weight, "l1").item() == pytest.approx(2.0)
+def test_reconstruction_is_the_released_weighted_mean_over_all_elements() -> None:
+    """train.lua: MSECriterion (mean over B x 3 x 64 x 64) with its gradient scaled by wtl2Matrix (10 on the
+    ring, 1 in the hole), i.e. mean(w * err); not divided by the sum of the weights."""
+    torch.manual_seed(0)
+    masks = CenterMask(image_size=128, target_size=64, overlap=4, overlap_weight=10)
+    weight = masks.loss_weight(masks.sample()).expand(2, 1, 64, 64)
+    pred, target = torch.rand(2, 3, 64, 64), torch.rand(2, 3, 64, 64)
+    # By hand, as the Lua code loops: per element w * (x - y)^2, summed, over 2 * 3 * 64 * 64 elements.
+    total = 0.0
+    for b in range(2):
+        for c in range(3):
+            w = torch.full((64, 64), 10.0)
+            w[4:60, 4:60] = 1.0
+            total += float((w.double() * (pred[b, c].double() - target[b, c].double()) ** 2).sum())
+    expected = total / (2 * 3 * 64 * 64)
+    assert masked_reconstruction(pred, target, weight, "l2").item() == pytest.approx(expected, rel=1e-5)
+    # Its gradient is the MSE's gradient times the weight matrix (what train.lua computes with addcmul).
+    p = pred.clone().requires_grad_(True)
+    masked_reconstruction(p, target, weight, "l2").backward()
+    mse_grad = 2 * (pred - target) / pred.numel()
+    assert torch.allclose(p.grad, mse_grad * weight, rtol=1e-5, atol=1e-10)
+    # The weight sum (12,736 per channel) is not the normaliser: 4096 / 12736 of the old value.
+    assert weight[0].sum().item() == 56 * 56 + 960 * 10
+    l1 = masked_reconstruction(
+        torch.zeros(1, 3, 4, 4), 2 * torch.ones(1, 3, 4, 4), torch.ones(1, 1, 4, 4), "l1"
+    )
+    assert l1.item() == pytest.approx(2.0)
     with pytest.raises(ValueError, match="rec_loss"):
         masked_reconstruction(pred, target, weight, "huber")
 
 
-def test_visible_pixel_errors_do_not_count_for_random_masks() -> None:
+def test_hole_only_weights_ignore_visible_errors() -> None:
     pred, target = torch.zeros(1, 3, 4, 4), torch.zeros(1, 3, 4, 4)
     weight = torch.zeros(1, 1, 4, 4)
     weight[..., 0, 0] = 1
-    target[..., 1:, :] = 5.0  # large errors on visible pixels only
+    target[..., 1:, :] = 5.0  # large errors on pixels of weight 0 only
     assert masked_reconstruction(pred, target, weight).item() == 0.0
 
 

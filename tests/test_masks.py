@@ -63,10 +63,31 @@ def test_random_region_coverage_within_bounds_and_seeded() -> None:
     assert (m[:, :-1] * m[:, 1:]).sum() / m[:, :-1].sum() > 0.8
 
 
-def test_random_region_loss_weight_is_the_hole() -> None:
-    gen = RandomRegion(image_size=64, noise_size=40, scale=10)
-    mask = gen.sample(torch.Generator().manual_seed(0))
-    assert torch.equal(gen.loss_weight(mask), mask)
+@pytest.mark.parametrize("visible_weight", [1.0, 10.0, 0.0])
+def test_whole_image_masks_weigh_every_pixel_as_train_random_lua(visible_weight: float) -> None:
+    """train_random.lua: MSE over the whole 128 image (every pixel 1); useOverlapPred=1 puts 10x on the visible
+    pixels; 0 keeps the hole only."""
+    for gen in (
+        RandomRegion(image_size=64, noise_size=40, scale=10, visible_weight=visible_weight),
+        RandomPatches(image_size=64, min_size=8, max_size=16, visible_weight=visible_weight),
+    ):
+        mask = gen.sample(torch.Generator().manual_seed(0))
+        weight = gen.loss_weight(mask)
+        assert weight.shape == (1, 64, 64)
+        assert torch.all(weight[mask.bool()] == 1.0)
+        assert torch.all(weight[~mask.bool()] == visible_weight)
+        assert 0 < mask.mean() < 1
+
+
+def test_default_per_pixel_weights_for_centre_patch_and_region_masks() -> None:
+    centre = CenterMask()
+    w = centre.loss_weight(centre.sample())
+    expected = torch.full((1, 64, 64), 10.0)
+    expected[:, 4:60, 4:60] = 1.0
+    assert torch.equal(w, expected)
+    for gen in (RandomPatches(), RandomRegion()):
+        w = gen.loss_weight(gen.sample(torch.Generator().manual_seed(1)))
+        assert torch.equal(w, torch.ones(1, 128, 128))  # the released default: plain MSE over the image
 
 
 def test_bad_mask_options_are_refused() -> None:
@@ -74,3 +95,7 @@ def test_bad_mask_options_are_refused() -> None:
         CenterMask(image_size=128, target_size=64, overlap=40)
     with pytest.raises(ValueError, match="max_coverage"):
         RandomPatches(max_coverage=1.5)
+    with pytest.raises(ValueError, match="masks.visible_weight"):
+        RandomRegion(visible_weight=-1)
+    with pytest.raises(ValueError, match="masks.overlap_weight"):
+        CenterMask(overlap_weight=float("nan"))

@@ -62,6 +62,130 @@ def test_alexnet_encoder_gives_256x6x6_for_227() -> None:
     assert enc(torch.zeros(1, 3, 128, 128)).shape == (1, 256, 6, 6)
 
 
+@pytest.mark.parametrize(
+    "kwargs,widths,conv1_out",
+    [
+        ({}, [96, 256, 384, 384, 256], 55),  # the paper's (original) AlexNet: 227 -> 55 after conv1
+        (
+            {"widths": (64, 192, 384, 256, 256), "conv1_padding": 2},
+            [64, 192, 384, 256, 256],
+            56,
+        ),  # torchvision
+    ],
+)
+def test_alexnet_widths_default_to_the_original_network(kwargs: dict, widths: list, conv1_out: int) -> None:
+    enc = AlexNetEncoder(input_size=128, **kwargs)
+    convs = [m for m in enc.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert [c.out_channels for c in convs] == widths
+    assert enc.net[0](torch.zeros(1, 3, 227, 227)).shape[-1] == conv1_out
+    assert enc.out_spatial == 6
+
+
+def test_alexnet_config_default_and_named_variant() -> None:
+    from pathlib import Path
+
+    from omegaconf import OmegaConf
+
+    conf = Path(__file__).resolve().parents[1] / "conf" / "model" / "encoder"
+    assert list(OmegaConf.load(conf / "alexnet.yaml").widths) == [96, 256, 384, 384, 256]
+    variant = OmegaConf.load(conf / "alexnet_torchvision.yaml")
+    assert list(variant.widths) == [64, 192, 384, 256, 256] and variant.conv1_padding == 2
+
+
+# The released networks (train.lua, train_random.lua; nef = ngf = ndf = 64, nBottleneck = 4000), layer by layer:
+# (kind, in, out, kernel, stride) for every convolution, and the BatchNorm widths. Lua's convs carry biases that
+# the code zeroes before every step, so they are not parameters here.
+_ENCODER = [
+    ("c", 3, 64, 4, 2),
+    ("c", 64, 64, 4, 2),
+    ("c", 64, 128, 4, 2),
+    ("c", 128, 256, 4, 2),
+    ("c", 256, 512, 4, 2),
+]
+_BOTTLENECK = [("c", 512, 4000, 4, 1)]
+_DECODER_64 = [
+    ("t", 4000, 512, 4, 1),
+    ("t", 512, 256, 4, 2),
+    ("t", 256, 128, 4, 2),
+    ("t", 128, 64, 4, 2),
+    ("t", 64, 3, 4, 2),
+]
+_DECODER_128 = _DECODER_64[:-1] + [("t", 64, 64, 4, 2), ("t", 64, 3, 4, 2)]
+RELEASED_G = {
+    64: (_ENCODER + _BOTTLENECK + _DECODER_64, [64, 128, 256, 512, 4000, 512, 256, 128, 64]),
+    128: (_ENCODER + _BOTTLENECK + _DECODER_128, [64, 128, 256, 512, 4000, 512, 256, 128, 64, 64]),
+}
+RELEASED_D = {
+    64: (
+        [
+            ("c", 3, 64, 4, 2),
+            ("c", 64, 128, 4, 2),
+            ("c", 128, 256, 4, 2),
+            ("c", 256, 512, 4, 2),
+            ("c", 512, 1, 4, 1),
+        ],
+        [128, 256, 512],
+    ),
+    128: (
+        [
+            ("c", 3, 64, 4, 2),
+            ("c", 64, 64, 4, 2),
+            ("c", 64, 128, 4, 2),
+            ("c", 128, 256, 4, 2),
+            ("c", 256, 512, 4, 2),
+            ("c", 512, 1, 4, 1),
+        ],
+        [64, 128, 256, 512],
+    ),
+}
+
+
+def _layers(net: torch.nn.Module) -> tuple[list, list]:
+    convs = [
+        (
+            "t" if isinstance(m, torch.nn.ConvTranspose2d) else "c",
+            m.in_channels,
+            m.out_channels,
+            m.kernel_size[0],
+            m.stride[0],
+        )
+        for m in net.modules()
+        if isinstance(m, torch.nn.Conv2d | torch.nn.ConvTranspose2d)
+    ]
+    assert all(
+        m.bias is None for m in net.modules() if isinstance(m, torch.nn.Conv2d | torch.nn.ConvTranspose2d)
+    )
+    return convs, [m.num_features for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+
+
+def _released_params(convs: list, bns: list) -> int:
+    return sum(i * o * k * k for _, i, o, k, _ in convs) + sum(2 * n for n in bns)
+
+
+@pytest.mark.parametrize("output_size", [64, 128])  # centre model, whole-image model
+def test_generator_and_discriminator_match_the_released_networks(output_size: int) -> None:
+    gen = Generator(
+        PaperEncoder(128, 64), partial(DenseBottleneck, units=4000), partial(Decoder, width=64), output_size
+    )
+    convs, bns = _layers(gen)
+    assert (convs, bns) == RELEASED_G[output_size]
+    assert sum(p.numel() for p in gen.parameters()) == _released_params(*RELEASED_G[output_size])
+    assert gen(torch.zeros(2, 3, 128, 128)).shape == (2, 3, output_size, output_size)
+    d = Discriminator(input_size=output_size, width=64)
+    convs, bns = _layers(d)
+    assert (convs, bns) == RELEASED_D[output_size]
+    assert sum(p.numel() for p in d.parameters()) == _released_params(*RELEASED_D[output_size])
+    assert d(torch.zeros(2, 3, output_size, output_size)).shape == (2,)
+
+
+def test_released_parameter_counts_by_hand() -> None:
+    """The tables above against the totals worked out once by hand from the Lua layer definitions."""
+    assert _released_params(*RELEASED_G[64]) == 71_124_544
+    assert _released_params(*RELEASED_G[128]) == 71_190_208
+    assert _released_params(*RELEASED_D[64]) == 2_765_568
+    assert _released_params(*RELEASED_D[128]) == 2_831_232
+
+
 def test_dense_bottleneck_is_released_code_size() -> None:
     gen = Generator(
         PaperEncoder(128, 64), partial(DenseBottleneck, units=4000), partial(Decoder, width=64), 64

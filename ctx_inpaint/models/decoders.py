@@ -13,8 +13,9 @@ class Decoder(nn.Module):
 
     If ``s`` is not ``out_size / 2^k`` (k maximal with the start >= 4), a stride-1 up-conv first grows it to the nearest such size (for the
     dense bottleneck this is the original 4x4 up-conv from 1x1 to 4x4; for AlexNet 6x6 -> 8x8). Then stride-2
-    4x4 up-convs double it. Channels are ``width * 2^j`` (capped at ``width * max_mult``) counting back from
-    the output, as in the original (512, 256, 128, 64, 3 for 64 output and width 64).
+    4x4 up-convs double it. Channels start at ``width * max_mult`` on the first (smallest) map and halve with
+    every doubling down to ``width``, then stay there, as in the released networks (width 64: 512@4, 256@8,
+    128@16, 64@32, 3@64 for the centre; 512@4, 256@8, 128@16, 64@32, 64@64, 3@128 for the whole image).
     """
 
     def __init__(
@@ -38,20 +39,20 @@ class Decoder(nn.Module):
                 "(the output size must be a power-of-two multiple of a size >= the feature size)"
             )
 
-        def ch(remaining: int) -> int:  # channels of a layer with `remaining` doubling layers after it
-            return width * min(2 ** max(remaining, 0), max_mult)
+        def ch(level: int) -> int:  # channels of the map `level` doublings after the first one
+            return width * max(max_mult // 2**level, 1)
 
         layers: list[nn.Module] = []
         c = in_channels
         if start != in_spatial:
             k = start - in_spatial + 1
             # From 1x1 this up-conv is a dense layer: ``matmul`` runs it as one GEMM (models/dense.py).
-            layers += [DenseConvTranspose2d(c, ch(n_up - 1), k, matmul=matmul)]
-            layers += [nn.BatchNorm2d(ch(n_up - 1)), nn.ReLU(inplace=True)]
-            c = ch(n_up - 1)
+            layers += [DenseConvTranspose2d(c, ch(0), k, matmul=matmul)]
+            layers += [nn.BatchNorm2d(ch(0)), nn.ReLU(inplace=True)]
+            c = ch(0)
         for i in range(n_up):
             last = i == n_up - 1
-            nxt = out_channels if last and not extra_layer else ch(n_up - 2 - i)
+            nxt = out_channels if last and not extra_layer else ch(i + 1)
             layers.append(nn.ConvTranspose2d(c, nxt, 4, 2, 1, bias=False))
             if not (last and not extra_layer):
                 layers += [nn.BatchNorm2d(nxt), nn.ReLU(inplace=True)]

@@ -9,6 +9,10 @@ from torch import nn
 class Discriminator(nn.Module):
     """4x4 stride-2 convs down to 4x4 (BN on all but the first, LeakyReLU 0.2), then a 4x4 conv to one logit.
 
+    Channels end at ``width * max_mult`` on the 4x4 map and halve towards the input down to ``width``, as in the
+    released networks (width 64: 64@32, 128@16, 256@8, 512@4 on the 64 centre; 64@64, 64@32, 128@16, 256@8,
+    512@4 on the 128 whole image).
+
     Returns logits; the module trains it with ``BCEWithLogits`` (the stable form of sigmoid + BCE).
     """
 
@@ -22,7 +26,7 @@ class Discriminator(nn.Module):
         layers: list[nn.Module] = []
         c = in_channels
         for i in range(n_layers):
-            nxt = width * min(2**i, max_mult)
+            nxt = width * max(max_mult // 2 ** (n_layers - 1 - i), 1)
             layers.append(nn.Conv2d(c, nxt, 4, 2, 1, bias=False))
             if i > 0:
                 layers.append(nn.BatchNorm2d(nxt))

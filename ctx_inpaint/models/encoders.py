@@ -42,23 +42,27 @@ class PaperEncoder(nn.Module):
 class AlexNetEncoder(nn.Module):
     """AlexNet conv1..pool5 trained from scratch: 227x227 -> 256x6x6 at the default widths.
 
-    The data pipeline serves the same 128 crops to every encoder so that ablations stay comparable;
-    this encoder resizes its input to ``resize_to`` (227, AlexNet's size) before conv1.
+    The defaults are the original AlexNet the paper used (96/256/384/384/256 channels, conv1 unpadded: 227 -> 55);
+    ``widths=(64, 192, 384, 256, 256), conv1_padding=2`` is torchvision's later variant
+    (``model/encoder=alexnet_torchvision``). Both drop the original's LRN and two-GPU channel groups. The data
+    pipeline serves the same 128 crops to every encoder so that ablations stay comparable; this encoder
+    resizes its input to ``resize_to`` (227, AlexNet's size) before conv1.
     """
 
     def __init__(
         self,
         input_size: int = 128,
         resize_to: int = 227,
-        widths: tuple[int, int, int, int, int] = (64, 192, 384, 256, 256),
+        widths: tuple[int, int, int, int, int] = (96, 256, 384, 384, 256),
         in_channels: int = 3,
+        conv1_padding: int = 0,
     ) -> None:
         super().__init__()
         if len(widths) != 5:
             raise ValueError(f"model.encoder.widths: expected 5 conv widths, got {list(widths)}")
         c1, c2, c3, c4, c5 = widths
         self.net = nn.Sequential(
-            nn.Conv2d(in_channels, c1, 11, 4, 2),
+            nn.Conv2d(in_channels, c1, 11, 4, conv1_padding),
             nn.ReLU(inplace=True),
             nn.MaxPool2d(3, 2),
             nn.Conv2d(c1, c2, 5, padding=2),
