@@ -12,6 +12,8 @@ import cv2
 import numpy as np
 import torch
 
+from ctx_inpaint.errors import InputError
+
 Baseline = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
@@ -60,6 +62,6 @@ def make_baselines(names: list[str], radius: float = 3.0) -> dict[str, Baseline]
     out = {}
     for name in names:
         if name not in known:
-            raise ValueError(f"--baselines: unknown baseline {name!r}; expected some of {', '.join(known)}")
+            raise InputError(f"--baselines: unknown baseline {name!r}; expected some of {', '.join(known)}")
         out[name] = known[name]()
     return out

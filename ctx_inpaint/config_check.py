@@ -9,18 +9,20 @@ compute) with one forward pass, which catches input sizes an encoder or decoder 
 
 from __future__ import annotations
 
-import importlib
 import math
-from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
-from omegaconf import DictConfig, ListConfig, OmegaConf
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
 
+from ctx_inpaint.config import build_module, group_options
+from ctx_inpaint.data.sources import resolve_files
 from ctx_inpaint.errors import ConfigError, instantiation_message, keyed
+from ctx_inpaint.targets import importable, walk_targets
 
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "conf"
 _ABSENT = object()
 
 # key: (low, high, low inclusive, high inclusive)
@@ -83,46 +85,9 @@ def _check_missing(cfg: DictConfig) -> None:
 
 
 # ---- _target_s ------------------------------------------------------------------------------------------------
-def _walk_targets(node: Any, prefix: str = "") -> Iterator[tuple[str, str]]:
-    """``(key path, target)`` for each ``_target_`` in an OmegaConf config (interpolations left unresolved) or in
-    plain dicts and lists (a checkpoint's stored config)."""
-    if isinstance(node, Mapping):
-        items = node.items_ex(resolve=False) if isinstance(node, DictConfig) else node.items()
-        for key, value in items:
-            if key == "_target_":
-                yield prefix, str(value)
-            else:
-                yield from _walk_targets(value, f"{prefix}.{key}" if prefix else str(key))
-    elif isinstance(node, ListConfig | list | tuple):
-        for i, item in enumerate(node):
-            yield from _walk_targets(item, f"{prefix}[{i}]")
-
-
-def _importable(target: str) -> bool:
-    parts = target.split(".")
-    for cut in range(len(parts) - 1, 0, -1):
-        try:
-            obj: Any = importlib.import_module(".".join(parts[:cut]))
-        except ImportError:
-            continue
-        try:
-            for attr in parts[cut:]:
-                obj = getattr(obj, attr)
-        except AttributeError:
-            return False
-        return callable(obj)
-    return False
-
-
-def group_options(key: str) -> list[str]:
-    """The config files a key's group offers (``model.encoder`` -> conf/model/encoder/*.yaml)."""
-    folder = CONFIG_DIR.joinpath(*key.split("."))
-    return sorted(p.stem for p in folder.glob("*.yaml")) if folder.is_dir() else []
-
-
 def _check_targets(cfg: DictConfig) -> None:
-    for key, target in _walk_targets(cfg):
-        if key.startswith("hydra") or _importable(target):
+    for key, target in walk_targets(cfg):
+        if key.startswith("hydra") or importable(target):
             continue
         options = group_options(key)
         allowed = (
@@ -226,8 +191,6 @@ def _check_data_paths(cfg: DictConfig) -> None:
     data = cfg.get("data")
     if data is None or _get(cfg, "data.source") in (_ABSENT, "embedded"):
         return
-    from ctx_inpaint.data.sources import resolve_files
-
     resolve_files(
         data.source,
         data.get("root"),
@@ -249,11 +212,6 @@ def _dry_build(cfg: DictConfig) -> None:
     """Build masks and module on the meta device and run one training batch through them."""
     if cfg.get("model") is None or cfg.get("masks") is None or _get(cfg, "data.input_size") is _ABSENT:
         return
-    from hydra.errors import InstantiationException
-    from hydra.utils import instantiate
-
-    from ctx_inpaint.train import build_module
-
     size = int(cfg.data.input_size)
     batch = _get(cfg, "data.batch_size")
     batch = int(batch) if isinstance(batch, int) else 2

@@ -18,7 +18,11 @@ class DataError(UserError, ValueError):
 
 
 class MissingDataError(UserError, FileNotFoundError):
-    """A data folder that does not exist or holds no images."""
+    """A data folder or input path that does not exist or holds no images."""
+
+
+class InputError(UserError, ValueError):
+    """A CLI flag, an image, a mask or an API argument that cannot be used."""
 
 
 def one_line(err: BaseException) -> str:

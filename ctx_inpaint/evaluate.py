@@ -28,12 +28,13 @@ from torchvision.utils import make_grid, save_image
 from tqdm import tqdm
 
 from ctx_inpaint.baselines import make_baselines
-from ctx_inpaint.checkpoint import CheckpointError, LoadedModel, load_model
+from ctx_inpaint.cli import ArgumentParser, report_user_errors
 from ctx_inpaint.data.datasets import FixedValDataset, ImageStore
 from ctx_inpaint.data.images import load_rgb, to_model_range
 from ctx_inpaint.data.sources import embedded_files, list_images
-from ctx_inpaint.errors import one_line
-from ctx_inpaint.inpainting import pick_device
+from ctx_inpaint.errors import InputError, MissingDataError
+from ctx_inpaint.inference import pick_device
+from ctx_inpaint.loading import LoadedModel, load_model
 from ctx_inpaint.masks import CenterMask, MaskGenerator, apply_mask, composite
 from ctx_inpaint.metrics import HiddenPixelMetrics, to_unit_range
 
@@ -157,7 +158,7 @@ def evaluate(
     started = time.time()
     # Flags first: a bad one should not cost a model pass over every image.
     if checkpoint is None and not baselines:
-        raise ValueError("nothing to score: give --checkpoint or at least one of --baselines mean,telea,ns")
+        raise InputError("nothing to score: give --checkpoint or at least one of --baselines mean,telea,ns")
     baseline_fns = make_baselines(list(baselines), radius)
     dev = pick_device(device, "--device")
     model = load_model(checkpoint, dev) if checkpoint is not None else None
@@ -167,14 +168,14 @@ def evaluate(
     crops_per_image = int(val["crops_per_image"] if crops_per_image is None else crops_per_image)
     seed = int(val["seed"] if seed is None else seed)
     if mask not in ("auto", "center"):
-        raise ValueError(f"--mask: expected auto or center, got {mask!r}")
+        raise InputError(f"--mask: expected auto or center, got {mask!r}")
     images = Path(images).expanduser() if images is not None else None
     paris = paris_folder(images)
     if protocol == "auto":
         protocol = "paris" if paris is not None else "crops"
     if protocol == "paris":
         if paris is None:
-            raise FileNotFoundError(f"--images: {images} is not and does not hold a paris_eval_gt/ folder")
+            raise MissingDataError(f"--images: {images} is not and does not hold a paris_eval_gt/ folder")
         files = list_images(paris, "--images")
         masks: MaskGenerator = centre_masks_for(model, size)
         samples = paris_samples(files, masks, size)
@@ -188,7 +189,7 @@ def evaluate(
         samples = crop_samples(files, masks, size, short_side, crops_per_image, seed)
         source = str(images) if images is not None else "embedded campus/holdout"
     else:
-        raise ValueError(f"--protocol: expected auto, crops or paris, got {protocol!r}")
+        raise InputError(f"--protocol: expected auto, crops or paris, got {protocol!r}")
 
     methods: dict[str, list[torch.Tensor]] = {}
     if model is not None:
@@ -312,7 +313,7 @@ def positive_int(text: str) -> int:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m ctx_inpaint.evaluate", description=__doc__.split("\n\n")[0])
+    p = ArgumentParser(prog="python -m ctx_inpaint.evaluate", description=__doc__.split("\n\n")[0])
     p.add_argument("--checkpoint", "-c", help="a .ckpt written by ctx_inpaint.train (omit: baselines only)")
     p.add_argument(
         "--images", "-i", help="held-out folder, or a paris_eval_gt/ folder (default: embedded holdout)"
@@ -349,7 +350,7 @@ def main(argv: list[str] | None = None) -> int:
     out = args.out or str(
         Path("logs/eval") / (Path(args.checkpoint).stem if args.checkpoint else "baselines")
     )
-    try:
+    with report_user_errors():
         result = evaluate(
             checkpoint=args.checkpoint,
             images=args.images,
@@ -366,9 +367,6 @@ def main(argv: list[str] | None = None) -> int:
             grid=args.grid,
             device=args.device,
         )
-    except (CheckpointError, ValueError, FileNotFoundError, OSError) as err:
-        print(f"error: {one_line(err)}", file=sys.stderr)
-        return 2
     print(markdown_table(result), end="")
     print(f"[ctx-inpaint] wrote {out}/per_image.csv, summary.json, table.md", flush=True)
     return 0

@@ -17,11 +17,11 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from ctx_inpaint.checkpoint import CheckpointError
+from ctx_inpaint.cli import ArgumentParser, report_user_errors
 from ctx_inpaint.data.images import load_rgb
 from ctx_inpaint.data.sources import FORBIDDEN_NAMES, IMAGE_EXTENSIONS, list_images
-from ctx_inpaint.errors import MissingDataError, one_line
-from ctx_inpaint.inpainting import MASK_MODES, Inpainter, check_margin, mask_to_bool, pick_device
+from ctx_inpaint.errors import InputError, MissingDataError
+from ctx_inpaint.inference import MASK_MODES, Inpainter, check_margin, mask_to_bool, pick_device
 from ctx_inpaint.masks import MEAN_FILL
 
 
@@ -50,7 +50,7 @@ def find_mask(mask_dir: Path, rel: Path) -> Path:
         for candidate in sorted(folder.glob(stem + ".*")):
             if candidate.suffix.lower() in IMAGE_EXTENSIONS:
                 return candidate
-    raise FileNotFoundError(
+    raise MissingDataError(
         f"--mask: no mask for {rel} in {folder} (expected {rel.stem}.png or {rel.stem}_mask.png)"
     )
 
@@ -58,7 +58,7 @@ def find_mask(mask_dir: Path, rel: Path) -> Path:
 def load_mask(path: Path, size: tuple[int, int]):
     mask = mask_to_bool(open_image(path))
     if (mask.shape[1], mask.shape[0]) != size:
-        raise ValueError(
+        raise InputError(
             f"{path}: mask is {mask.shape[1]}x{mask.shape[0]} but its image is {size[0]}x{size[1]} (expected the same size)"
         )
     return mask
@@ -82,7 +82,7 @@ def run(
     root, files = list_inputs(inputs)
     mask_path = None if mask in MASK_MODES else Path(mask).expanduser()
     if mask_path is not None and not mask_path.exists():
-        raise FileNotFoundError(
+        raise MissingDataError(
             f"--mask: {mask} is neither a mode ({', '.join(MASK_MODES)}) nor an existing file/folder"
         )
     output.mkdir(parents=True, exist_ok=True)
@@ -106,7 +106,7 @@ def run(
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m ctx_inpaint.inpaint", description=__doc__.split("\n\n")[0])
+    p = ArgumentParser(prog="python -m ctx_inpaint.inpaint", description=__doc__.split("\n\n")[0])
     p.add_argument("--checkpoint", "-c", required=True, help="a .ckpt written by ctx_inpaint.train")
     p.add_argument("--input", "-i", required=True, help="an image file or a folder of images")
     p.add_argument("--mask", "-m", default="center", help="'center', a mask image, or a folder of masks")
@@ -119,14 +119,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    try:
+    with report_user_errors():
         inpainter = Inpainter.from_checkpoint(args.checkpoint, device=pick_device(args.device, "--device"))
         if inpainter.hidden_box is None:  # whole-image models: the margin sizes their windows
             inpainter.margin = check_margin(args.margin, "--margin")
         written = run(inpainter, Path(args.input).expanduser(), args.mask, Path(args.output), args.preview)
-    except (CheckpointError, ValueError, FileNotFoundError, OSError) as err:
-        print(f"error: {one_line(err)}", file=sys.stderr)
-        return 2
     print(f"[ctx-inpaint] wrote {len(written)} image(s) to {args.output}", flush=True)
     return 0
 

@@ -11,7 +11,8 @@ import torch
 from torch import nn
 from torchvision.utils import make_grid, save_image
 
-from ctx_inpaint.losses import adversarial, hole_ssim_loss, masked_reconstruction
+from ctx_inpaint.gan import GanParts, gan_step
+from ctx_inpaint.losses import hole_ssim_loss, masked_reconstruction
 from ctx_inpaint.masks import MaskGenerator, composite, crop_box
 from ctx_inpaint.metrics import HiddenPixelMetrics, to_unit_range
 from ctx_inpaint.models.generator import Generator
@@ -44,7 +45,6 @@ class ContextEncoderModule(pl.LightningModule):
         grid_images: int = 8,
         channels_last: bool | str = "auto",
         compile: bool = False,
-        reuse_d_forward: bool = False,
     ) -> None:
         super().__init__()
         if not 0.0 <= lambda_rec <= 1.0:
@@ -82,7 +82,6 @@ class ContextEncoderModule(pl.LightningModule):
             raise ValueError(f"model.channels_last: expected true, false or auto, got {channels_last!r}")
         self.channels_last, self.compile_networks = channels_last, bool(compile)
         self._nhwc = False  # the resolved memory format, set by apply_speed_settings
-        self.reuse_d_forward = bool(reuse_d_forward)
         self._speed_applied = False
         self.model_config: dict | None = None  # set by the builder; stored in checkpoints
         self.val_metrics = HiddenPixelMetrics()
@@ -141,45 +140,24 @@ class ContextEncoderModule(pl.LightningModule):
         schedulers = [{"scheduler": self.scheduler(opt), "interval": "epoch"} for opt in optimizers]
         return optimizers, schedulers
 
+    def gan_parts(self, opt_g: torch.optim.Optimizer, opt_d: torch.optim.Optimizer | None) -> GanParts:
+        """The networks, optimizers and loss settings one GAN step needs (``gan.gan_step``)."""
+        return GanParts(
+            self.generator,
+            self.discriminator,
+            opt_g,
+            opt_d,
+            self.masks.target_box,
+            self.lambda_rec,
+            self.reconstruction,
+        )
+
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         batch = self.format_batch(batch)
         opts = self.optimizers()
-        opt_g, opt_d = (
-            (opts[0], opts[1]) if isinstance(opts, list) and len(opts) > 1 else (_first(opts), None)
-        )
-        target = crop_box(batch["image"], self.masks.target_box)
-        pred = self.generator(batch["masked"])
-        if self.discriminator is not None and self.reuse_d_forward:
-            self._log_train(self._shared_d_forward_step(opt_g, opt_d, batch, target, pred))
-            return
-        logs: dict[str, torch.Tensor] = {}
-
-        if self.discriminator is not None:
-            with self.toggled_optimizer(opt_d):
-                d_real = self.discriminator(target)
-                d_fake = self.discriminator(pred.detach())
-                loss_d = adversarial(d_real, True) + adversarial(d_fake, False)
-                self.manual_backward(loss_d)
-                opt_d.step()
-                opt_d.zero_grad(set_to_none=True)
-            logs.update(
-                loss_d=loss_d.detach(),
-                d_real=torch.sigmoid(d_real.detach().float()).mean(),
-                d_fake=torch.sigmoid(d_fake.detach().float()).mean(),
-            )
-
-        with self.toggled_optimizer(opt_g):
-            loss_rec = self.reconstruction(pred, target, batch, logs)
-            loss = self.lambda_rec * loss_rec
-            if self.discriminator is not None:
-                loss_adv = adversarial(self.discriminator(pred), True)
-                loss = loss + (1.0 - self.lambda_rec) * loss_adv
-                logs["loss_adv"] = loss_adv.detach()
-            self.manual_backward(loss)
-            opt_g.step()
-            opt_g.zero_grad(set_to_none=True)
-        logs.update(loss_rec=loss_rec.detach(), loss_g=loss.detach())
-        self._log_train(logs)
+        opts = opts if isinstance(opts, list) else [opts]
+        parts = self.gan_parts(opts[0], opts[1] if len(opts) > 1 else None)
+        self._log_train(gan_step(parts, batch, backward=self.manual_backward, only=self.toggled_optimizer))
 
     def reconstruction(
         self,
@@ -199,34 +177,6 @@ class ContextEncoderModule(pl.LightningModule):
         loss_ssim = hole_ssim_loss((output + 1) / 2, (truth + 1) / 2, mask)
         logs.update(loss_l2_l1=loss.detach(), loss_ssim=loss_ssim.detach())
         return (1.0 - self.ssim_weight) * loss + self.ssim_weight * loss_ssim
-
-    def _shared_d_forward_step(self, opt_g, opt_d, batch, target, pred) -> dict[str, torch.Tensor]:
-        """``model.reuse_d_forward``: one discriminator forward on the prediction serves both losses.
-
-        The released Lua code does the same (its G step reuses ``netD.output``), saving one D forward per step.
-        G's gradient is taken first, through D's weights before the D step (the default path uses D after it).
-        ``inputs=`` keeps each loss's gradient on its own network.
-        """
-        d = self.discriminator
-        d_real, d_fake = d(target), d(pred)
-        loss_d = adversarial(d_real, True) + adversarial(d_fake, False)
-        logs: dict[str, torch.Tensor] = {}
-        loss_rec = self.reconstruction(pred, target, batch, logs)
-        loss_adv = adversarial(d_fake, True)
-        loss = self.lambda_rec * loss_rec + (1.0 - self.lambda_rec) * loss_adv
-        self.manual_backward(loss, inputs=list(self.generator.parameters()), retain_graph=True)
-        self.manual_backward(loss_d, inputs=list(d.parameters()))
-        for opt in (opt_d, opt_g):
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-        return logs | {
-            "loss_d": loss_d.detach(),
-            "d_real": torch.sigmoid(d_real.detach().float()).mean(),
-            "d_fake": torch.sigmoid(d_fake.detach().float()).mean(),
-            "loss_adv": loss_adv.detach(),
-            "loss_rec": loss_rec.detach(),
-            "loss_g": loss.detach(),
-        }
 
     def _log_train(self, logs: dict[str, torch.Tensor]) -> None:
         self.log_dict(
@@ -301,7 +251,3 @@ def _grow(box: tuple[int, int, int, int] | None, margin: int, size: torch.Size):
         return None
     y0, y1, x0, x1 = box
     return (max(y0 - margin, 0), min(y1 + margin, size[0]), max(x0 - margin, 0), min(x1 + margin, size[1]))
-
-
-def _first(opts: Any) -> torch.optim.Optimizer:
-    return opts[0] if isinstance(opts, list) else opts

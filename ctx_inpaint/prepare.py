@@ -11,11 +11,11 @@ import hydra
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
+from ctx_inpaint.cli import report_user_errors
+from ctx_inpaint.config import CONFIG_DIR
 from ctx_inpaint.config_check import check_config
 from ctx_inpaint.data.prepared import PreparedImages
 from ctx_inpaint.errors import ConfigError
-from ctx_inpaint.resume import report_user_errors
-from ctx_inpaint.train import CONFIG_DIR
 
 
 def prepare(cfg: DictConfig) -> list[PreparedImages]:

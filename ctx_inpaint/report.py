@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 
+from ctx_inpaint.cli import ArgumentParser, report_user_errors
 from ctx_inpaint.reporting.grid import image_grid
 from ctx_inpaint.reporting.plots import gan_curves, gan_overview, psnr_vs_epoch
 from ctx_inpaint.reporting.runs import Run, load_sweep, task_overrides
@@ -157,7 +158,7 @@ def parse_epochs(text: str) -> list[int]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m ctx_inpaint.report", description=__doc__.splitlines()[0])
+    parser = ArgumentParser(prog="python -m ctx_inpaint.report", description=__doc__.splitlines()[0])
     parser.add_argument(
         "sweep_dir", type=Path, help="a Hydra multirun dir, e.g. logs/multiruns/<stamp>_<pid>"
     )
@@ -170,13 +171,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.notes is not None and not args.notes.is_file():
         parser.error(f"--notes: {args.notes} is not a file")
-    try:
+    with report_user_errors():
         path = build_report(
             args.sweep_dir, args.out or args.sweep_dir / "report", args.epochs, args.images, args.notes
         )
-    except FileNotFoundError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
     print(f"[ctx-inpaint] report written to {path}")
     return 0
 

@@ -10,12 +10,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig, open_dict
 from PIL import Image
 
-from ctx_inpaint.train import CONFIG_DIR
+from ctx_inpaint.config import compose_config
 
 # Overrides that make every network tiny: a full GAN step on 32x32 crops takes milliseconds.
 TINY = [
@@ -35,17 +33,6 @@ TINY = [
     "trainer.log_every_n_steps=1",
     "+trainer.enable_model_summary=false",
 ]
-
-
-def compose_config(overrides: list[str], output_dir: Path) -> DictConfig:
-    """Compose conf/train.yaml as the CLI would, with ``paths.output_dir`` pointing at ``output_dir``."""
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        cfg = compose(config_name="train", overrides=overrides)
-    with open_dict(cfg):
-        cfg.paths.output_dir = str(output_dir)
-    GlobalHydra.instance().clear()
-    return cfg
 
 
 @pytest.fixture
@@ -102,3 +89,11 @@ def run_cli(
         text=True,
         timeout=300,
     )
+
+
+def exit_status(main: Callable[..., int], argv: list[str]) -> int:
+    """A CLI ``main``'s exit status, whether it returns it or exits (user errors exit 1, ``cli.report_user_errors``)."""
+    try:
+        return main(argv)
+    except SystemExit as stop:
+        return stop.code if isinstance(stop.code, int) else 1

@@ -18,7 +18,7 @@ from ctx_inpaint.data.images import load_rgb
 from ctx_inpaint.data.screening import screen_images
 from ctx_inpaint.data.sources import resolve_files
 from ctx_inpaint.errors import DataError, MissingDataError
-from ctx_inpaint.train import train
+from ctx_inpaint.training.run import train
 from tests.conftest import write_images
 
 

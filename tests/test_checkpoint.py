@@ -10,9 +10,9 @@ import pytest
 import torch
 from hydra.utils import instantiate
 
-from ctx_inpaint.checkpoint import CheckpointError, load_checkpoint, load_model
+from ctx_inpaint.config import build_module
+from ctx_inpaint.loading import CheckpointError, load_checkpoint, load_model
 from ctx_inpaint.masks import apply_mask
-from ctx_inpaint.train import build_module
 from tests.conftest import TINY, compose_config
 from tests.tiny_checkpoints import tiny_checkpoint
 

@@ -146,7 +146,10 @@ def test_constructor_refusals_name_the_config_node() -> None:
     cfg = OmegaConf.create(
         {
             "callbacks": {
-                "model_checkpoint": {"_target_": "ctx_inpaint.faults.ResumableCheckpoint", "every_n": 5}
+                "model_checkpoint": {
+                    "_target_": "ctx_inpaint.training.checkpointing.ResumableCheckpoint",
+                    "every_n": 5,
+                }
             }
         }
     )

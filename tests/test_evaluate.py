@@ -15,6 +15,7 @@ from PIL import Image
 from ctx_inpaint.baselines import make_baselines
 from ctx_inpaint.evaluate import evaluate, main
 from ctx_inpaint.masks import CenterMask
+from tests.conftest import exit_status
 from tests.tiny_checkpoints import tiny_checkpoint
 
 
@@ -135,9 +136,9 @@ def test_cli_errors_are_one_line(problem: str, tmp_path: Path, capsys) -> None:
     else:
         args += ["--baselines", "mean,magic"]
         named = "magic"
-    assert main(args) == 2
+    assert exit_status(main, args) == 1
     err = capsys.readouterr().err.strip()
-    assert err.startswith("error: ") and "\n" not in err and named in err
+    assert err.startswith("ctx-inpaint: error: ") and "\n" not in err and named in err
 
 
 @pytest.mark.parametrize(
@@ -154,16 +155,16 @@ def test_cli_non_positive_counts_are_refused_naming_the_flag(
 ) -> None:
     with pytest.raises(SystemExit) as stop:
         main(["--out", str(tmp_path / "out"), "--baselines", "mean", *flags])
-    assert stop.value.code == 2
-    err = capsys.readouterr().err.strip().splitlines()[-1]  # argparse: usage line, then the error
-    assert named in err
+    assert stop.value.code == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("ctx-inpaint: error: ") and "\n" not in err and named in err
     assert not (tmp_path / "out").exists()
 
 
 def test_cli_bad_device_is_one_line_naming_the_flag(tmp_path: Path, capsys) -> None:
-    assert main(["--out", str(tmp_path / "out"), "--baselines", "mean", "--device", "foo"]) == 2
+    assert exit_status(main, ["--out", str(tmp_path / "out"), "--baselines", "mean", "--device", "foo"]) == 1
     err = capsys.readouterr().err.strip()
-    assert err == "error: --device: expected auto, cpu, cuda or cuda:N, got 'foo'"
+    assert err == "ctx-inpaint: error: --device: expected auto, cpu, cuda or cuda:N, got 'foo'"
 
 
 def test_flags_are_checked_before_loading_anything(tmp_path: Path, monkeypatch) -> None:

@@ -12,11 +12,11 @@ import pytest
 import torch
 from omegaconf import open_dict
 
-from ctx_inpaint.atomic_io import AtomicCheckpointIO
-from ctx_inpaint.checkpoint import CheckpointError
-from ctx_inpaint.faults import NonFiniteLossError
-from ctx_inpaint.loggers import ResumableCSVLogger, fill_wandb_resume
-from ctx_inpaint.train import train
+from ctx_inpaint.loading import CheckpointError
+from ctx_inpaint.training.callbacks import NonFiniteLossError
+from ctx_inpaint.training.checkpointing import AtomicCheckpointIO
+from ctx_inpaint.training.loggers import ResumableCSVLogger, fill_wandb_resume
+from ctx_inpaint.training.run import train
 from tests.conftest import TINY, compose_config, run_cli
 from tests.helper_callbacks import LastCheckpointSpy
 
@@ -229,26 +229,32 @@ def test_crafted_checkpoint_is_refused_on_resume(tiny_cfg, tmp_path: Path) -> No
 
 
 def test_lightning_resume_path_is_weights_only(tiny_cfg, tmp_path: Path) -> None:
-    """Lightning 2.6 itself refuses the file when fit() gets weights_only=True (our pre-check aside)."""
+    """fit(ckpt_path=...) reads the file once, through our checkpoint IO: refused in one line, nothing executed.
+    Without our IO plugin Lightning 2.6 itself refuses it when fit() gets weights_only=True."""
     import pickle
 
     from hydra.utils import instantiate
 
-    from ctx_inpaint.train import build_module
+    from ctx_inpaint.config import build_module
+    from ctx_inpaint.loading import CheckpointError
 
     marker = tmp_path / "pwned"
     evil = tmp_path / "evil.ckpt"
     torch.save({"state_dict": {}, "payload": _RunsCode(marker)}, evil)
     cfg = tiny_cfg("+experiment=l2_1")
     masks = instantiate(cfg.masks)
-    trainer = instantiate(cfg.trainer, logger=False, callbacks=[], enable_checkpointing=False)
-    with pytest.raises(pickle.UnpicklingError):
-        trainer.fit(
-            build_module(cfg, masks),
-            datamodule=instantiate(cfg.data, masks=masks),
-            ckpt_path=evil,
-            weights_only=True,
-        )
+    for plugins, error in ((None, CheckpointError), ([], pickle.UnpicklingError)):
+        extra = {} if plugins is None else {"plugins": plugins}
+        trainer = instantiate(cfg.trainer, logger=False, callbacks=[], enable_checkpointing=False, **extra)
+        with pytest.raises(error) as info:
+            trainer.fit(
+                build_module(cfg, masks),
+                datamodule=instantiate(cfg.data, masks=masks),
+                ckpt_path=evil,
+                weights_only=True,
+            )
+        if error is CheckpointError:
+            assert "\n" not in str(info.value) and str(evil) in str(info.value)
     assert not marker.exists()
 
 

@@ -11,9 +11,10 @@ import pytest
 import torch
 from PIL import Image, ImageOps
 
+from ctx_inpaint.inference import Inpainter, center_mask, mask_to_bool
 from ctx_inpaint.inpaint import main
-from ctx_inpaint.inpainting import Inpainter, center_mask, mask_to_bool
 from ctx_inpaint.masks import apply_mask, crop_box
+from tests.conftest import exit_status
 from tests.tiny_checkpoints import tiny_checkpoint
 
 REPO = Path(__file__).resolve().parent.parent
@@ -151,10 +152,12 @@ def test_cli_malformed_inputs_give_one_line_errors(
         ckpt = tmp_path / "model.ckpt"
         ckpt.write_bytes(b"garbage")
         named = ckpt
-    rc = main(["-c", str(ckpt), "-i", str(image.parent), "-m", str(mask), "-o", str(tmp_path / "out")])
+    rc = exit_status(
+        main, ["-c", str(ckpt), "-i", str(image.parent), "-m", str(mask), "-o", str(tmp_path / "out")]
+    )
     err = capsys.readouterr().err.strip()
-    assert rc == 2
-    assert err.startswith("error: ") and "\n" not in err and str(named) in err
+    assert rc == 1
+    assert err.startswith("ctx-inpaint: error: ") and "\n" not in err and str(named) in err
 
 
 @pytest.mark.slow
@@ -244,10 +247,12 @@ def test_cli_bad_flags_give_one_line_errors_naming_the_flag(
     flags: list[str], named: str, region_ckpt: Path, tmp_path: Path, capsys
 ) -> None:
     photo(300, 180).save(tmp_path / "p.png")  # a centre hole wider than a 0.5-margin window
-    rc = main(["-c", str(region_ckpt), "-i", str(tmp_path / "p.png"), "-o", str(tmp_path / "out"), *flags])
+    rc = exit_status(
+        main, ["-c", str(region_ckpt), "-i", str(tmp_path / "p.png"), "-o", str(tmp_path / "out"), *flags]
+    )
     err = capsys.readouterr().err.strip()
-    assert rc == 2
-    assert err.startswith("error: ") and "\n" not in err and named in err
+    assert rc == 1
+    assert err.startswith("ctx-inpaint: error: ") and "\n" not in err and named in err
 
 
 def test_margin_below_one_is_refused_only_where_it_is_used(center_ckpt: Path, region_ckpt: Path) -> None:
@@ -270,14 +275,17 @@ def test_cli_lists_inputs_as_training_does(center_ckpt: Path, tmp_path: Path, ca
     assert main(["-c", str(center_ckpt), "-i", str(inputs), "-o", str(out)]) == 0
     assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*.png")) == ["ok.png"]
     capsys.readouterr()
-    assert main(["-c", str(center_ckpt), "-i", str(inputs / "sub" / "Lena.png"), "-o", str(out)]) == 2
+    assert (
+        exit_status(main, ["-c", str(center_ckpt), "-i", str(inputs / "sub" / "Lena.png"), "-o", str(out)])
+        == 1
+    )
     err = capsys.readouterr().err.strip()
-    assert err.startswith("error: --input: ") and "Lena.png" in err and "excluded" in err
+    assert err.startswith("ctx-inpaint: error: --input: ") and "Lena.png" in err and "excluded" in err
     missing = tmp_path / "nowhere"
-    assert main(["-c", str(center_ckpt), "-i", str(missing), "-o", str(out)]) == 2
+    assert exit_status(main, ["-c", str(center_ckpt), "-i", str(missing), "-o", str(out)]) == 1
     err = capsys.readouterr().err.strip()
     assert err == (
-        f"error: --input: {missing} does not exist or is not a folder (expected an image file or a folder of images)"
+        f"ctx-inpaint: error: --input: {missing} does not exist or is not a folder (expected an image file or a folder of images)"
     )
 
 

@@ -7,7 +7,8 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import open_dict
 
-from ctx_inpaint.train import build_module, train
+from ctx_inpaint.config import build_module
+from ctx_inpaint.training.run import train
 
 
 def test_l2_only_builds_no_discriminator(tiny_cfg) -> None:

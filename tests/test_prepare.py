@@ -11,7 +11,7 @@ import ctx_inpaint.data.prepared as prepared_mod
 from ctx_inpaint.data.prepared import PreparedImages
 from ctx_inpaint.errors import ConfigError, DataError
 from ctx_inpaint.prepare import prepare
-from ctx_inpaint.train import train
+from ctx_inpaint.training.run import train
 from tests.conftest import write_images
 
 

@@ -21,7 +21,7 @@ from ctx_inpaint import report
 from ctx_inpaint.reporting.grid import grid_rows, split_sample_grid
 from ctx_inpaint.reporting.runs import load_run, load_sweep
 from ctx_inpaint.reporting.tables import chosen_epochs, summary_rows
-from tests.conftest import TINY
+from tests.conftest import TINY, exit_status
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -94,8 +94,9 @@ def test_runs_are_classified_from_their_record_and_metrics(tmp_path: Path) -> No
 
 
 def test_report_refuses_a_folder_that_is_no_sweep(tmp_path: Path, capsys) -> None:
-    assert report.main([str(tmp_path / "missing")]) == 2
-    assert "missing" in capsys.readouterr().err
+    assert exit_status(report.main, [str(tmp_path / "missing")]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("ctx-inpaint: error: ") and "missing" in err
 
 
 class CrashInSecondEpoch(pl.Callback):

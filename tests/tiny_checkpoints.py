@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from omegaconf import open_dict
 
-from ctx_inpaint.train import train
+from ctx_inpaint.training.run import train
 from tests.conftest import TINY, compose_config
 
 # A StepLR scheduler too, so the checkpoint holds every kind of state our training writes.

@@ -19,13 +19,13 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, open_dict
 
-from ctx_inpaint.bench import data_rate, device_of, plain_parts, to_device, with_overrides
+from ctx_inpaint.cli import report_user_errors
+from ctx_inpaint.config import CONFIG_DIR
 from ctx_inpaint.config_check import check_config
 from ctx_inpaint.errors import ConfigError
 from ctx_inpaint.perf.loops import autocast_for, plain_step
+from ctx_inpaint.perf.measure import data_rate, device_of, plain_parts, to_device, with_overrides
 from ctx_inpaint.perf.timing import synchronize
-from ctx_inpaint.resume import report_user_errors
-from ctx_inpaint.train import CONFIG_DIR
 
 
 def paired(cfg: DictConfig, overrides: list[str], rounds: int, steps: int, warmup: int) -> dict:

@@ -6,11 +6,12 @@ they cost about what real photos cost to decode. Nothing here is committed; ``ma
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
+
+from ctx_inpaint.cli import ArgumentParser
 
 
 def write_jpegs(out: Path, count: int, width: int = 936, height: int = 537, seed: int = 0) -> list[Path]:
@@ -32,7 +33,7 @@ def write_jpegs(out: Path, count: int, width: int = 936, height: int = 537, seed
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("out", type=Path)
     parser.add_argument("--count", type=int, default=2000)
     parser.add_argument("--width", type=int, default=936)

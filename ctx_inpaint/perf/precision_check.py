@@ -16,13 +16,13 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, open_dict
 
-from ctx_inpaint.bench import fresh_module
+from ctx_inpaint.cli import report_user_errors
+from ctx_inpaint.config import CONFIG_DIR
 from ctx_inpaint.config_check import check_config
-from ctx_inpaint.losses import adversarial
+from ctx_inpaint.gan import discriminator_loss, generator_loss
 from ctx_inpaint.masks import crop_box
 from ctx_inpaint.perf.loops import autocast_for, parts_from_module, plain_step
-from ctx_inpaint.resume import report_user_errors
-from ctx_inpaint.train import CONFIG_DIR
+from ctx_inpaint.perf.measure import fresh_module
 
 
 def gradients(module, batch: dict[str, torch.Tensor], precision: str) -> dict[str, torch.Tensor]:
@@ -32,13 +32,12 @@ def gradients(module, batch: dict[str, torch.Tensor], precision: str) -> dict[st
     with autocast_for(precision, torch.device("cpu")):
         target = crop_box(batch["image"], module.masks.target_box)
         pred = g(batch["masked"])
-        loss = module.lambda_rec * module.reconstruction(pred, target, batch, {})
         if d is not None:
-            loss_d = adversarial(d(target), True) + adversarial(d(pred.detach()), False)
+            loss_d, _ = discriminator_loss(d, target, pred)
             out["discriminator"] = torch.cat(
                 [x.flatten() for x in torch.autograd.grad(loss_d, list(d.parameters()))]
             )
-            loss = loss + (1 - module.lambda_rec) * adversarial(d(pred), True)
+        loss, _ = generator_loss(d, pred, target, batch, module.lambda_rec, module.reconstruction)
     out["generator"] = torch.cat([x.flatten() for x in torch.autograd.grad(loss, list(g.parameters()))])
     return out
 

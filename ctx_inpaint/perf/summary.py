@@ -6,10 +6,11 @@ order of ``run_attempts.sh``) and writes ``RESULTS.md`` beside them, so every fi
 
 from __future__ import annotations
 
-import argparse
 import json
 import re
 from pathlib import Path
+
+from ctx_inpaint.cli import ArgumentParser
 
 # (key, label, target as text, check) for the bars.
 TARGETS = [
@@ -176,7 +177,7 @@ def write_summary(folder: Path) -> Path:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("folder", type=Path, nargs="?", default=Path("experiments/perf"))
     print(write_summary(parser.parse_args().folder))
 

@@ -12,6 +12,8 @@ from typing import Any
 
 import yaml
 
+from ctx_inpaint.errors import MissingDataError
+
 RUN_DIR = re.compile(r"^(\d+)_(.+)$")
 VAL_KEYS = ("l1", "l2", "psnr", "ssim")
 
@@ -196,11 +198,11 @@ def load_sweep(sweep_dir: Path) -> list[Run]:
     """Every run dir (``<num>_<name>``) in launch order, plus a placeholder for each asked-for experiment
     that has no run dir (the sweep was stopped before it started)."""
     if not sweep_dir.is_dir():
-        raise FileNotFoundError(f"sweep dir: {sweep_dir} does not exist or is not a folder")
+        raise MissingDataError(f"sweep dir: {sweep_dir} does not exist or is not a folder")
     dirs = [d for d in sweep_dir.iterdir() if d.is_dir() and RUN_DIR.match(d.name)]
     runs = sorted((load_run(d) for d in dirs), key=lambda r: r.num)
     if not runs and not (sweep_dir / "multirun.yaml").is_file():
-        raise FileNotFoundError(
+        raise MissingDataError(
             f"sweep dir: {sweep_dir} holds no run dirs (<num>_<name>/) and no multirun.yaml; "
             "expected a Hydra multirun dir such as logs/multiruns/<stamp>"
         )

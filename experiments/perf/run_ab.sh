@@ -22,7 +22,6 @@ matmul             | model.bottleneck.matmul=false model.decoder.matmul=false | 
 adam_foreach       | optim.generator.fused=false optim.discriminator.fused=false | +optim.generator.foreach=true +optim.discriminator.foreach=true
 adam_fused         | optim.generator.fused=false optim.discriminator.fused=false | optim.generator.fused=true optim.discriminator.fused=true
 channels_last      |  | model.channels_last=true
-reuse_d_forward    |  | model.reuse_d_forward=true
 bf16               |  | trainer.precision=bf16-mixed
 compile            | +ab.warmup=3 | model.compile=true
 LIST

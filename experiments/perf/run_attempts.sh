@@ -31,7 +31,6 @@ adam_fused          optim.generator.fused=true optim.discriminator.fused=true $S
 bf16                trainer.precision=bf16-mixed $STEP
 bf16_channels_last  trainer.precision=bf16-mixed model.channels_last=true $STEP
 compile             model.compile=true bench.warmup=3 $STEP
-reuse_d_forward     model.reuse_d_forward=true $STEP
 workers0            data.num_workers=0 bench.measure=[data,train,fit]
 workers1            data.num_workers=1 bench.measure=[data,train,fit]
 workers2            data.num_workers=2 bench.measure=[data,train,fit]

@@ -14,7 +14,7 @@ import torch
 from torchmetrics.functional.image import structural_similarity_index_measure
 
 from ctx_inpaint.baselines import make_baselines
-from ctx_inpaint.checkpoint import load_model
+from ctx_inpaint.loading import load_model
 from ctx_inpaint.data.sources import embedded_files
 from ctx_inpaint.evaluate import VAL_DEFAULTS, crop_samples, model_outputs
 from ctx_inpaint.masks import CenterMask

@@ -1,14 +1,20 @@
-"""Surviving kills, pre-emption and diverging losses.
+"""Checkpointing: a run survives ``kill -9``, pre-emption and a kill during a save, and resumes where it was.
 
-``ResumableCheckpoint`` is Lightning's ``ModelCheckpoint`` plus what a resume after ``kill -9`` needs: a
-``last.ckpt`` every few batches (not only at epoch ends), one more on SIGTERM (what clusters send before
-pre-emption), and the RNG states, so the random crops carry on instead of repeating. ``NonFiniteLossGuard``
-stops a run whose loss became NaN/inf before any checkpoint is written from the broken weights.
+- ``ResumableCheckpoint``: Lightning's ``ModelCheckpoint`` plus a ``last.ckpt`` every few batches (not only at
+  epoch ends), one more on SIGTERM (what clusters send before pre-emption), and the RNG states, so the random
+  crops carry on instead of repeating.
+- ``AtomicCheckpointIO``: the Trainer's checkpoint writer and reader. Writes go to a hidden temporary file next to
+  the target, are flushed, then ``os.replace``d (readers see the old file or the new one, never half of one);
+  reads go through ``loading.load_checkpoint`` (weights-only, one-line refusals), once.
+
+Resume a run that was killed by repeating its command with the same run dir and ``ckpt_path=last``:
+``python -m ctx_inpaint.train ... hydra.run.dir=RUN_DIR ckpt_path=last`` (Lightning finds the newest
+``last.ckpt``; with none, it starts from scratch, so the same command can be requeued).
 """
 
 from __future__ import annotations
 
-import math
+import os
 import random
 from pathlib import Path
 from typing import Any
@@ -16,15 +22,16 @@ from typing import Any
 import numpy as np
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.callbacks import Callback, ModelCheckpoint
+from lightning_fabric.utilities.cloud_io import get_filesystem
+from lightning_fabric.utilities.types import _PATH
+from pytorch_lightning.callbacks import ModelCheckpoint
+from pytorch_lightning.plugins.io import TorchCheckpointIO
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 from pytorch_lightning.utilities.rank_zero import rank_zero_info
 
+from ctx_inpaint.loading import load_checkpoint
+
 RNG_KEY = "ctx_inpaint_rng"
-
-
-class NonFiniteLossError(RuntimeError):
-    """A training loss became NaN or infinite; the message names the step and the loss terms."""
 
 
 # ---- RNG states as plain tensors and numbers (checkpoints must load with torch.load(weights_only=True)) ----
@@ -164,43 +171,58 @@ class ResumableCheckpoint(ModelCheckpoint):
             torch.manual_seed(int(torch.randint(2**62, ())) + trainer.global_rank)
 
 
-class NonFiniteLossGuard(Callback):
-    """Stops training at the first step whose logged ``train/`` losses are NaN or infinite.
+# ---- atomic writes, safe reads ----------------------------------------------------------------------
+def atomic_torch_save(obj: Any, path: str | Path) -> None:
+    """``torch.save`` to ``path`` through a temporary file in the same folder, then rename over it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # Hidden and without the .ckpt suffix: never taken for a checkpoint by ckpt_path=last or top-k cleanup.
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    try:  # make the rename itself durable
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(dir_fd)
+    except OSError:
+        pass
+    finally:
+        os.close(dir_fd)
 
-    It runs before any checkpoint of that step is written (Lightning orders checkpoint callbacks last), so
-    ``last.ckpt`` keeps the last good weights. Each check syncs one scalar per step with the device.
+
+def _is_local(path: _PATH) -> bool:
+    protocol = get_filesystem(path).protocol
+    return "file" in (protocol if isinstance(protocol, tuple) else (protocol,))
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """The Trainer's checkpoint writer and reader (``trainer.plugins``): atomic writes, safe reads, on local disks.
+
+    Lightning reads a resume checkpoint through this plugin, once: crafted, truncated or foreign files are refused
+    in one line (``loading.CheckpointError``) before any state changes.
     """
 
-    def __init__(self, prefix: str = "train/", check_every_n_batches: int = 1) -> None:
-        self.prefix = prefix
-        self.check_every_n_batches = check_every_n_batches
+    def load_checkpoint(
+        self, path: _PATH, map_location: Any | None = None, weights_only: bool | None = None
+    ) -> dict[str, Any]:
+        if not _is_local(path):
+            return super().load_checkpoint(path, map_location, weights_only)
+        rank_zero_info(f"[ctx-inpaint] resuming from {path}")
+        return load_checkpoint(path)
 
-    def on_train_batch_end(
-        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    def save_checkpoint(
+        self, checkpoint: dict[str, Any], path: _PATH, storage_options: Any | None = None
     ) -> None:
-        if (trainer.fit_loop.epoch_loop.total_batch_idx + 1) % self.check_every_n_batches != 0:
+        if storage_options is not None or not _is_local(path):
+            super().save_checkpoint(checkpoint, path, storage_options)
             return
-        terms = {
-            k: v
-            for k, v in trainer.callback_metrics.items()
-            if k.startswith(self.prefix) and not k.endswith("_epoch") and v.numel() == 1
-        }
-        if not terms:
-            return
-        values = torch.stack([v.detach().float().reshape(()) for v in terms.values()])
-        local_bad = not bool(torch.isfinite(values).all())
-        if not trainer.strategy.reduce_boolean_decision(local_bad, all=False):
-            return
-        bad = ", ".join(f"{k}={float(v):g}" for k, v in terms.items() if not math.isfinite(float(v)))
-        last = _last_checkpoint(trainer)
-        raise NonFiniteLossError(
-            f"non-finite loss at global step {trainer.global_step} (epoch {trainer.current_epoch}, batch {batch_idx})"
-            f": {bad or 'on another rank'}; training stopped, last good checkpoint: {last}"
-        )
-
-
-def _last_checkpoint(trainer: pl.Trainer) -> str:
-    for cb in trainer.checkpoint_callbacks:
-        if isinstance(cb, ModelCheckpoint) and cb.last_model_path and Path(cb.last_model_path).is_file():
-            return cb.last_model_path
-    return "none written yet"
+        atomic_torch_save(checkpoint, path)

@@ -27,7 +27,8 @@ import torch.nn.functional as F
 from PIL import Image
 from torchvision.transforms.v2 import functional as TF
 
-from ctx_inpaint.checkpoint import LoadedModel, load_model
+from ctx_inpaint.errors import InputError
+from ctx_inpaint.loading import LoadedModel, load_model
 from ctx_inpaint.masks import CenterMask, apply_mask, crop_box
 
 MASK_MODES = ("center",)
@@ -41,15 +42,15 @@ def pick_device(device: str | torch.device | None, name: str = "device") -> torc
     try:
         dev = torch.device(device)
     except (RuntimeError, TypeError, ValueError):
-        raise ValueError(f"{name}: expected auto, cpu, cuda or cuda:N, got {str(device)!r}") from None
+        raise InputError(f"{name}: expected auto, cpu, cuda or cuda:N, got {str(device)!r}") from None
     if dev.type == "cuda":
         count = torch.cuda.device_count() if torch.cuda.is_available() else 0
         if count == 0:
-            raise ValueError(
+            raise InputError(
                 f"{name}: got {str(device)!r} but CUDA is not available here (expected auto or cpu)"
             )
         if dev.index is not None and dev.index >= count:
-            raise ValueError(
+            raise InputError(
                 f"{name}: got {str(device)!r} but there are {count} CUDA device(s) (cuda:0..cuda:{count - 1})"
             )
     return dev
@@ -63,7 +64,7 @@ def check_margin(margin: float, name: str = "margin") -> float:
     except (TypeError, ValueError):
         value = math.nan
     if not (math.isfinite(value) and value >= 1):
-        raise ValueError(
+        raise InputError(
             f"{name}: expected a number >= 1 for whole-image models (window side / hole extent; the window "
             f"must hold the hole), got {margin!r}"
         )
@@ -94,7 +95,7 @@ def mask_to_bool(mask: Image.Image | torch.Tensor | np.ndarray, name: str = "mas
     if mask.dim() == 2:
         mask = mask[None]
     if mask.dim() != 3 or mask.shape[0] not in (1, 3):
-        raise ValueError(
+        raise InputError(
             f"{name}: expected a (H, W), (1, H, W) or (3, H, W) mask, got shape {tuple(mask.shape)}"
         )
     if mask.dtype == torch.bool:
@@ -165,12 +166,12 @@ class Inpainter:
             masks = mask if isinstance(mask, torch.Tensor) and mask.dim() == 4 else [mask] * image.shape[0]
             return torch.stack([self(img, m) for img, m in zip(image, masks)])
         if image.dim() != 3 or image.shape[0] != 3:
-            raise ValueError(f"image: expected a (3, H, W) RGB tensor, got shape {tuple(image.shape)}")
+            raise InputError(f"image: expected a (3, H, W) RGB tensor, got shape {tuple(image.shape)}")
         hole = self._resolve_mask(mask, image.shape[1], image.shape[2])
         if image.dtype == torch.uint8:
             return self._inpaint_uint8(image.cpu(), hole)
         if not image.is_floating_point():
-            raise ValueError(f"image: expected uint8 or float values, got {image.dtype}")
+            raise InputError(f"image: expected uint8 or float values, got {image.dtype}")
         pred = self.predict(image.detach().float().cpu() * 2 - 1, hole)
         out = image.detach().clone()
         filled = ((pred + 1) / 2).clamp(0, 1).to(out.dtype).to(out.device)
@@ -181,10 +182,10 @@ class Inpainter:
         if mask is None or (isinstance(mask, str) and mask == "center"):
             return self.center_mask(height, width)
         if isinstance(mask, str):
-            raise ValueError(f"mask: unknown mode {mask!r}; expected one of {MASK_MODES} or a mask image")
+            raise InputError(f"mask: unknown mode {mask!r}; expected one of {MASK_MODES} or a mask image")
         hole = mask_to_bool(mask)
         if tuple(hole.shape) != (height, width):
-            raise ValueError(
+            raise InputError(
                 f"mask: size {hole.shape[1]}x{hole.shape[0]} differs from the image's {width}x{height}"
             )
         return hole

@@ -21,10 +21,10 @@ import torch
 from hydra._internal.utils import _locate  # what hydra.utils.instantiate resolves a _target_ with
 from hydra.utils import instantiate
 
-from ctx_inpaint.config_check import _walk_targets
-from ctx_inpaint.errors import one_line
+from ctx_inpaint.errors import UserError, one_line
 from ctx_inpaint.masks import MaskGenerator
 from ctx_inpaint.models.generator import Generator
+from ctx_inpaint.targets import walk_targets
 
 CONFIG_KEY = "ctx_inpaint_config"
 # What a checkpoint config section's _target_s may be: a class defined in one of these packages (not merely
@@ -39,7 +39,7 @@ ALLOWED_EXACT: dict[str, tuple[str, ...]] = {
 }
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserError, ValueError):
     """A checkpoint that cannot be used; the message is one line naming the file."""
 
 
@@ -134,7 +134,7 @@ def _refusal(section: str, target: str) -> str | None:
 def check_targets(config: Mapping[str, Any], source: str = "checkpoint") -> None:
     """Refuse the config unless every ``_target_`` in it is a class defined in this package's model (``model``)
     or mask (``masks``) code: instantiating a config calls its targets, so all of them are checked first."""
-    for key, target in _walk_targets(config):
+    for key, target in walk_targets(config):
         section = key.split(".")[0].split("[")[0]
         why = _refusal(section, target)
         if why is not None:

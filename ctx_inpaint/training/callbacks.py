@@ -1,19 +1,26 @@
-"""Callbacks of our own; Lightning's (checkpointing, LR monitor, progress bar) come from the config."""
+"""Callbacks of our own besides checkpointing (training/checkpointing.py); Lightning's (LR monitor, progress bar)
+come from the config."""
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
 import time
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import Callback, ModelCheckpoint
 from pytorch_lightning.loggers import CSVLogger, WandbLogger
 from pytorch_lightning.utilities.exceptions import SIGTERMException
+
+
+class NonFiniteLossError(RuntimeError):
+    """A training loss became NaN or infinite; the message names the step and the loss terms."""
 
 
 class RunSummary(Callback):
@@ -106,3 +113,45 @@ def _machine(trainer: pl.Trainer) -> dict[str, object]:
     if torch.cuda.is_available() and info["accelerator"] == "cuda":
         info["gpu"] = torch.cuda.get_device_name(0)
     return info
+
+
+class NonFiniteLossGuard(Callback):
+    """Stops training at the first step whose logged ``train/`` losses are NaN or infinite.
+
+    It runs before any checkpoint of that step is written (Lightning orders checkpoint callbacks last), so
+    ``last.ckpt`` keeps the last good weights. Each check syncs one scalar per step with the device.
+    """
+
+    def __init__(self, prefix: str = "train/", check_every_n_batches: int = 1) -> None:
+        self.prefix = prefix
+        self.check_every_n_batches = check_every_n_batches
+
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        if (trainer.fit_loop.epoch_loop.total_batch_idx + 1) % self.check_every_n_batches != 0:
+            return
+        terms = {
+            k: v
+            for k, v in trainer.callback_metrics.items()
+            if k.startswith(self.prefix) and not k.endswith("_epoch") and v.numel() == 1
+        }
+        if not terms:
+            return
+        values = torch.stack([v.detach().float().reshape(()) for v in terms.values()])
+        local_bad = not bool(torch.isfinite(values).all())
+        if not trainer.strategy.reduce_boolean_decision(local_bad, all=False):
+            return
+        bad = ", ".join(f"{k}={float(v):g}" for k, v in terms.items() if not math.isfinite(float(v)))
+        last = _last_checkpoint(trainer)
+        raise NonFiniteLossError(
+            f"non-finite loss at global step {trainer.global_step} (epoch {trainer.current_epoch}, batch {batch_idx})"
+            f": {bad or 'on another rank'}; training stopped, last good checkpoint: {last}"
+        )
+
+
+def _last_checkpoint(trainer: pl.Trainer) -> str:
+    for cb in trainer.checkpoint_callbacks:
+        if isinstance(cb, ModelCheckpoint) and cb.last_model_path and Path(cb.last_model_path).is_file():
+            return cb.last_model_path
+    return "none written yet"

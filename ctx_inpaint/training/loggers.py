@@ -1,4 +1,5 @@
-"""Loggers that continue a run resumed in the same run dir instead of starting it over.
+"""Loggers: metrics.csv and the W&B run continue a run resumed in the same run dir instead of starting it over;
+W&B stays offline unless the user configured it; W&B runs are grouped by sweep.
 
 Lightning's ``CSVLogger`` deletes an existing ``metrics.csv`` when it starts, and buffers rows in memory between
 flushes. ``ResumableCSVLogger`` keeps the rows logged before the step the resumed run logs first (rows written
@@ -9,12 +10,15 @@ plus the one row Lightning logs right after it, so a kill loses nothing the chec
 from __future__ import annotations
 
 import csv
+import netrc
 import os
 import secrets
 import string
 from pathlib import Path
 from typing import Any
 
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig, open_dict
 from pytorch_lightning.loggers import CSVLogger
 from pytorch_lightning.loggers.csv_logs import ExperimentWriter
@@ -129,3 +133,37 @@ def fill_wandb_resume(cfg: DictConfig, run_dir: str | Path) -> None:
             cfg.logger.wandb.id = wandb_run_id(run_dir, reuse=cfg.get("ckpt_path") is not None)
         if wandb_cfg.get("resume") is None:
             cfg.logger.wandb.resume = "allow"
+
+
+def fill_wandb_group(cfg: DictConfig) -> None:
+    """``logger.wandb.group`` unless set: the sweep dir's name for multirun jobs, ``single`` otherwise, so a
+    dashboard shows one sweep's runs together."""
+    wandb_cfg = (cfg.get("logger") or {}).get("wandb")
+    if wandb_cfg is None or wandb_cfg.get("group") is not None:
+        return
+    group = "single"
+    if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
+        group = Path(HydraConfig.get().sweep.dir).name
+    with open_dict(cfg):
+        cfg.logger.wandb.group = group
+
+
+# ---- W&B mode: no network access is attempted unless the user configured W&B ---------------------------------
+def wandb_configured() -> bool:
+    """True when an API key is set in the environment or in ~/.netrc (what ``wandb login`` writes)."""
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    try:
+        auth = netrc.netrc(str(Path(os.environ.get("NETRC", Path.home() / ".netrc")))).authenticators(
+            "api.wandb.ai"
+        )
+    except (FileNotFoundError, netrc.NetrcParseError, OSError):
+        return False
+    return auth is not None
+
+
+def ensure_wandb_mode() -> str:
+    """Set ``WANDB_MODE=offline`` unless the user chose a mode or configured a key; return the mode."""
+    if "WANDB_MODE" not in os.environ and not wandb_configured():
+        os.environ["WANDB_MODE"] = "offline"
+    return os.environ.get("WANDB_MODE", "online")

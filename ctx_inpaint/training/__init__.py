@@ -1,0 +1,1 @@
+"""What a training run needs besides the model: callbacks, checkpointing, loggers, and the run itself."""

@@ -1,0 +1,46 @@
+"""Training from a composed config: what ``python -m ctx_inpaint.train`` runs, callable from code and tests."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytorch_lightning as pl
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from ctx_inpaint.config import build_module
+from ctx_inpaint.config_check import check_config
+from ctx_inpaint.masks import MaskGenerator
+from ctx_inpaint.training.loggers import ensure_wandb_mode, fill_wandb_group, fill_wandb_resume
+
+
+def train(cfg: DictConfig) -> dict[str, float]:
+    """Train and validate; returns the final callback metrics (used by tests and sweepers)."""
+    check_config(cfg)  # refuse bad keys/values before anything is built or written
+    pl.seed_everything(cfg.seed, workers=True)
+    fill_wandb_group(cfg)
+    output_dir = Path(cfg.paths.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    fill_wandb_resume(cfg, output_dir)
+    (output_dir / "config_resolved.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+
+    masks: MaskGenerator = instantiate(cfg.masks)
+    datamodule = instantiate(cfg.data, masks=masks)
+    module = build_module(cfg, masks)
+
+    logger_cfgs = cfg.get("logger") or {}
+    if "wandb" in logger_cfgs:
+        ensure_wandb_mode()
+    loggers = [instantiate(c) for c in logger_cfgs.values() if c is not None]
+    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
+    trainer: pl.Trainer = instantiate(cfg.trainer, logger=loggers, callbacks=callbacks)
+    try:
+        # ckpt_path=last: Lightning resumes from the newest last.ckpt, or starts from scratch when there is none;
+        # the checkpoint is read once, safely, by training.checkpointing.AtomicCheckpointIO.
+        trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"), weights_only=True)
+    finally:
+        if "wandb" in logger_cfgs:
+            import wandb
+
+            wandb.finish()  # never let multirun jobs merge into one W&B run
+    return {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
