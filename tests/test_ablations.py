@@ -239,18 +239,18 @@ def test_campus_cpu_is_l2_0999_with_the_cpu_training_recipe_only(tmp_path: Path)
     changed = {k for k in changed if not k.startswith(("ablation.", "logger.", "paths.", "hydra."))}
     assert changed == {
         "model.ssim_weight", "model.encoder.width", "model.decoder.width", "model.discriminator.width",
-        "masks.overlap_weight", "data.batch_size", "optim.g_lr_mult", "optim.scheduler",
-        "optim.scheduler._target_", "optim.scheduler._partial_", "optim.scheduler.T_max",
-        "trainer.max_epochs", "trainer.max_time",
+        "masks.overlap_weight", "data.batch_size", "optim.g_lr_mult",
+        "callbacks.budget_cosine._target_", "callbacks.budget_cosine.min_lr_fraction",
+        "callbacks.lr_monitor.logging_interval", "trainer.max_epochs", "trainer.max_time",
     }  # fmt: skip
     assert cpu["model.lambda_rec"] == 0.999 and cpu["model.ssim_weight"] == 0.5
-    assert cpu["optim.scheduler.T_max"] == cpu["trainer.max_epochs"] == 60
+    assert cpu["optim.scheduler"] is None and cpu["trainer.max_epochs"] == 60
     assert "campus_cpu" in (REPO / "Makefile").read_text().split("EXPERIMENT ?=")[1].splitlines()[0]
     cfg = _compose(["+experiment=campus_cpu", *TINY, "trainer.fast_dev_run=true"], tmp_path / "run")
     _shrink(cfg)
     module = build_module(cfg, instantiate(cfg.masks))
     assert module.ssim_weight == 0.5 and module.g_lr_mult == 1.0
-    opts, scheds = module.configure_optimizers()
-    assert isinstance(scheds[0]["scheduler"], torch.optim.lr_scheduler.CosineAnnealingLR)
+    assert len(module.configure_optimizers()) == 2  # G and D optimizers; the lr follows BudgetCosineLR
+    assert instantiate(cfg.callbacks.budget_cosine).min_lr_fraction == 0.0
     metrics = train(cfg)
     assert math.isfinite(metrics["val/ssim"])

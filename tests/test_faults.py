@@ -306,3 +306,40 @@ def test_wandb_run_id_follows_the_run_dir(tiny_cfg, tmp_path: Path) -> None:
         assert cfg.logger.wandb.resume == "allow"
         ids.append(cfg.logger.wandb.id)
     assert ids[0] == ids[1] and len({ids[0], ids[2], ids[3]}) == 3
+
+
+def test_budget_fraction_takes_whichever_budget_ends_first() -> None:
+    from ctx_inpaint.training.callbacks import budget_fraction
+
+    assert budget_fraction(50, 100, None, None) == 0.5
+    assert budget_fraction(10, 100, 30.0, 60.0) == 0.5  # time runs out first
+    assert budget_fraction(90, 100, 30.0, 60.0) == 0.9
+    assert budget_fraction(10, None, 90.0, 60.0) == 1.0  # clipped
+    assert budget_fraction(10, None, None, None) == 0.0
+
+
+def test_budget_cosine_anneals_the_lr_per_batch_over_the_epochs(tiny_cfg, tmp_path: Path) -> None:
+    """Per batch, lr = initial * 0.5 * (1 + cos(pi * batches / (max_epochs * batches per epoch)))."""
+    import math
+
+    from hydra.utils import instantiate
+    from pytorch_lightning.callbacks import Callback
+
+    from ctx_inpaint.config import build_module
+    from ctx_inpaint.training.callbacks import BudgetCosineLR
+
+    seen: list[float] = []
+
+    class Record(Callback):
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+            seen.append(trainer.optimizers[0].param_groups[0]["lr"])
+
+    cfg = tiny_cfg("+experiment=l2_1", "trainer.max_epochs=3", "data.samples_per_epoch=16")
+    masks = instantiate(cfg.masks)
+    module = build_module(cfg, masks)
+    trainer = instantiate(cfg.trainer, logger=False, enable_checkpointing=False, callbacks=[BudgetCosineLR(), Record()])
+    trainer.fit(module, datamodule=instantiate(cfg.data, masks=masks))
+    total = 3 * 4  # 16 crops, batch 4
+    expected = [2e-4 * 0.5 * (1 + math.cos(math.pi * i / total)) for i in range(total)]
+    assert seen == pytest.approx(expected, rel=1e-6)
+    assert trainer.optimizers[0].param_groups[0]["initial_lr"] == pytest.approx(2e-4)

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.callbacks import Callback, ModelCheckpoint
+from pytorch_lightning.callbacks import Callback, ModelCheckpoint, Timer
 from pytorch_lightning.loggers import CSVLogger, WandbLogger
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
@@ -155,3 +155,55 @@ def _last_checkpoint(trainer: pl.Trainer) -> str:
         if isinstance(cb, ModelCheckpoint) and cb.last_model_path and Path(cb.last_model_path).is_file():
             return cb.last_model_path
     return "none written yet"
+
+
+def budget_fraction(
+    batches_done: int, total_batches: float | None, elapsed_s: float | None, duration_s: float | None
+) -> float:
+    """How much of the run's budget is spent: the larger of the batch fraction (``max_epochs``) and the time
+    fraction (``max_time``), clipped to [0, 1]; budgets that are not set (``None``) do not count."""
+    fractions = [0.0]
+    if total_batches:
+        fractions.append(batches_done / total_batches)
+    if duration_s:
+        fractions.append((elapsed_s or 0.0) / duration_s)
+    return min(max(fractions), 1.0)
+
+
+class BudgetCosineLR(Callback):
+    """Cosine learning-rate decay over the run's budget, whichever of ``trainer.max_epochs`` and
+    ``trainer.max_time`` ends first, updated before every batch.
+
+    An epoch-based cosine (``CosineAnnealingLR(T_max=max_epochs)``) never anneals when ``max_time`` stops the run
+    first, as on a machine slower than the one the recipe was fitted on; this one ends at ``min_lr_fraction`` of
+    each group's initial lr either way. The initial lr is kept in each param group (``initial_lr``), so it
+    travels with the optimizer state and a resumed run continues the same curve.
+    """
+
+    def __init__(self, min_lr_fraction: float = 0.0) -> None:
+        if not 0.0 <= min_lr_fraction <= 1.0:
+            raise ValueError(f"callbacks.budget_cosine.min_lr_fraction: expected [0, 1], got {min_lr_fraction}")
+        self.min_lr_fraction = float(min_lr_fraction)
+
+    def fraction(self, trainer: pl.Trainer) -> float:
+        total = None
+        if trainer.max_epochs is not None and trainer.max_epochs > 0 and trainer.num_training_batches != math.inf:
+            total = trainer.max_epochs * trainer.num_training_batches
+        timer = next((cb for cb in trainer.callbacks if isinstance(cb, Timer)), None)
+        elapsed = duration = None
+        if timer is not None and timer.time_remaining("train") is not None:
+            elapsed = timer.time_elapsed("train")
+            duration = elapsed + timer.time_remaining("train")
+        return budget_fraction(trainer.fit_loop.epoch_loop.total_batch_idx, total, elapsed, duration)
+
+    def scale(self, fraction: float) -> float:
+        return self.min_lr_fraction + (1.0 - self.min_lr_fraction) * 0.5 * (1.0 + math.cos(math.pi * fraction))
+
+    def on_train_batch_start(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
+        factor = self.scale(self.fraction(trainer))
+        for opt in trainer.optimizers:
+            for group in opt.param_groups:
+                group.setdefault("initial_lr", group["lr"])
+                group["lr"] = group["initial_lr"] * factor
