@@ -337,7 +337,9 @@ def test_budget_cosine_anneals_the_lr_per_batch_over_the_epochs(tiny_cfg, tmp_pa
     cfg = tiny_cfg("+experiment=l2_1", "trainer.max_epochs=3", "data.samples_per_epoch=16")
     masks = instantiate(cfg.masks)
     module = build_module(cfg, masks)
-    trainer = instantiate(cfg.trainer, logger=False, enable_checkpointing=False, callbacks=[BudgetCosineLR(), Record()])
+    trainer = instantiate(
+        cfg.trainer, logger=False, enable_checkpointing=False, callbacks=[BudgetCosineLR(), Record()]
+    )
     trainer.fit(module, datamodule=instantiate(cfg.data, masks=masks))
     total = 3 * 4  # 16 crops, batch 4
     expected = [2e-4 * 0.5 * (1 + math.cos(math.pi * i / total)) for i in range(total)]

@@ -182,12 +182,18 @@ class BudgetCosineLR(Callback):
 
     def __init__(self, min_lr_fraction: float = 0.0) -> None:
         if not 0.0 <= min_lr_fraction <= 1.0:
-            raise ValueError(f"callbacks.budget_cosine.min_lr_fraction: expected [0, 1], got {min_lr_fraction}")
+            raise ValueError(
+                f"callbacks.budget_cosine.min_lr_fraction: expected [0, 1], got {min_lr_fraction}"
+            )
         self.min_lr_fraction = float(min_lr_fraction)
 
     def fraction(self, trainer: pl.Trainer) -> float:
         total = None
-        if trainer.max_epochs is not None and trainer.max_epochs > 0 and trainer.num_training_batches != math.inf:
+        if (
+            trainer.max_epochs is not None
+            and trainer.max_epochs > 0
+            and trainer.num_training_batches != math.inf
+        ):
             total = trainer.max_epochs * trainer.num_training_batches
         timer = next((cb for cb in trainer.callbacks if isinstance(cb, Timer)), None)
         elapsed = duration = None
@@ -197,7 +203,9 @@ class BudgetCosineLR(Callback):
         return budget_fraction(trainer.fit_loop.epoch_loop.total_batch_idx, total, elapsed, duration)
 
     def scale(self, fraction: float) -> float:
-        return self.min_lr_fraction + (1.0 - self.min_lr_fraction) * 0.5 * (1.0 + math.cos(math.pi * fraction))
+        return self.min_lr_fraction + (1.0 - self.min_lr_fraction) * 0.5 * (
+            1.0 + math.cos(math.pi * fraction)
+        )
 
     def on_train_batch_start(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
