@@ -22,7 +22,7 @@ _PUBLIC = {
     "InpaintingDataModule": "ctx_inpaint.data.datamodule",
     "build_module": "ctx_inpaint.config",
     "compose_config": "ctx_inpaint.config",
-    "train": "ctx_inpaint.training.run",
+    "fit": "ctx_inpaint.training.run",  # training.run.train; not `train`, the CLI module ctx_inpaint.train
 }
 __all__ = [*_PUBLIC, "__version__"]
 
@@ -30,7 +30,7 @@ __all__ = [*_PUBLIC, "__version__"]
 def __getattr__(name: str) -> Any:
     if name not in _PUBLIC:
         raise AttributeError(f"module 'ctx_inpaint' has no attribute {name!r}")
-    value = getattr(importlib.import_module(_PUBLIC[name]), name)
+    value = getattr(importlib.import_module(_PUBLIC[name]), "train" if name == "fit" else name)
     globals()[name] = value
     return value
 

@@ -1,10 +1,11 @@
 """Refuse a bad config before anything is built, written or trained, with one line naming key, value and what
 is allowed.
 
-Checks: unfilled ``???`` values, ``_target_``s that do not import (with the group's options), choices, weights and
-fractions outside their ranges, sizes and counts, the adversarial settings against ``lambda_rec``, the data
-folders, ``ckpt_path``, and finally a dry build of the networks on PyTorch's ``meta`` device (no memory, no
-compute) with one forward pass, which catches input sizes an encoder or decoder cannot take.
+One rule, one place: constructors check what they can see (weights, choices, mask geometry, the adversarial
+settings against ``lambda_rec``), with ``errors.check_range``'s one message, and this check runs them through a
+dry build of masks and module on PyTorch's ``meta`` device (no memory, no compute) with one forward pass. What no
+constructor sees is checked here: unfilled ``???`` values, ``_target_``s that do not import (with the group's
+options), positive counts, optimizer settings, sizes across groups, ``ckpt_path`` and the data folders.
 """
 
 from __future__ import annotations
@@ -20,26 +21,15 @@ from omegaconf import DictConfig, OmegaConf
 
 from ctx_inpaint.config import build_module, group_options
 from ctx_inpaint.data.sources import resolve_files
-from ctx_inpaint.errors import ConfigError, instantiation_message, keyed
+from ctx_inpaint.errors import ConfigError, check_number, check_range, instantiation_message, keyed
 from ctx_inpaint.targets import importable, walk_targets
 
 _ABSENT = object()
 
 # key: (low, high, low inclusive, high inclusive)
 RANGES: dict[str, tuple[float, float, bool, bool]] = {
-    "model.lambda_rec": (0.0, 1.0, True, True),
-    "model.ssim_weight": (0.0, 1.0, True, True),
-    "data.val_fraction": (0.0, 1.0, False, False),
-    "masks.max_coverage": (0.0, 1.0, False, True),
-    "masks.density": (0.0, 1.0, True, True),
-    "masks.min_fraction": (0.0, 1.0, True, True),
-    "masks.max_fraction": (0.0, 1.0, True, True),
-    "model.bottleneck.dropout": (0.0, 1.0, True, False),
-    "masks.overlap_weight": (0.0, math.inf, True, True),
-    "masks.visible_weight": (0.0, math.inf, True, True),
     "optim.generator.lr": (0.0, math.inf, False, True),
     "optim.discriminator.lr": (0.0, math.inf, False, True),
-    "optim.g_lr_mult": (0.0, math.inf, False, True),
 }
 POSITIVE_INTS = (
     "data.input_size",
@@ -55,8 +45,6 @@ POSITIVE_INTS = (
     "callbacks.nonfinite_guard.check_every_n_batches",
 )
 CHOICES: dict[str, tuple[str, ...]] = {
-    "model.rec_loss": ("l1", "l2"),
-    "data.source": ("embedded", "folder", "paris"),
     "data.on_bad_image": ("skip", "error"),
 }
 
@@ -67,7 +55,6 @@ def check_config(cfg: DictConfig) -> None:
     _check_targets(cfg)
     _check_choices(cfg)
     _check_ranges(cfg)
-    _check_adversarial(cfg)
     _check_sizes(cfg)
     _check_ckpt_path(cfg)
     _check_data_paths(cfg)
@@ -106,21 +93,11 @@ def _check_choices(cfg: DictConfig) -> None:
             raise ConfigError(f"{key}: got {value!r}; expected one of {', '.join(allowed)}")
 
 
-def _number(key: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ConfigError(f"{key}: got {value!r}; expected a number")
-    return float(value)
-
-
 def _check_ranges(cfg: DictConfig) -> None:
     for key, (lo, hi, lo_in, hi_in) in RANGES.items():
         value = _get(cfg, key)
-        if value is _ABSENT or value is None:
-            continue
-        v = _number(key, value)
-        if not ((v >= lo if lo_in else v > lo) and (v <= hi if hi_in else v < hi)):
-            interval = f"{'[' if lo_in else '('}{lo:g}, {hi:g}{']' if hi_in else ')'}"
-            raise ConfigError(f"{key}: got {value}; expected a value in {interval}")
+        if value is not _ABSENT and value is not None:
+            check_range(key, value, lo, hi, lo_in, hi_in)
     for key in POSITIVE_INTS:
         value = _get(cfg, key)
         if value is _ABSENT or value is None:
@@ -131,37 +108,17 @@ def _check_ranges(cfg: DictConfig) -> None:
         betas = _get(cfg, f"optim.{name}.betas")
         if betas is _ABSENT or betas is None:
             continue
-        if len(betas) != 2 or not all(0.0 <= _number(f"optim.{name}.betas", b) < 1.0 for b in betas):
+        if len(betas) != 2 or not all(0.0 <= check_number(f"optim.{name}.betas", b) < 1.0 for b in betas):
             raise ConfigError(f"optim.{name}.betas: got {list(betas)}; expected two values in [0, 1)")
-
-
-def _check_adversarial(cfg: DictConfig) -> None:
-    lam = _get(cfg, "model.lambda_rec")
-    if lam is _ABSENT or lam is None:
-        return
-    disc = _get(cfg, "model.discriminator")
-    if lam == 1.0 and disc not in (None, _ABSENT):
-        raise ConfigError(
-            "model.discriminator: set, but model.lambda_rec=1 has no adversarial term; "
-            "pass model.discriminator=null (or lambda_rec < 1)"
-        )
-    if lam < 1.0 and disc in (None, _ABSENT):
-        raise ConfigError(
-            f"model.discriminator: null, but model.lambda_rec={lam} < 1 needs one; "
-            "choose model/discriminator=" + "|".join(group_options("model.discriminator"))
-        )
-    if lam < 1.0 and _get(cfg, "optim.discriminator") in (None, _ABSENT):
-        raise ConfigError(f"optim.discriminator: null, but model.lambda_rec={lam} < 1 trains a discriminator")
 
 
 def _check_sizes(cfg: DictConfig) -> None:
     size = _get(cfg, "data.input_size")
     if size is _ABSENT:
         return
-    for key in ("masks.image_size", "model.encoder.input_size"):
-        other = _get(cfg, key)
-        if other not in (_ABSENT, None) and other != size:
-            raise ConfigError(f"{key}: got {other}; expected data.input_size ({size})")
+    other = _get(cfg, "masks.image_size")  # the encoder's size against the masks': the module's own check
+    if other not in (_ABSENT, None) and other != size:
+        raise ConfigError(f"masks.image_size: got {other}; expected data.input_size ({size})")
     short = _get(cfg, "data.short_side")
     if short is not _ABSENT and short < size:
         raise ConfigError(f"data.short_side: got {short}; expected >= data.input_size ({size})")

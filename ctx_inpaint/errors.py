@@ -42,3 +42,22 @@ def instantiation_message(err: BaseException, default_key: str) -> str:
     found = re.search(r"full_key: (\S+)", str(err))
     cause = err.__cause__ if err.__cause__ is not None else err
     return keyed(str(cause), found.group(1) if found else default_key)
+
+
+def check_number(key: str, value: object) -> float:
+    """``value`` as a float, or a one-line ``ConfigError`` naming ``key`` (booleans and strings are refused)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ConfigError(f"{key}: got {value!r}; expected a number")
+    return float(value)
+
+
+def check_range(
+    key: str, value: object, lo: float, hi: float, lo_inclusive: bool = True, hi_inclusive: bool = True
+) -> float:
+    """The one range rule of every constructor and of the up-front check: ``value`` in the interval, else one
+    line ``key: got VALUE; expected a value in [lo, hi]`` (NaN is outside every interval)."""
+    v = check_number(key, value)
+    if not ((v >= lo if lo_inclusive else v > lo) and (v <= hi if hi_inclusive else v < hi)):
+        interval = f"{'[' if lo_inclusive else '('}{lo:g}, {hi:g}{']' if hi_inclusive else ')'}"
+        raise ConfigError(f"{key}: got {value}; expected a value in {interval}")
+    return v

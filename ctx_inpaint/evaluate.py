@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import math
 import sys
 import time
 from dataclasses import dataclass
@@ -108,30 +107,63 @@ def model_outputs(model: LoadedModel, samples: list[EvalSample], device: torch.d
     return outs
 
 
-def score(output: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> dict[str, float]:
-    """The four metrics of one image, computed by the same code as training validation."""
+def score_method(
+    name: str, outputs: list[torch.Tensor], samples: list[EvalSample]
+) -> tuple[list[dict[str, Any]], dict[str, float]]:
+    """Per-image rows and the pooled summary of one method, from one ``HiddenPixelMetrics`` (the code of training
+    validation): L1/L2 pooled over hidden pixels, PSNR and SSIM averaged per image."""
     metric = HiddenPixelMetrics()
-    metric.update(output[None], target[None], mask[None])
-    return {k: float(v) for k, v in metric.compute().items()}
+    rows = []
+    for i, (s, out) in enumerate(zip(samples, outputs)):
+        y, x = s.crop if s.crop is not None else ("", "")
+        values = metric.update(out[None], to_unit_range(s.image)[None], s.mask[None])
+        row = {"method": name, "index": i, "image": s.source, "crop_y": y, "crop_x": x}
+        row["hidden_pixels"] = int(s.mask.sum())
+        row.update({k: float(v[0]) for k, v in values.items()})
+        rows.append(row)
+    totals = {k: float(v) for k, v in metric.compute().items()}
+    summary = {
+        "l1_pct": 100 * totals["l1"],
+        "l2_pct": 100 * totals["l2"],
+        "psnr": totals["psnr"],
+        "ssim": totals["ssim"],
+        "images": len(outputs),
+    }
+    return rows, summary
 
 
-def summarize(rows: list[dict[str, Any]]) -> dict[str, float]:
-    """The summary of per-image rows (``score`` plus ``hidden_pixels``), as ``HiddenPixelMetrics`` pools them
-    over all images: L1 and L2 pooled over the hidden pixels (per-image values weighted by ``hidden_pixels``;
-    images without any are left out), PSNR and SSIM averaged per image. Summed in float64, so it agrees with
-    the float32 running sums of the torchmetrics objects to float32 rounding (a few parts in 10^7)."""
-    pooled = [r for r in rows if r["hidden_pixels"] > 0]
-    weight = math.fsum(r["hidden_pixels"] for r in pooled)
-
-    def pooled_mean(key: str) -> float:
-        if not weight:
-            return math.nan
-        return math.fsum(r[key] * r["hidden_pixels"] for r in pooled) / weight
-
-    def mean(key: str) -> float:
-        return math.fsum(r[key] for r in rows) / len(rows) if rows else math.nan
-
-    return {"l1": pooled_mean("l1"), "l2": pooled_mean("l2"), "psnr": mean("psnr"), "ssim": mean("ssim")}
+def build_samples(
+    model: LoadedModel | None,
+    images: Path | None,
+    protocol: str,
+    mask: str,
+    size: int,
+    short_side: int,
+    crops_per_image: int,
+    seed: int,
+) -> tuple[str, list[EvalSample], MaskGenerator, list[Path], str]:
+    """The protocol's images and masks: (protocol, samples, mask generator, files, description of the source)."""
+    paris = paris_folder(images)
+    if protocol == "auto":
+        protocol = "paris" if paris is not None else "crops"
+    if protocol == "paris":
+        if paris is None:
+            raise MissingDataError(f"--images: {images} is not and does not hold a paris_eval_gt/ folder")
+        files = list_images(paris, "--images")
+        masks: MaskGenerator = centre_masks_for(model, size)
+        return protocol, paris_samples(files, masks, size), masks, files, str(paris)
+    if protocol == "crops":
+        files = list_images(images, "--images") if images is not None else embedded_files()[1]
+        masks = centre_masks_for(model, size) if mask == "center" or model is None else model.masks
+        samples = crop_samples(files, masks, size, short_side, crops_per_image, seed)
+        return (
+            protocol,
+            samples,
+            masks,
+            files,
+            str(images) if images is not None else "embedded campus/holdout",
+        )
+    raise InputError(f"--protocol: expected auto, crops or paris, got {protocol!r}")
 
 
 def evaluate(
@@ -170,26 +202,9 @@ def evaluate(
     if mask not in ("auto", "center"):
         raise InputError(f"--mask: expected auto or center, got {mask!r}")
     images = Path(images).expanduser() if images is not None else None
-    paris = paris_folder(images)
-    if protocol == "auto":
-        protocol = "paris" if paris is not None else "crops"
-    if protocol == "paris":
-        if paris is None:
-            raise MissingDataError(f"--images: {images} is not and does not hold a paris_eval_gt/ folder")
-        files = list_images(paris, "--images")
-        masks: MaskGenerator = centre_masks_for(model, size)
-        samples = paris_samples(files, masks, size)
-        source = str(paris)
-    elif protocol == "crops":
-        files = list_images(images, "--images") if images is not None else embedded_files()[1]
-        if mask == "center" or model is None:
-            masks = centre_masks_for(model, size)
-        else:
-            masks = model.masks
-        samples = crop_samples(files, masks, size, short_side, crops_per_image, seed)
-        source = str(images) if images is not None else "embedded campus/holdout"
-    else:
-        raise InputError(f"--protocol: expected auto, crops or paris, got {protocol!r}")
+    protocol, samples, masks, files, source = build_samples(
+        model, images, protocol, mask, size, short_side, crops_per_image, seed
+    )
 
     methods: dict[str, list[torch.Tensor]] = {}
     if model is not None:
@@ -201,22 +216,8 @@ def evaluate(
 
     rows, summary = [], {}
     for name, outputs in methods.items():
-        scored = []
-        for i, (s, out) in enumerate(zip(samples, outputs)):
-            y, x = s.crop if s.crop is not None else ("", "")
-            row = {"method": name, "index": i, "image": s.source, "crop_y": y, "crop_x": x}
-            row["hidden_pixels"] = int(s.mask.sum())
-            row.update(score(out, to_unit_range(s.image), s.mask))
-            scored.append(row)
+        scored, summary[name] = score_method(name, outputs, samples)
         rows.extend(scored)
-        values = summarize(scored)
-        summary[name] = {
-            "l1_pct": 100 * values["l1"],
-            "l2_pct": 100 * values["l2"],
-            "psnr": values["psnr"],
-            "ssim": values["ssim"],
-            "images": len(outputs),
-        }
 
     result = {
         "checkpoint": str(checkpoint) if checkpoint is not None else None,

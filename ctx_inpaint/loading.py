@@ -18,8 +18,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from hydra._internal.utils import _locate  # what hydra.utils.instantiate resolves a _target_ with
-from hydra.utils import instantiate
+from hydra.utils import (
+    get_object,  # public; resolves a _target_ as hydra.utils.instantiate does
+    instantiate,
+)
 
 from ctx_inpaint.errors import UserError, one_line
 from ctx_inpaint.masks import MaskGenerator
@@ -121,7 +123,7 @@ def _refusal(section: str, target: str) -> str | None:
     if not _inside(target, packages):
         return "outside the allowed packages"
     try:
-        obj = _locate(target)  # imports only modules inside the allowed packages (checked just above)
+        obj = get_object(target)  # imports only modules inside the allowed packages (checked just above)
     except Exception:  # noqa: BLE001 - any failure to resolve is a refusal
         return "it does not resolve"
     if not inspect.isclass(obj):

@@ -5,7 +5,16 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from ctx_inpaint.errors import ConfigError
 from ctx_inpaint.metrics import hole_ssim
+
+REC_LOSSES = ("l1", "l2")
+
+
+def check_rec_loss(kind: str) -> str:
+    if kind not in REC_LOSSES:
+        raise ConfigError(f"model.rec_loss: got {kind!r}; expected one of {', '.join(REC_LOSSES)}")
+    return kind
 
 
 def masked_reconstruction(
@@ -19,12 +28,7 @@ def masked_reconstruction(
     (B, 1, h, w), from the mask generator's ``loss_weight``: 1 on the hole, the visible-pixel weight elsewhere.
     """
     diff = pred - target
-    if kind == "l2":
-        err = diff.square()
-    elif kind == "l1":
-        err = diff.abs()
-    else:
-        raise ValueError(f"model.rec_loss: unknown reconstruction loss {kind!r}; expected l1 or l2")
+    err = diff.square() if check_rec_loss(kind) == "l2" else diff.abs()
     return (err * weight.to(err.dtype)).mean()
 
 

@@ -9,8 +9,12 @@ over the whole image as ``train_random.lua`` by default, 10 with its ``useOverla
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
+
+from ctx_inpaint.errors import ConfigError, check_range
 
 # The original fills hidden pixels with the mean training pixel, (117, 104, 123) / 255.
 MEAN_FILL = (117.0 / 255.0, 104.0 / 255.0, 123.0 / 255.0)
@@ -75,10 +79,7 @@ class MaskGenerator:
 
 
 def _check_visible_weight(value: float, key: str = "masks.visible_weight") -> float:
-    value = float(value)
-    if not value >= 0:  # also refuses NaN
-        raise ValueError(f"{key}: expected a weight >= 0, got {value}")
-    return value
+    return check_range(key, value, 0.0, math.inf)
 
 
 class CenterMask(MaskGenerator):
@@ -90,9 +91,11 @@ class CenterMask(MaskGenerator):
         self, image_size: int = 128, target_size: int = 64, overlap: int = 4, overlap_weight: float = 10.0
     ) -> None:
         if not 0 < target_size <= image_size:
-            raise ValueError(f"mask.target_size: expected 0 < target_size <= {image_size}, got {target_size}")
+            raise ConfigError(
+                f"masks.target_size: expected 0 < target_size <= {image_size}, got {target_size}"
+            )
         if not 0 <= 2 * overlap < target_size:
-            raise ValueError(f"mask.overlap: expected 0 <= 2*overlap < {target_size}, got {overlap}")
+            raise ConfigError(f"masks.overlap: expected 0 <= 2*overlap < {target_size}, got {overlap}")
         self.image_size = image_size
         self.overlap = overlap
         self.overlap_weight = float(overlap_weight)
@@ -123,13 +126,12 @@ class RandomPatches(MaskGenerator):
         visible_weight: float = 1.0,
     ) -> None:
         if not 0 < min_size <= max_size <= image_size:
-            raise ValueError(
-                f"mask: expected 0 < min_size <= max_size <= {image_size}, got {min_size}, {max_size}"
+            raise ConfigError(
+                f"masks.min_size: expected 0 < min_size <= max_size <= {image_size}, got {min_size}, {max_size}"
             )
-        if not 0 < max_coverage <= 1:
-            raise ValueError(f"mask.max_coverage: expected a fraction in (0, 1], got {max_coverage}")
+        check_range("masks.max_coverage", max_coverage, 0.0, 1.0, lo_inclusive=False)
         if min_size * min_size > max_coverage * image_size * image_size:
-            raise ValueError("mask.min_size: a single patch would exceed max_coverage")
+            raise ConfigError("masks.min_size: a single patch would exceed masks.max_coverage")
         self.image_size = image_size
         self.max_patches = max_patches
         self.min_size = min_size
@@ -174,9 +176,12 @@ class RandomRegion(MaskGenerator):
         pattern_seed: int = 0,
         visible_weight: float = 1.0,
     ) -> None:
-        if not 0 <= min_fraction < max_fraction <= 1:
-            raise ValueError(
-                f"mask: expected 0 <= min_fraction < max_fraction <= 1, got {min_fraction}, {max_fraction}"
+        check_range("masks.density", density, 0.0, 1.0)
+        check_range("masks.min_fraction", min_fraction, 0.0, 1.0)
+        check_range("masks.max_fraction", max_fraction, 0.0, 1.0)
+        if not min_fraction < max_fraction:
+            raise ConfigError(
+                f"masks.min_fraction: got {min_fraction}; expected less than masks.max_fraction ({max_fraction})"
             )
         self.image_size = image_size
         self.noise_size = noise_size

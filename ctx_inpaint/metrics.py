@@ -44,16 +44,28 @@ class HiddenPixelMetrics(nn.Module):
         self.ssim = MeanMetric()
 
     @torch.no_grad()
-    def update(self, output: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> None:
-        """``output`` and ``target`` are (B, 3, H, W) in [0, 1]; ``mask`` is (B, 1, H, W), 1 = hidden."""
+    def update(
+        self, output: torch.Tensor, target: torch.Tensor, mask: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
+        """``output`` and ``target`` are (B, 3, H, W) in [0, 1]; ``mask`` is (B, 1, H, W), 1 = hidden.
+
+        Returns this batch's per-image values (B,) of each metric, so one object gives an evaluation's
+        per-image rows and its pooled summary."""
         output, target = output.float(), target.float()
         hidden = mask.expand_as(output).bool()
+        per_image: dict[str, list[torch.Tensor]] = {"l1": [], "l2": [], "psnr": []}
         for i in range(output.shape[0]):
             o, t = output[i][hidden[i]], target[i][hidden[i]]
             self.l1.update(o, t)
             self.l2.update(o, t)
             self.psnr.update(o.unsqueeze(0), t.unsqueeze(0))
-        self.ssim.update(hole_ssim(output, target, mask))
+            l2 = (o - t).square().mean()
+            per_image["l1"].append((o - t).abs().mean())
+            per_image["l2"].append(l2)
+            per_image["psnr"].append(-10 * torch.log10(l2))
+        ssim = hole_ssim(output, target, mask)
+        self.ssim.update(ssim)
+        return {k: torch.stack(v) for k, v in per_image.items()} | {"ssim": ssim}
 
     def compute(self) -> dict[str, torch.Tensor]:
         return {

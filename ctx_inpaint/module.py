@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -11,8 +12,9 @@ import torch
 from torch import nn
 from torchvision.utils import make_grid, save_image
 
+from ctx_inpaint.errors import ConfigError, check_range
 from ctx_inpaint.gan import GanParts, gan_step
-from ctx_inpaint.losses import hole_ssim_loss, masked_reconstruction
+from ctx_inpaint.losses import check_rec_loss, hole_ssim_loss, masked_reconstruction
 from ctx_inpaint.masks import MaskGenerator, composite, crop_box
 from ctx_inpaint.metrics import HiddenPixelMetrics, to_unit_range
 from ctx_inpaint.models.generator import Generator
@@ -47,28 +49,32 @@ class ContextEncoderModule(pl.LightningModule):
         compile: bool = False,
     ) -> None:
         super().__init__()
-        if not 0.0 <= lambda_rec <= 1.0:
-            raise ValueError(f"model.lambda_rec: expected a weight in [0, 1], got {lambda_rec}")
-        if rec_loss not in ("l1", "l2"):
-            raise ValueError(f"model.rec_loss: expected l1 or l2, got {rec_loss!r}")
-        if not 0.0 <= ssim_weight <= 1.0:
-            raise ValueError(f"model.ssim_weight: expected a weight in [0, 1], got {ssim_weight}")
+        lambda_rec = check_range("model.lambda_rec", lambda_rec, 0.0, 1.0)
+        check_rec_loss(rec_loss)
+        ssim_weight = check_range("model.ssim_weight", ssim_weight, 0.0, 1.0)
+        g_lr_mult = check_range("optim.g_lr_mult", g_lr_mult, 0.0, math.inf, lo_inclusive=False)
         self.automatic_optimization = False
         self.masks = masks
         if encoder.input_size != masks.image_size:
-            raise ValueError(
+            raise ConfigError(
                 f"model.encoder.input_size: {encoder.input_size} differs from the data/mask size {masks.image_size}"
             )
         self.generator = Generator(encoder, bottleneck, decoder, output_size=masks.output_size)
         self.discriminator: nn.Module | None = None
         if lambda_rec == 1.0 and discriminator is not None:
-            raise ValueError(
-                "model.discriminator: lambda_rec=1 has no adversarial term; set model.discriminator=null"
+            raise ConfigError(
+                "model.discriminator: set, but model.lambda_rec=1 has no adversarial term; "
+                "pass model.discriminator=null (or lambda_rec < 1)"
             )
         if lambda_rec < 1.0:
-            if discriminator is None or optimizer_d is None:
-                raise ValueError(
-                    f"model.discriminator: lambda_rec={lambda_rec} < 1 needs a discriminator and optim.discriminator"
+            if discriminator is None:
+                raise ConfigError(
+                    f"model.discriminator: null, but model.lambda_rec={lambda_rec} < 1 needs one; "
+                    "choose model/discriminator=dcgan"
+                )
+            if optimizer_d is None:
+                raise ConfigError(
+                    f"optim.discriminator: null, but model.lambda_rec={lambda_rec} < 1 trains a discriminator"
                 )
             self.discriminator = discriminator(input_size=masks.output_size)
             self.discriminator.apply(dcgan_init)
@@ -79,7 +85,7 @@ class ContextEncoderModule(pl.LightningModule):
         self.g_lr_mult = float(g_lr_mult) if 0.0 < lambda_rec < 1.0 else 1.0
         self.grid_images = grid_images
         if channels_last not in (True, False, "auto"):
-            raise ValueError(f"model.channels_last: expected true, false or auto, got {channels_last!r}")
+            raise ConfigError(f"model.channels_last: expected true, false or auto, got {channels_last!r}")
         self.channels_last, self.compile_networks = channels_last, bool(compile)
         self._nhwc = False  # the resolved memory format, set by apply_speed_settings
         self._speed_applied = False
@@ -137,8 +143,8 @@ class ContextEncoderModule(pl.LightningModule):
             optimizers.append(self.optimizer_d(self.discriminator.parameters()))
         if self.scheduler is None:
             return optimizers
-        schedulers = [{"scheduler": self.scheduler(opt), "interval": "epoch"} for opt in optimizers]
-        return optimizers, schedulers
+        # Stepped by on_train_epoch_end: under manual optimisation Lightning steps no scheduler itself.
+        return optimizers, [self.scheduler(opt) for opt in optimizers]
 
     def gan_parts(self, opt_g: torch.optim.Optimizer, opt_d: torch.optim.Optimizer | None) -> GanParts:
         """The networks, optimizers and loss settings one GAN step needs (``gan.gan_step``)."""

@@ -184,6 +184,7 @@ def test_flags_are_checked_before_loading_anything(tmp_path: Path, monkeypatch) 
 
 
 def test_each_image_is_scored_once_and_the_summary_pools_its_rows(tmp_path: Path, monkeypatch) -> None:
+    """One metric object per method gives the rows and the summary; they agree to float32 rounding."""
     import ctx_inpaint.metrics as metrics
 
     folder = tmp_path / "imgs"
@@ -208,7 +209,7 @@ def test_each_image_is_scored_once_and_the_summary_pools_its_rows(tmp_path: Path
         w = np.array([int(r["hidden_pixels"]) for r in rows], dtype=np.float64)
         col = {k: np.array([float(r[k]) for r in rows]) for k in ("l1", "l2", "psnr", "ssim")}
         m = result["methods"][name]
-        assert m["l1_pct"] == pytest.approx(100 * (col["l1"] * w).sum() / w.sum(), rel=1e-12)
-        assert m["l2_pct"] == pytest.approx(100 * (col["l2"] * w).sum() / w.sum(), rel=1e-12)
-        assert m["psnr"] == pytest.approx(col["psnr"].mean(), rel=1e-12)
-        assert m["ssim"] == pytest.approx(col["ssim"].mean(), rel=1e-12)
+        assert m["l1_pct"] == pytest.approx(100 * (col["l1"] * w).sum() / w.sum(), rel=1e-5)
+        assert m["l2_pct"] == pytest.approx(100 * (col["l2"] * w).sum() / w.sum(), rel=1e-5)
+        assert m["psnr"] == pytest.approx(col["psnr"].mean(), rel=1e-5)
+        assert m["ssim"] == pytest.approx(col["ssim"].mean(), rel=1e-5)

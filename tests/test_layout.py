@@ -89,10 +89,12 @@ def test_the_readme_code_map_names_every_module_and_only_those() -> None:
 
 def test_the_public_api_imports_and_the_readme_lists_it() -> None:
     import ctx_inpaint
-    from ctx_inpaint import ContextEncoderModule, Inpainter, InpaintingDataModule, load_model, train
+    import ctx_inpaint.train  # noqa: F401 - the CLI module must not shadow a public name
+    from ctx_inpaint import ContextEncoderModule, Inpainter, InpaintingDataModule, fit, load_model
     from ctx_inpaint.inference import Inpainter as Defined
+    from ctx_inpaint.training.run import train
 
-    assert Inpainter is Defined and callable(load_model) and callable(train)
+    assert Inpainter is Defined and callable(load_model) and fit is train
     assert ContextEncoderModule.__module__ == "ctx_inpaint.module"
     assert InpaintingDataModule.__module__ == "ctx_inpaint.data.datamodule"
     text = README.read_text()

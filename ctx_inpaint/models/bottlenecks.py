@@ -3,6 +3,7 @@
 import torch
 from torch import nn
 
+from ctx_inpaint.errors import check_range
 from ctx_inpaint.models.dense import DenseConv2d
 
 
@@ -39,6 +40,7 @@ class ChannelwiseFC(nn.Module):
         self.channelwise = nn.Conv2d(m, m * n * n, n, groups=m, bias=False)
         self.mix = nn.Conv2d(m, m, 1, bias=False)
         self.act = nn.LeakyReLU(0.2, inplace=True)
+        check_range("model.bottleneck.dropout", dropout, 0.0, 1.0, hi_inclusive=False)
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
         self.out_channels = m
         self.out_spatial = n
