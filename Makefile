@@ -104,7 +104,11 @@ bench-precision: ## Compare float32 and bf16-mixed gradients and 30 training ste
 	$(PY) -m ctx_inpaint.perf.precision_check +experiment=l2_0999 +check_steps=30 \
 		+out_json=$(BENCH_OUT)/precision_check_l2_0999.json hydra.run.dir=$${TMPDIR:-/tmp}/ctx_precision_run
 
+leak-check: ## Does the fill depend on hidden pixels? Two photos differing only in the hole, CKPT= (0 = no leak)
+	@test -n "$(CKPT)" || { echo "make leak-check: set CKPT=path/to/checkpoint.ckpt"; exit 2; }
+	$(PY) experiments/faithful/leak_check.py $(CKPT)
+
 clean: ## Remove run outputs (logs/) and caches, keep .venv
 	rm -rf logs .pytest_cache .ruff_cache
 
-.PHONY: help install train test lint format clean evaluate quality quality-train quality-train-tuned quality-probes ablations report bench-data bench bench-attempts bench-precision bench-ab
+.PHONY: leak-check help install train test lint format clean evaluate quality quality-train quality-train-tuned quality-probes ablations report bench-data bench bench-attempts bench-precision bench-ab
