@@ -57,7 +57,7 @@ SWEEPS = {"l2_weights", "losses", "optimizers", "architecture", "masks", "all"}
 
 # The shared tiny data/trainer overrides; widths and mask sizes are shrunk per experiment by _shrink (the mask
 # and network keys differ between experiments, e.g. random masks have no target_size).
-TINY = [o for o in SHARED_TINY if not o.startswith(("masks.", "model."))]
+TINY = list(SHARED_TINY)
 
 
 def _compose(overrides: list[str], output_dir: Path, hydra_cfg: bool = False):

@@ -25,7 +25,7 @@ STEP_LR = "optim.scheduler={_target_:torch.optim.lr_scheduler.StepLR,_partial_:t
 # 3 epochs of 3 batches, a GAN (two optimizer steps per batch) and a StepLR schedule: every kind of state.
 RUN = [
     "+experiment=l2_0999",
-    *[o for o in TINY if not o.startswith(("trainer.max_epochs", "data.samples_per_epoch", "logger="))],
+    *TINY,
     "model.discriminator.width=8",
     "data.samples_per_epoch=12",
     "trainer.max_epochs=3",
