@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +22,7 @@ from ctx_inpaint.cli import ArgumentParser, report_user_errors
 from ctx_inpaint.data.images import load_rgb
 from ctx_inpaint.data.sources import FORBIDDEN_NAMES, IMAGE_EXTENSIONS, list_images
 from ctx_inpaint.errors import InputError, MissingDataError
+from ctx_inpaint.files import atomic_write
 from ctx_inpaint.inference import MASK_MODES, Inpainter, check_margin, mask_to_bool, pick_device
 from ctx_inpaint.masks import MEAN_FILL
 
@@ -75,34 +77,93 @@ def preview(image: Image.Image, hole, result: Image.Image) -> Image.Image:
     return canvas
 
 
+Job = tuple[Path, Path | None, Path]  # input, its mask file (None = the centre hole), its result
+
+
 def run(
     inpainter: Inpainter, inputs: Path, mask: str, output: Path, with_preview: bool = False
 ) -> list[Path]:
     """Inpaint every input; returns the written result paths."""
+    return run_jobs(inpainter, plan_jobs(inputs, mask, output), output, with_preview)
+
+
+def plan_jobs(inputs: Path, mask: str, output: Path) -> list[Job]:
+    """Every input with its mask and result path, checked before any model is loaded or file written: a missing
+    mask or a result that would replace an input is refused up front, not after partial output."""
     root, files = list_inputs(inputs)
+    out_dir = output.resolve()
+    if out_dir != root.resolve():  # an output folder inside the inputs: its earlier results are not inputs
+        files = [f for f in files if not f.resolve().is_relative_to(out_dir)]
+    if not files:
+        raise MissingDataError(f"--input: {inputs} holds no images outside the output folder {output}")
     mask_path = None if mask in MASK_MODES else Path(mask).expanduser()
     if mask_path is not None and not mask_path.exists():
         raise MissingDataError(
             f"--mask: {mask} is neither a mode ({', '.join(MASK_MODES)}) nor an existing file/folder"
         )
+    plan = plan_outputs(root, files, output)
+    jobs = []
+    for path in files:
+        source = (
+            find_mask(mask_path, path.relative_to(root))
+            if mask_path is not None and mask_path.is_dir()
+            else mask_path
+        )
+        jobs.append((path, source, plan[path]))
+    return jobs
+
+
+def run_jobs(inpainter: Inpainter, jobs: list[Job], output: Path, with_preview: bool = False) -> list[Path]:
     output.mkdir(parents=True, exist_ok=True)
     written = []
-    for path in tqdm(files, desc="inpaint", unit="img", disable=len(files) < 2 or None):
-        rel = path.relative_to(root)
+    for path, source, target in tqdm(jobs, desc="inpaint", unit="img", disable=len(jobs) < 2 or None):
         image = open_image(path)
-        if mask_path is None:
-            hole = inpainter.center_mask(image.height, image.width)
-        else:
-            source = find_mask(mask_path, rel) if mask_path.is_dir() else mask_path
-            hole = load_mask(source, image.size)
+        hole = (
+            inpainter.center_mask(image.height, image.width)
+            if source is None
+            else load_mask(source, image.size)
+        )
+        if bool(hole.all()):
+            warnings.warn(
+                f"{source}: the mask hides every pixel of {path}; the result is the model's guess from no context",
+                stacklevel=2,
+            )
         result = inpainter(image, hole)
-        target = output / rel.with_suffix(".png")
-        target.parent.mkdir(parents=True, exist_ok=True)
-        result.save(target)
+        save_png(result, target)
         written.append(target)
         if with_preview:
-            preview(image, hole, result).save(target.with_name(target.stem + "_preview.png"))
+            save_png(preview(image, hole, result), target.with_name(target.stem + "_preview.png"))
     return written
+
+
+def save_png(image: Image.Image, target: Path) -> None:
+    """Write a PNG atomically: concurrent runs and kills never leave a truncated file."""
+    atomic_write(target, lambda f: image.save(f, format="PNG"))
+
+
+def plan_outputs(root: Path, files: list[Path], output: Path) -> dict[Path, Path]:
+    """Each input's result path under ``output``: ``rel.png``, or ``rel_EXT.png`` where two inputs (``a.jpg``,
+    ``a.png``) would share one. Refused in one line, before anything is written, when a result (or its preview)
+    would replace an input."""
+    targets: dict[Path, Path] = {}
+    by_name: dict[Path, list[Path]] = {}
+    for path in files:
+        by_name.setdefault(path.relative_to(root).with_suffix(".png"), []).append(path)
+    for rel, paths in by_name.items():
+        for path in paths:
+            name = (
+                rel if len(paths) == 1 else rel.with_name(f"{rel.stem}_{path.suffix.lstrip('.').lower()}.png")
+            )
+            targets[path] = output / name
+    inputs = {p.resolve() for p in files}
+    for path, target in targets.items():
+        for out in (target, target.with_name(target.stem + "_preview.png")):
+            if out.resolve() in inputs:
+                raise InputError(
+                    f"--output: the result of {path} would overwrite the input {out}; expected an output folder "
+                    "that holds none of the results' names"
+                )
+    return targets
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -120,10 +181,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     with report_user_errors():
-        inpainter = Inpainter.from_checkpoint(args.checkpoint, device=pick_device(args.device, "--device"))
+        device = pick_device(args.device, "--device")
+        output = Path(args.output)
+        jobs = plan_jobs(Path(args.input).expanduser(), args.mask, output)  # before the model load (seconds)
+        inpainter = Inpainter.from_checkpoint(args.checkpoint, device=device)
         if inpainter.hidden_box is None:  # whole-image models: the margin sizes their windows
             inpainter.margin = check_margin(args.margin, "--margin")
-        written = run(inpainter, Path(args.input).expanduser(), args.mask, Path(args.output), args.preview)
+        written = run_jobs(inpainter, jobs, output, args.preview)
     print(f"[ctx-inpaint] wrote {len(written)} image(s) to {args.output}", flush=True)
     return 0
 

@@ -189,6 +189,16 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> LoadedMo
     config = dict(ckpt[CONFIG_KEY])
     generator, masks = build_generator(config, source=str(path))
     weights = generator_state(ckpt["state_dict"])
+    bad = [
+        k
+        for k, v in weights.items()
+        if isinstance(v, torch.Tensor) and v.is_floating_point() and not bool(torch.isfinite(v).all())
+    ]
+    if bad:
+        raise CheckpointError(
+            f"{path}: {len(bad)} generator tensor(s) hold NaN or inf values (first: {bad[0]}); the run diverged "
+            "before this save, expected finite weights"
+        )
     try:
         generator.load_state_dict(weights, strict=True)
     except RuntimeError as err:

@@ -324,3 +324,125 @@ def test_result_never_depends_on_the_hidden_pixels(
         ta = inpainter(torch.from_numpy(base.copy()).permute(2, 0, 1).float() / 255, torch.from_numpy(hole))
         tb = inpainter(torch.from_numpy(other).permute(2, 0, 1).float() / 255, torch.from_numpy(hole))
         assert torch.equal(ta, tb), f"{name} hole, {w}x{h}, tensor input: the fill depends on hidden pixels"
+
+
+def test_an_image_over_the_pixel_limit_is_refused_before_decoding(tmp_path: Path, monkeypatch) -> None:
+    """A 20000x20000 PNG of a few KB (a decompression bomb) is refused from its header, in one line."""
+    from ctx_inpaint.data.images import MAX_PIXELS_ENV, load_rgb
+    from ctx_inpaint.errors import DataError
+
+    bomb = tmp_path / "bomb.png"
+    Image.new("1", (20000, 20000)).save(bomb)
+    assert bomb.stat().st_size < 100_000
+    with pytest.raises(DataError) as err:
+        load_rgb(bomb)
+    assert "20000x20000" in str(err.value) and MAX_PIXELS_ENV in str(err.value) and "\n" not in str(err.value)
+    small = tmp_path / "small.png"
+    photo(40, 30).save(small)
+    monkeypatch.setenv(MAX_PIXELS_ENV, "1000")  # the limit is configurable: 40x30 = 1200 pixels is over it
+    with pytest.raises(DataError, match="1,200 pixels"):
+        load_rgb(small)
+    monkeypatch.setenv(MAX_PIXELS_ENV, "2000")
+    assert load_rgb(small).shape == (3, 30, 40)
+
+
+@pytest.mark.parametrize("ext", ["gif", "png", "tiff"])
+def test_multi_frame_images_give_their_first_frame(tmp_path: Path, ext: str) -> None:
+    from ctx_inpaint.data.images import load_rgb
+
+    frames = [Image.fromarray(np.full((12, 16, 3), 40 * i, np.uint8)) for i in range(3)]
+    path = tmp_path / f"anim.{ext}"
+    frames[0].save(path, save_all=True, append_images=frames[1:])
+    img = load_rgb(path)
+    assert img.shape == (3, 12, 16) and int(img.float().mean()) == 0  # frame 0 is black
+    disguised = tmp_path / "anim_gif.jpg"  # a GIF named .jpg, as a training folder may hold
+    disguised.write_bytes((tmp_path / f"anim.{ext}").read_bytes())
+    assert load_rgb(disguised).shape == (3, 12, 16)
+
+
+def test_cli_never_overwrites_inputs_and_disambiguates_names(
+    center_ckpt: Path, tmp_path: Path, capsys
+) -> None:
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    photo(40, 32, seed=1).save(folder / "a.png")
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+    # Writing into the input folder would replace a.png: refused, nothing written, nothing changed.
+    assert exit_status(main, ["-c", str(center_ckpt), "-i", str(folder), "-o", str(folder)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("ctx-inpaint: error: --output: ") and "a.png" in err and "\n" not in err
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
+    assert exit_status(main, ["-c", str(center_ckpt), "-i", str(folder / "a.png"), "-o", str(folder)]) == 1
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
+    capsys.readouterr()
+    photo(40, 32, seed=2).save(folder / "a.jpg")
+    # a.jpg and a.png get two results, not one; a second run does not read the first run's results as inputs.
+    out = folder / "out"
+    for _ in range(2):
+        assert main(["-c", str(center_ckpt), "-i", str(folder), "-o", str(out)]) == 0
+        assert "wrote 2 image(s)" in capsys.readouterr().out
+    assert sorted(p.name for p in out.iterdir()) == ["a_jpg.png", "a_png.png"]
+    assert not list(out.glob(".*"))  # no temporary files left
+
+
+def test_results_are_written_atomically(tmp_path: Path, monkeypatch) -> None:
+    """A writer that dies half-way leaves no file at the target and no temporary file."""
+    from ctx_inpaint.inpaint import save_png
+
+    target = tmp_path / "r.png"
+    image = photo(20, 10)
+    real = Image.Image.save
+
+    def dies(self, fp, *args, **kwargs):
+        fp.write(b"\x89PNG half")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(Image.Image, "save", dies)
+    with pytest.raises(OSError):
+        save_png(image, target)
+    assert list(tmp_path.iterdir()) == []
+    monkeypatch.setattr(Image.Image, "save", real)
+    save_png(image, target)
+    assert np.array_equal(np.asarray(Image.open(target)), np.asarray(image))
+
+
+def test_a_checkpoint_with_non_finite_weights_is_refused(center_ckpt: Path, tmp_path: Path) -> None:
+    from ctx_inpaint.loading import CheckpointError, load_model
+
+    ckpt = torch.load(center_ckpt, weights_only=True)
+    key = next(k for k in ckpt["state_dict"] if k.startswith("generator.") and k.endswith("weight"))
+    ckpt["state_dict"][key] = torch.full_like(ckpt["state_dict"][key], float("nan"))
+    bad = tmp_path / "nan.ckpt"
+    torch.save(ckpt, bad)
+    with pytest.raises(CheckpointError, match="NaN or inf"):
+        load_model(bad)
+
+
+def test_input_and_mask_problems_are_found_before_the_model_loads(
+    tmp_path: Path, monkeypatch, capsys
+) -> None:
+    """A folder missing one mask stops before any output and before the checkpoint is read."""
+    import ctx_inpaint.inpaint as cli
+
+    def no_loading(*args, **kwargs):
+        raise AssertionError("the model was loaded before the inputs were checked")
+
+    monkeypatch.setattr(cli.Inpainter, "from_checkpoint", no_loading)
+    photos, masks = tmp_path / "photos", tmp_path / "masks"
+    photos.mkdir(), masks.mkdir()
+    for name in ("a", "b"):
+        photo(40, 32).save(photos / f"{name}.png")
+    Image.fromarray(np.zeros((32, 40), np.uint8)).save(masks / "a.png")  # no mask for b
+    args = [
+        "-c",
+        str(tmp_path / "model.ckpt"),
+        "-i",
+        str(photos),
+        "-m",
+        str(masks),
+        "-o",
+        str(tmp_path / "out"),
+    ]
+    assert exit_status(main, args) == 1
+    err = capsys.readouterr().err
+    assert "--mask: no mask for b.png" in err and not (tmp_path / "out").exists()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -12,21 +14,67 @@ from torchvision.transforms.v2 import functional as TF
 
 from ctx_inpaint.errors import DataError
 
+MAX_PIXELS_ENV = "CTX_INPAINT_MAX_PIXELS"
+# 100 megapixels (a 12,000 x 8,000 photo): decoding takes about 46 bytes per pixel at its peak, so this bounds one
+# image to a few GB; a 48 KB PNG can claim 20,000 x 20,000 pixels and take 24 GB.
+DEFAULT_MAX_PIXELS = 100_000_000
+
+
+def max_pixels() -> int:
+    """The pixel limit of every reader of user images (``CTX_INPAINT_MAX_PIXELS`` overrides the default)."""
+    raw = os.environ.get(MAX_PIXELS_ENV)
+    if raw is None:
+        return DEFAULT_MAX_PIXELS
+    try:
+        value = int(raw)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise DataError(f"{MAX_PIXELS_ENV}: got {raw!r}; expected a positive number of pixels")
+    return value
+
+
+def check_pixels(path: Path) -> None:
+    """Refuse an image whose header claims more pixels than ``max_pixels()``, before anything is decoded."""
+    limit = max_pixels()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            saved, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None  # our limit, our message
+            try:
+                with Image.open(path) as pil:  # reads the header only
+                    width, height = pil.size
+            finally:
+                Image.MAX_IMAGE_PIXELS = saved
+    except Exception:  # noqa: BLE001 - not an image PIL knows: the decoders below say so
+        return
+    if width * height > limit:
+        raise DataError(
+            f"{path}: {width}x{height} is {width * height:,} pixels, over the limit of {limit:,} "
+            f"(set {MAX_PIXELS_ENV} to allow larger images)"
+        )
+
 
 def load_rgb(path: str | Path) -> torch.Tensor:
     """Decode any common image file to a (3, H, W) uint8 RGB tensor, EXIF orientation applied.
 
+    Every reader of user images (training sources, inpaint, evaluate) comes here: images over the pixel limit
+    are refused before decoding, and animated files (GIF, APNG, multi-page TIFF) give their first frame.
     torchvision's decoder handles the usual files; PIL takes what it refuses (CMYK JPEGs, 16-bit PNGs...).
     """
     path = Path(path)
+    check_pixels(path)
     try:
         img = decode_image(str(path), mode=ImageReadMode.RGB, apply_exif_orientation=True)
+        if img.dim() == 4:  # an animated GIF: (frames, 3, H, W)
+            img = img[0]
         if img.dtype == torch.uint8:
-            return img
+            return img.contiguous()
     except (RuntimeError, ValueError):
         pass
     try:
         with Image.open(path) as pil:
+            pil.seek(0)  # the first frame of a multi-frame file
             pil = ImageOps.exif_transpose(pil)
             if pil.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
                 pil = Image.fromarray(_high_depth_to_uint8(np.asarray(pil), pil.mode))

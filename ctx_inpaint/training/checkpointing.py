@@ -14,7 +14,6 @@ Resume a run that was killed by repeating its command with the same run dir and 
 
 from __future__ import annotations
 
-import os
 import random
 from pathlib import Path
 from typing import Any
@@ -29,6 +28,7 @@ from pytorch_lightning.plugins.io import TorchCheckpointIO
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 from pytorch_lightning.utilities.rank_zero import rank_zero_info
 
+from ctx_inpaint.files import atomic_write
 from ctx_inpaint.loading import load_checkpoint
 
 RNG_KEY = "ctx_inpaint_rng"
@@ -174,29 +174,7 @@ class ResumableCheckpoint(ModelCheckpoint):
 # ---- atomic writes, safe reads ----------------------------------------------------------------------
 def atomic_torch_save(obj: Any, path: str | Path) -> None:
     """``torch.save`` to ``path`` through a temporary file in the same folder, then rename over it."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # Hidden and without the .ckpt suffix: never taken for a checkpoint by ckpt_path=last or top-k cleanup.
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    try:  # make the rename itself durable
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(dir_fd)
-    except OSError:
-        pass
-    finally:
-        os.close(dir_fd)
+    atomic_write(path, lambda f: torch.save(obj, f))
 
 
 def _is_local(path: _PATH) -> bool:
