@@ -55,6 +55,7 @@ def check_config(cfg: DictConfig) -> None:
     _check_targets(cfg)
     _check_choices(cfg)
     _check_ranges(cfg)
+    _check_trainer(cfg)
     _check_sizes(cfg)
     _check_ckpt_path(cfg)
     _check_data_paths(cfg)
@@ -110,6 +111,36 @@ def _check_ranges(cfg: DictConfig) -> None:
             continue
         if len(betas) != 2 or not all(0.0 <= check_number(f"optim.{name}.betas", b) < 1.0 for b in betas):
             raise ConfigError(f"optim.{name}.betas: got {list(betas)}; expected two values in [0, 1)")
+
+
+# What the module logs (module.py: _log_train, on_validation_epoch_end): what a checkpoint callback can monitor.
+MONITORABLE = ("val/psnr", "val/ssim", "val/l1", "val/l2", "train/loss_rec_epoch")
+# key: lowest allowed integer (Lightning's -1 = no limit for max_epochs / max_steps)
+INTS_AT_LEAST = {"seed": 0, "trainer.max_epochs": -1, "trainer.max_steps": -1, "data.num_workers": 0}
+
+
+def _check_trainer(cfg: DictConfig) -> None:
+    """Values Lightning and the data loader would only refuse with a traceback, some after a whole epoch."""
+    for key, low in INTS_AT_LEAST.items():
+        value = _get(cfg, key)
+        if value is _ABSENT or value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise ConfigError(f"{key}: got {value!r}; expected an integer >= {low}")
+    for key in ("trainer.limit_train_batches", "trainer.limit_val_batches"):
+        value = _get(cfg, key)
+        if value is _ABSENT or value is None:
+            continue
+        ok = not isinstance(value, bool) and (
+            (isinstance(value, int) and value >= 0) or (isinstance(value, float) and 0.0 <= value <= 1.0)
+        )
+        if not ok:
+            raise ConfigError(f"{key}: got {value!r}; expected a batch count >= 0 or a fraction in [0, 1]")
+    monitor = _get(cfg, "callbacks.model_checkpoint.monitor")
+    if monitor not in (_ABSENT, None) and monitor not in MONITORABLE:
+        raise ConfigError(
+            f"callbacks.model_checkpoint.monitor: got {monitor!r}; expected null or one of {', '.join(MONITORABLE)}"
+        )
 
 
 def _check_sizes(cfg: DictConfig) -> None:

@@ -302,14 +302,31 @@ def write_grid(path: Path, samples: list[EvalSample], methods: dict[str, list[to
 
 
 # ---- CLI -------------------------------------------------------------------------------------------
-def positive_int(text: str) -> int:
-    """argparse type: an integer >= 1 (argparse names the flag and exits with status 2)."""
+def int_at_least(low: int):
+    """argparse type: an integer >= ``low`` (the parser names the flag: one line, exit 1)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = low - 1
+        if value < low:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {low}, got {text!r}")
+        return value
+
+    return parse
+
+
+positive_int = int_at_least(1)
+
+
+def positive_float(text: str) -> float:
     try:
-        value = int(text)
+        value = float(text)
     except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+        value = float("nan")
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}")
     return value
 
 
@@ -327,7 +344,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--mask", default="auto", choices=["auto", "center"], help="auto: the checkpoint's own masks"
     )
     p.add_argument("--baselines", default="mean,telea,ns", help="comma list of mean,telea,ns ('' for none)")
-    p.add_argument("--input-size", type=int, default=128, help="image size without a checkpoint")
+    # 16: the smallest crop whose centre hole (inner 7/16 of the side) is not empty
+    p.add_argument("--input-size", type=int_at_least(16), default=128, help="image size without a checkpoint")
     p.add_argument(
         "--short-side", type=positive_int, help="photos' shorter side (default: the checkpoint's, else 350)"
     )
@@ -339,9 +357,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--seed", type=int, help="crop and mask seed (default: the checkpoint's val seed, else 1234)"
     )
-    p.add_argument("--radius", type=float, default=3.0, help="OpenCV inpainting radius")
+    p.add_argument("--radius", type=positive_float, default=3.0, help="OpenCV inpainting radius")
     p.add_argument("--batch-size", type=positive_int, default=32)
-    p.add_argument("--grid", type=int, default=0, help="write samples.png with this many rows")
+    p.add_argument("--grid", type=int_at_least(0), default=0, help="write samples.png with this many rows")
     p.add_argument("--device", default="auto")
     return p.parse_args(argv)
 

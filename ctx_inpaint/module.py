@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
 import torch
+from hydra.utils import instantiate
 from torch import nn
 from torchvision.utils import make_grid, save_image
 
 from ctx_inpaint.errors import ConfigError, check_range
 from ctx_inpaint.gan import GanParts, gan_step
+from ctx_inpaint.loading import CONFIG_KEY, check_targets, load_checkpoint
 from ctx_inpaint.losses import check_rec_loss, hole_ssim_loss, masked_reconstruction
 from ctx_inpaint.masks import MaskGenerator, composite, crop_box
 from ctx_inpaint.metrics import HiddenPixelMetrics, to_unit_range
@@ -244,7 +247,44 @@ class ContextEncoderModule(pl.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # Plain containers only, so the checkpoint loads with torch.load(weights_only=True).
         if self.model_config is not None:
-            checkpoint["ctx_inpaint_config"] = self.model_config
+            checkpoint[CONFIG_KEY] = self.model_config
+
+    @classmethod
+    def load_from_checkpoint(  # type: ignore[override]
+        cls,
+        checkpoint_path: str | Path,
+        map_location: Any = None,
+        hparams_file: Any = None,
+        strict: bool | None = None,
+        optimizer_g: OptimizerFactory | None = None,
+        optimizer_d: OptimizerFactory | None = None,
+        **kwargs: Any,
+    ) -> ContextEncoderModule:
+        """Lightning's loading for our checkpoints: the module is rebuilt from the config the checkpoint carries
+        (read weights-only; every ``_target_`` must be one of this package's model or mask classes), then its
+        weights are loaded. Checkpoints carry no optimizer config: ``optimizer_g`` / ``optimizer_d`` default to
+        the paper's Adam (lr 2e-4, beta1 0.5); ``kwargs`` override module arguments."""
+        path = str(checkpoint_path)
+        ckpt = load_checkpoint(path)
+        config = dict(ckpt[CONFIG_KEY])
+        check_targets(config, path)
+        masks = instantiate(dict(config["masks"]))
+        model = {k: v for k, v in dict(config["model"]).items() if k not in LEGACY_KEYS}
+        adam = partial(torch.optim.Adam, lr=2e-4, betas=(0.5, 0.999))
+        module = instantiate(
+            {**model, "_target_": f"{cls.__module__}.{cls.__qualname__}"},
+            masks=masks,
+            optimizer_g=optimizer_g or adam,
+            optimizer_d=(optimizer_d or adam) if model.get("discriminator") is not None else None,
+            **kwargs,
+        )
+        module.load_state_dict(ckpt["state_dict"], strict=True if strict is None else strict)
+        module.model_config = config
+        return module.to(map_location) if isinstance(map_location, str | torch.device) else module
+
+
+# Module arguments older checkpoints may carry that the module no longer takes.
+LEGACY_KEYS = ("reuse_d_forward",)
 
 
 # Half the 11x11 SSIM window: context pixels within it count towards the SSIM of the hole's edge pixels.

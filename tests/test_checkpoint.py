@@ -164,3 +164,18 @@ def test_config_from_another_version_is_one_error_line(center_ckpt: Path, tmp_pa
     with pytest.raises(CheckpointError, match="cannot rebuild the model") as err:
         load_model(older)
     assert "renamed_option" in one_line_error(err, older)
+
+
+def test_lightning_load_from_checkpoint_rebuilds_the_module_from_its_config(center_ckpt: Path) -> None:
+    """``ContextEncoderModule.load_from_checkpoint(path)`` works with nothing but the checkpoint (weights-only)."""
+    from ctx_inpaint.module import ContextEncoderModule
+
+    module = ContextEncoderModule.load_from_checkpoint(center_ckpt)
+    state = torch.load(center_ckpt, weights_only=True)["state_dict"]
+    for key, value in module.state_dict().items():
+        assert torch.equal(value, state[key]), key
+    assert module.discriminator is not None and module.lambda_rec == pytest.approx(0.999)
+    module.eval()
+    with torch.no_grad():
+        out = module(torch.zeros(2, 3, module.masks.image_size, module.masks.image_size))
+    assert out.shape == (2, 3, module.masks.output_size, module.masks.output_size)

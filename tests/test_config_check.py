@@ -62,6 +62,18 @@ CASES = {
     "negative learning rate": (["optim.generator.lr=-1"], ["optim.generator.lr", "-1", "(0, inf]"]),
     "beta outside [0, 1)": (["optim.generator.betas=[0.5,1.5]"], ["optim.generator.betas", "1.5", "[0, 1)"]),
     "missing checkpoint": (["ckpt_path=/nope/last.ckpt"], ["ckpt_path", "/nope/last.ckpt", "'last'"]),
+    "epochs not a number": (["trainer.max_epochs=abc"], ["trainer.max_epochs", "'abc'", "integer >= -1"]),
+    "fractional epochs": (["trainer.max_epochs=1.5"], ["trainer.max_epochs", "1.5", "integer"]),
+    "batch limit not a number": (
+        ["trainer.limit_train_batches=abc"],
+        ["trainer.limit_train_batches", "'abc'"],
+    ),
+    "seed not a number": (["seed=abc"], ["seed", "'abc'", "integer >= 0"]),
+    "negative workers": (["data.num_workers=-1"], ["data.num_workers", "-1", "integer >= 0"]),
+    "monitor nothing logs": (
+        ["callbacks.model_checkpoint.monitor=val/nonexistent"],
+        ["callbacks.model_checkpoint.monitor", "val/nonexistent", "val/psnr"],
+    ),
     "missing data folder": (
         ["data=folder", "data.root=/nope/photos"],
         ["data.root", "/nope/photos", "folder"],

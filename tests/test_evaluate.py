@@ -144,10 +144,13 @@ def test_cli_errors_are_one_line(problem: str, tmp_path: Path, capsys) -> None:
 @pytest.mark.parametrize(
     ("flags", "named"),
     [
-        (["--crops-per-image", "0"], "argument --crops-per-image: expected a positive integer, got '0'"),
-        (["--batch-size", "0"], "argument --batch-size: expected a positive integer, got '0'"),
-        (["--short-side", "-5"], "argument --short-side: expected a positive integer, got '-5'"),
-        (["--short-side", "big"], "argument --short-side: expected a positive integer, got 'big'"),
+        (["--crops-per-image", "0"], "argument --crops-per-image: expected an integer >= 1, got '0'"),
+        (["--batch-size", "0"], "argument --batch-size: expected an integer >= 1, got '0'"),
+        (["--short-side", "-5"], "argument --short-side: expected an integer >= 1, got '-5'"),
+        (["--short-side", "big"], "argument --short-side: expected an integer >= 1, got 'big'"),
+        (["--radius", "-1"], "argument --radius: expected a number > 0, got '-1'"),
+        (["--grid", "-3"], "argument --grid: expected an integer >= 0, got '-3'"),
+        (["--input-size", "7"], "argument --input-size: expected an integer >= 16, got '7'"),
     ],
 )
 def test_cli_non_positive_counts_are_refused_naming_the_flag(

@@ -345,3 +345,25 @@ def test_budget_cosine_anneals_the_lr_per_batch_over_the_epochs(tiny_cfg, tmp_pa
     expected = [2e-4 * 0.5 * (1 + math.cos(math.pi * i / total)) for i in range(total)]
     assert seen == pytest.approx(expected, rel=1e-6)
     assert trainer.optimizers[0].param_groups[0]["initial_lr"] == pytest.approx(2e-4)
+
+
+def test_a_second_run_in_a_busy_run_dir_is_refused_naming_the_holder(tiny_cfg) -> None:
+    """While one run holds the run dir, another is refused in one line before it writes anything."""
+    import fcntl
+
+    from ctx_inpaint.errors import UserError
+    from ctx_inpaint.training.run import LOCK_FILE
+
+    cfg = tiny_cfg("+experiment=l2_1")
+    run_dir = Path(cfg.paths.output_dir)
+    run_dir.mkdir(parents=True)
+    with open(run_dir / LOCK_FILE, "a+") as held:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        held.write("4242\n")
+        held.flush()
+        with pytest.raises(UserError) as err:
+            train(cfg)
+        assert "pid 4242" in str(err.value) and str(run_dir) in str(err.value) and "\n" not in str(err.value)
+        assert not (run_dir / "config_resolved.yaml").exists() and not (run_dir / "metrics.csv").exists()
+    metrics = train(cfg)  # released: the run goes ahead
+    assert "val/psnr" in metrics
