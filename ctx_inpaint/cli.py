@@ -17,8 +17,6 @@ from omegaconf.errors import OmegaConfBaseException
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from ctx_inpaint.errors import UserError, instantiation_message, one_line
-from ctx_inpaint.loading import CheckpointError
-from ctx_inpaint.training.callbacks import NonFiniteLossError
 
 PREFIX = "ctx-inpaint: error:"
 USER_ERROR_EXIT = 1
@@ -35,7 +33,7 @@ class ArgumentParser(argparse.ArgumentParser):
     """argparse with the policy's error line and exit status (argparse's own: a usage block and status 2)."""
 
     def error(self, message: str) -> None:  # type: ignore[override]
-        fail(f"{message} (python {self.prog.removeprefix('python ')} --help for usage)")
+        fail(f"{message} (--help for usage)")
 
 
 @contextmanager
@@ -55,7 +53,7 @@ def report_user_errors() -> Iterator[None]:
             flush=True,
         )
         sys.exit(SIGTERM_EXIT)
-    except (UserError, CheckpointError, NonFiniteLossError, OmegaConfBaseException) as err:
+    except (UserError, OmegaConfBaseException) as err:  # checkpoints, data, diverged runs are UserErrors
         _exit_with(err)
     except InstantiationException as err:  # a constructor refused its arguments
         _exit_with(instantiation_message(err, "config"))

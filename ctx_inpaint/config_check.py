@@ -31,19 +31,24 @@ RANGES: dict[str, tuple[float, float, bool, bool]] = {
     "optim.generator.lr": (0.0, math.inf, False, True),
     "optim.discriminator.lr": (0.0, math.inf, False, True),
 }
-POSITIVE_INTS = (
-    "data.input_size",
-    "data.short_side",
-    "data.batch_size",
-    "data.samples_per_epoch",
-    "data.val_crops_per_image",
-    "model.encoder.width",
-    "model.decoder.width",
-    "model.bottleneck.units",
-    "model.discriminator.width",
-    "callbacks.model_checkpoint.last_every_n_batches",
-    "callbacks.nonfinite_guard.check_every_n_batches",
-)
+# key: lowest allowed integer (Lightning's -1 = no limit for max_epochs / max_steps)
+INTS_AT_LEAST: dict[str, int] = {
+    "data.input_size": 1,
+    "data.short_side": 1,
+    "data.batch_size": 1,
+    "data.samples_per_epoch": 1,
+    "data.val_crops_per_image": 1,
+    "data.num_workers": 0,
+    "model.encoder.width": 1,
+    "model.decoder.width": 1,
+    "model.bottleneck.units": 1,
+    "model.discriminator.width": 1,
+    "callbacks.model_checkpoint.last_every_n_batches": 1,
+    "callbacks.nonfinite_guard.check_every_n_batches": 1,
+    "seed": 0,
+    "trainer.max_epochs": -1,
+    "trainer.max_steps": -1,
+}
 CHOICES: dict[str, tuple[str, ...]] = {
     "data.on_bad_image": ("skip", "error"),
 }
@@ -99,12 +104,13 @@ def _check_ranges(cfg: DictConfig) -> None:
         value = _get(cfg, key)
         if value is not _ABSENT and value is not None:
             check_range(key, value, lo, hi, lo_in, hi_in)
-    for key in POSITIVE_INTS:
+    for key, low in INTS_AT_LEAST.items():
         value = _get(cfg, key)
         if value is _ABSENT or value is None:
             continue
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ConfigError(f"{key}: got {value!r}; expected a positive integer")
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            expected = "a positive integer" if low == 1 else f"an integer >= {low}"
+            raise ConfigError(f"{key}: got {value!r}; expected {expected}")
     for name in ("generator", "discriminator"):
         betas = _get(cfg, f"optim.{name}.betas")
         if betas is _ABSENT or betas is None:
@@ -115,18 +121,11 @@ def _check_ranges(cfg: DictConfig) -> None:
 
 # What the module logs (module.py: _log_train, on_validation_epoch_end): what a checkpoint callback can monitor.
 MONITORABLE = ("val/psnr", "val/ssim", "val/l1", "val/l2", "train/loss_rec_epoch")
-# key: lowest allowed integer (Lightning's -1 = no limit for max_epochs / max_steps)
-INTS_AT_LEAST = {"seed": 0, "trainer.max_epochs": -1, "trainer.max_steps": -1, "data.num_workers": 0}
 
 
 def _check_trainer(cfg: DictConfig) -> None:
-    """Values Lightning and the data loader would only refuse with a traceback, some after a whole epoch."""
-    for key, low in INTS_AT_LEAST.items():
-        value = _get(cfg, key)
-        if value is _ABSENT or value is None:
-            continue
-        if isinstance(value, bool) or not isinstance(value, int) or value < low:
-            raise ConfigError(f"{key}: got {value!r}; expected an integer >= {low}")
+    """Values Lightning would only refuse with a traceback, some after a whole epoch (its integer counts are
+    checked with the others in ``_check_ranges``)."""
     for key in ("trainer.limit_train_batches", "trainer.limit_val_batches"):
         value = _get(cfg, key)
         if value is _ABSENT or value is None:

@@ -84,7 +84,7 @@ def run(
     inpainter: Inpainter, inputs: Path, mask: str, output: Path, with_preview: bool = False
 ) -> list[Path]:
     """Inpaint every input; returns the written result paths."""
-    return run_jobs(inpainter, plan_jobs(inputs, mask, output), output, with_preview)
+    return run_jobs(inpainter, plan_jobs(inputs, mask, output), with_preview)
 
 
 def plan_jobs(inputs: Path, mask: str, output: Path) -> list[Job]:
@@ -113,8 +113,7 @@ def plan_jobs(inputs: Path, mask: str, output: Path) -> list[Job]:
     return jobs
 
 
-def run_jobs(inpainter: Inpainter, jobs: list[Job], output: Path, with_preview: bool = False) -> list[Path]:
-    output.mkdir(parents=True, exist_ok=True)
+def run_jobs(inpainter: Inpainter, jobs: list[Job], with_preview: bool = False) -> list[Path]:
     written = []
     for path, source, target in tqdm(jobs, desc="inpaint", unit="img", disable=len(jobs) < 2 or None):
         image = open_image(path)
@@ -132,8 +131,12 @@ def run_jobs(inpainter: Inpainter, jobs: list[Job], output: Path, with_preview: 
         save_png(result, target)
         written.append(target)
         if with_preview:
-            save_png(preview(image, hole, result), target.with_name(target.stem + "_preview.png"))
+            save_png(preview(image, hole, result), preview_path(target))
     return written
+
+
+def preview_path(target: Path) -> Path:
+    return target.with_name(target.stem + "_preview.png")
 
 
 def save_png(image: Image.Image, target: Path) -> None:
@@ -157,7 +160,7 @@ def plan_outputs(root: Path, files: list[Path], output: Path) -> dict[Path, Path
             targets[path] = output / name
     inputs = {p.resolve() for p in files}
     for path, target in targets.items():
-        for out in (target, target.with_name(target.stem + "_preview.png")):
+        for out in (target, preview_path(target)):
             if out.resolve() in inputs:
                 raise InputError(
                     f"--output: the result of {path} would overwrite the input {out}; expected an output folder "
@@ -187,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
         inpainter = Inpainter.from_checkpoint(args.checkpoint, device=device)
         if inpainter.hidden_box is None:  # whole-image models: the margin sizes their windows
             inpainter.margin = check_margin(args.margin, "--margin")
-        written = run_jobs(inpainter, jobs, output, args.preview)
+        written = run_jobs(inpainter, jobs, args.preview)
     print(f"[ctx-inpaint] wrote {len(written)} image(s) to {args.output}", flush=True)
     return 0
 

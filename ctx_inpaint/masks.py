@@ -78,10 +78,6 @@ class MaskGenerator:
         return hole + self.visible_weight * (1 - hole)
 
 
-def _check_visible_weight(value: float, key: str = "masks.visible_weight") -> float:
-    return check_range(key, value, 0.0, math.inf)
-
-
 class CenterMask(MaskGenerator):
     """The paper's centre hole: the network predicts the centre ``target_size`` square of the image; only the
     inner part is hidden, leaving an ``overlap``-pixel visible ring that the loss weighs ``overlap_weight`` times.
@@ -99,9 +95,7 @@ class CenterMask(MaskGenerator):
         self.image_size = image_size
         self.overlap = overlap
         self.overlap_weight = float(overlap_weight)
-        self.visible_weight = _check_visible_weight(
-            overlap_weight, "masks.overlap_weight"
-        )  # the ring is the only visible part predicted
+        self.visible_weight = check_range("masks.overlap_weight", overlap_weight, 0.0, math.inf)  # the ring
         s = (image_size - target_size) // 2
         self.target_box = (s, s + target_size, s, s + target_size)
         self.hidden_box = (s + overlap, s + target_size - overlap, s + overlap, s + target_size - overlap)
@@ -137,7 +131,7 @@ class RandomPatches(MaskGenerator):
         self.min_size = min_size
         self.max_size = max_size
         self.max_coverage = max_coverage
-        self.visible_weight = _check_visible_weight(visible_weight)
+        self.visible_weight = check_range("masks.visible_weight", visible_weight, 0.0, math.inf)
 
     def sample(self, generator: torch.Generator | None = None) -> torch.Tensor:
         n = self.image_size
@@ -190,7 +184,7 @@ class RandomRegion(MaskGenerator):
         self.min_fraction = min_fraction
         self.max_fraction = max_fraction
         self.pattern_seed = pattern_seed
-        self.visible_weight = _check_visible_weight(visible_weight)
+        self.visible_weight = check_range("masks.visible_weight", visible_weight, 0.0, math.inf)
         self._pattern: torch.Tensor | None = None
 
     @property

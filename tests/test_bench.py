@@ -120,6 +120,14 @@ def test_straightforward_config_turns_every_speed_option_off(tiny_cfg) -> None:
     assert cfg.model.channels_last is True  # the original is untouched
 
 
+def _first_batch(cfg):
+    """The config's mask generator and the first batch of its training loader."""
+    masks = instantiate(cfg.masks)
+    dm = instantiate(cfg.data, masks=masks)
+    dm.setup("fit")
+    return masks, next(iter(dm.train_dataloader()))
+
+
 @pytest.mark.parametrize(
     "option",
     [
@@ -131,10 +139,7 @@ def test_straightforward_config_turns_every_speed_option_off(tiny_cfg) -> None:
 def test_plain_loop_matches_the_lightning_step(tiny_cfg, option: str) -> None:
     """One step of the bare loop leaves both networks exactly where the LightningModule's step leaves them."""
     cfg = tiny_cfg("+experiment=l2_0999", option)
-    masks = instantiate(cfg.masks)
-    dm = instantiate(cfg.data, masks=masks)
-    dm.setup("fit")
-    batch = next(iter(dm.train_dataloader()))
+    masks, batch = _first_batch(cfg)
 
     torch.manual_seed(0)
     lit = build_module(cfg, masks)
@@ -251,10 +256,7 @@ def test_datamodule_serves_crops_from_the_prepared_cache(tmp_path: Path) -> None
 def test_the_gan_step_runs_three_discriminator_passes_and_steps_both_networks(tiny_cfg) -> None:
     """D on the real region and the detached prediction, then a fresh D forward for the G loss."""
     cfg = tiny_cfg("+experiment=l2_0999", "model.lambda_rec=0.5")
-    masks = instantiate(cfg.masks)
-    dm = instantiate(cfg.data, masks=masks)
-    dm.setup("fit")
-    batch = next(iter(dm.train_dataloader()))
+    masks, batch = _first_batch(cfg)
     torch.manual_seed(0)
     module = build_module(cfg, masks)
     calls = []
