@@ -316,6 +316,13 @@ def test_budget_fraction_takes_whichever_budget_ends_first() -> None:
     assert budget_fraction(90, 100, 30.0, 60.0) == 0.9
     assert budget_fraction(10, None, 90.0, 60.0) == 1.0  # clipped
     assert budget_fraction(10, None, None, None) == 0.0
+    from ctx_inpaint.errors import ConfigError
+    from ctx_inpaint.training.callbacks import BudgetCosineLR
+
+    with pytest.raises(
+        ConfigError, match=r"callbacks.budget_cosine.min_lr_fraction: got 1.5; expected a value in \[0, 1\]"
+    ):
+        BudgetCosineLR(min_lr_fraction=1.5)
 
 
 def test_budget_cosine_anneals_the_lr_per_batch_over_the_epochs(tiny_cfg, tmp_path: Path) -> None:

@@ -18,7 +18,7 @@ from pytorch_lightning.callbacks import Callback, ModelCheckpoint, Timer
 from pytorch_lightning.loggers import CSVLogger, WandbLogger
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
-from ctx_inpaint.errors import UserError
+from ctx_inpaint.errors import UserError, check_range
 
 
 class NonFiniteLossError(UserError, RuntimeError):
@@ -183,11 +183,9 @@ class BudgetCosineLR(Callback):
     """
 
     def __init__(self, min_lr_fraction: float = 0.0) -> None:
-        if not 0.0 <= min_lr_fraction <= 1.0:
-            raise ValueError(
-                f"callbacks.budget_cosine.min_lr_fraction: expected [0, 1], got {min_lr_fraction}"
-            )
-        self.min_lr_fraction = float(min_lr_fraction)
+        self.min_lr_fraction = check_range(
+            "callbacks.budget_cosine.min_lr_fraction", min_lr_fraction, 0.0, 1.0
+        )
 
     def fraction(self, trainer: pl.Trainer) -> float:
         total = None
