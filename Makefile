@@ -10,7 +10,7 @@ help: ## List the targets
 install: ## Create .venv/ and install the package (editable) with dev extras
 	python3 -m venv .venv
 	$(PY) -m pip install --upgrade pip
-	$(PY) -m pip install -e ".[dev]"
+	$(PY) -m pip install -e ".[dev,onnx]"
 
 EXPERIMENT ?= campus_cpu
 train: ## Train EXPERIMENT= (default campus_cpu: the 29-minute CPU recipe) on the embedded photos; Hydra overrides in ARGS=
@@ -104,6 +104,25 @@ bench-precision: ## Compare float32 and bf16-mixed gradients and 30 training ste
 	$(PY) -m ctx_inpaint.perf.precision_check +experiment=l2_0999 +check_steps=30 \
 		+out_json=$(BENCH_OUT)/precision_check_l2_0999.json hydra.run.dir=$${TMPDIR:-/tmp}/ctx_precision_run
 
+# Shipped weights (issue 12): two recorded trainings of 29 minutes each on 2 CPU cores, then their generators as
+# float16 safetensors + JSON in ctx_inpaint/pretrained/ (what Inpainter.from_pretrained and `inpaint -c NAME` load).
+WEIGHTS_RUNS ?= logs/runs/shipped
+weights-train: ## Train the shipped models into WEIGHTS_RUNS: campus_freeform, then campus_center (29 min each)
+	flock /tmp/ctx_heavy.lock $(PY) -m ctx_inpaint.train +experiment=campus_freeform hydra.run.dir=$(WEIGHTS_RUNS)/freeform
+	flock /tmp/ctx_heavy.lock $(PY) -m ctx_inpaint.train +experiment=campus_center hydra.run.dir=$(WEIGHTS_RUNS)/center
+
+weights: ## Export WEIGHTS_RUNS' last checkpoints to ctx_inpaint/pretrained/ (float16 safetensors + JSON, float16 cost measured)
+	$(PY) experiments/quality/freeform/ship.py --runs $(WEIGHTS_RUNS)
+
+FREEFORM_OUT := experiments/quality/freeform
+FREEFORM_SETS := center,random_region,freeform_thin,freeform_medium,freeform_thick
+quality-freeform: ## Regenerate experiments/quality/freeform/: the shipped models and OpenCV on named mask sets, campus hold-out and other places
+	$(PY) -m ctx_inpaint.evaluate -c freeform --mask-sets $(FREEFORM_SETS) -o $(FREEFORM_OUT)/freeform_holdout --grid 6
+	$(PY) -m ctx_inpaint.evaluate -c freeform --mask-sets $(FREEFORM_SETS) -i embedded:places -o $(FREEFORM_OUT)/freeform_places --grid 6
+	$(PY) -m ctx_inpaint.evaluate -c center --mask-sets $(FREEFORM_SETS) -o $(FREEFORM_OUT)/center_holdout --grid 6
+	$(PY) -m ctx_inpaint.export -c freeform -o $${TMPDIR:-/tmp}/ctx_freeform.onnx | tee $(FREEFORM_OUT)/onnx_export.txt
+	$(PY) experiments/quality/freeform/summarize.py
+
 leak-check: ## Does the fill depend on hidden pixels? Two photos differing only in the hole, CKPT= (0 = no leak)
 	@test -n "$(CKPT)" || { echo "make leak-check: set CKPT=path/to/checkpoint.ckpt"; exit 2; }
 	$(PY) experiments/faithful/leak_check.py $(CKPT)
@@ -111,4 +130,4 @@ leak-check: ## Does the fill depend on hidden pixels? Two photos differing only 
 clean: ## Remove run outputs (logs/) and caches, keep .venv
 	rm -rf logs .pytest_cache .ruff_cache
 
-.PHONY: leak-check help install train test lint format clean evaluate quality quality-train quality-train-tuned quality-probes ablations report bench-data bench bench-attempts bench-precision bench-ab
+.PHONY: weights weights-train quality-freeform leak-check help install train test lint format clean evaluate quality quality-train quality-train-tuned quality-probes ablations report bench-data bench bench-attempts bench-precision bench-ab

@@ -6,13 +6,20 @@
 from __future__ import annotations
 
 import argparse
+import errno
+import logging
+import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
+from hydra.experimental.callback import Callback as HydraCallback
 from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
@@ -23,9 +30,42 @@ USER_ERROR_EXIT = 1
 SIGTERM_EXIT = 143  # 128 + SIGTERM, what a shell reports for a process the signal ended
 
 
+# Libraries that log through handlers of their own unless the root logger had one when they were imported.
+LIBRARY_LOGGERS = ("pytorch_lightning", "lightning_fabric", "lightning")
+
+
+def job_log(message: str, level: int = logging.INFO) -> None:
+    """Copy a console line into the job log (``<run dir>/train.log``, Hydra's file handler) when there is one."""
+    root = logging.getLogger()
+    record = root.makeRecord("ctx_inpaint", level, __file__, 0, message, None, None)
+    for handler in root.handlers:
+        if isinstance(handler, logging.FileHandler):
+            handler.handle(record)
+
+
+def say(message: str, file=None, level: int = logging.INFO) -> None:
+    """Print one line (stdout unless ``file``) and keep it in the job log."""
+    print(message, file=file or sys.stdout, flush=True)
+    job_log(message, level)
+
+
+def join_job_log() -> None:
+    """Send Lightning's messages and Python warnings through Hydra's job logging (console and
+    ``<run dir>/train.log``): Lightning, imported before Hydra configured logging, keeps them to its own handler."""
+    if not logging.getLogger().handlers:
+        return
+    for name in LIBRARY_LOGGERS:
+        logger = logging.getLogger(name)
+        for handler in list(logger.handlers):
+            if type(handler) is logging.StreamHandler:
+                logger.removeHandler(handler)
+        logger.propagate = True
+    logging.captureWarnings(True)
+
+
 def fail(message: str) -> None:
     """Print the one-line error and exit with the user-error status."""
-    print(f"{PREFIX} {' '.join(str(message).split())}", file=sys.stderr, flush=True)
+    say(f"{PREFIX} {' '.join(str(message).split())}", file=sys.stderr, level=logging.ERROR)
     sys.exit(USER_ERROR_EXIT)
 
 
@@ -46,22 +86,68 @@ def report_user_errors() -> Iterator[None]:
     try:
         yield
     except SIGTERMException:
-        print(
+        say(
             "[ctx-inpaint] stopped by SIGTERM after writing last.ckpt; resume with the same command plus "
             "hydra.run.dir=<this run dir> ckpt_path=last",
             file=sys.stderr,
-            flush=True,
         )
         sys.exit(SIGTERM_EXIT)
     except (UserError, OmegaConfBaseException) as err:  # checkpoints, data, diverged runs are UserErrors
         _exit_with(err)
     except InstantiationException as err:  # a constructor refused its arguments
         _exit_with(instantiation_message(err, "config"))
+    except OSError as err:
+        if err.errno not in DISK_ERRORS:
+            raise  # anything else is a bug
+        _exit_with(disk_message(err))
+
+
+# What a full disk, a quota or a read-only folder raise: the user frees space or picks another place.
+DISK_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
+
+
+def disk_message(err: OSError) -> str:
+    """One line for what the disk or the file system refused, naming the file."""
+    where = f"{err.filename}: " if err.filename else ""
+    hint = {
+        errno.ENOSPC: "free some space",
+        errno.EDQUOT: "free some space",
+        errno.EROFS: "choose a writable place",
+    }.get(err.errno or 0, "check its permissions")
+    return f"{where}{err.strerror or os.strerror(err.errno or 0)}; {hint}, then run the command again"
+
+
+class RunDirCheck(HydraCallback):
+    """A Hydra callback (conf/hydra/default.yaml): the run or sweep dir must be creatable and writable before
+    Hydra creates it, which it does with a traceback when it cannot (a read-only ``paths.log_dir``, a path
+    through a file)."""
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self._check(config, "hydra.run.dir")
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self._check(config, "hydra.sweep.dir")
+
+    @staticmethod
+    def _check(config: DictConfig, key: str) -> None:
+        folder = Path(str(OmegaConf.select(config, key)))
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            writable = os.access(folder, os.W_OK)
+            reason = "not writable"
+        except OSError as err:
+            writable, reason = False, err.strerror or type(err).__name__
+        if not writable:
+            log_dir = OmegaConf.select(config, "paths.log_dir", default=None)
+            fail(
+                f"{key}: cannot create or write {folder} ({reason}); choose a writable paths.log_dir "
+                f"(now {log_dir}) or {key}"
+            )
 
 
 def _exit_with(err: BaseException | str) -> None:
     message = one_line(err) if isinstance(err, BaseException) else err
     if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
-        print(f"{PREFIX} {message}", file=sys.stderr, flush=True)
+        say(f"{PREFIX} {message}", file=sys.stderr, level=logging.ERROR)
         raise RuntimeError(message) from None
     fail(message)

@@ -52,6 +52,7 @@ INTS_AT_LEAST: dict[str, int] = {
 CHOICES: dict[str, tuple[str, ...]] = {
     "data.on_bad_image": ("skip", "error"),
 }
+BOOLS = ("overwrite",)
 
 
 def check_config(cfg: DictConfig) -> None:
@@ -97,6 +98,10 @@ def _check_choices(cfg: DictConfig) -> None:
         value = _get(cfg, key)
         if value is not _ABSENT and value not in allowed:
             raise ConfigError(f"{key}: got {value!r}; expected one of {', '.join(allowed)}")
+    for key in BOOLS:
+        value = _get(cfg, key)
+        if value is not _ABSENT and not isinstance(value, bool):
+            raise ConfigError(f"{key}: got {value!r}; expected true or false")
 
 
 def _check_ranges(cfg: DictConfig) -> None:
@@ -233,7 +238,7 @@ def _dry_build(cfg: DictConfig) -> None:
     try:
         with torch.no_grad():
             x = torch.zeros(batch, 3, size, size, device="meta")
-            pred = module.generator(x)
+            pred = module.generator(x, torch.zeros(batch, 1, size, size, device="meta"))
             if module.discriminator is not None:
                 module.discriminator(pred)
     except NotImplementedError:

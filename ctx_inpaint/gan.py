@@ -84,7 +84,7 @@ def gan_step(
     only = only or (lambda opt: contextlib.nullcontext())
     g, d = parts.generator, parts.discriminator
     target = crop_box(batch["image"], parts.target_box)
-    pred = g(batch["masked"])
+    pred = g(batch["masked"], batch["mask"])
     logs: Logs = {}
     if d is not None:
         with only(parts.opt_d):

@@ -28,8 +28,9 @@ from PIL import Image
 from torchvision.transforms.v2 import functional as TF
 
 from ctx_inpaint.errors import InputError
-from ctx_inpaint.loading import LoadedModel, load_model
+from ctx_inpaint.loading import LoadedModel
 from ctx_inpaint.masks import CenterMask, apply_mask, crop_box
+from ctx_inpaint.weights import load_any, load_weights, pretrained_path
 
 MASK_MODES = ("center",)
 
@@ -131,8 +132,16 @@ class Inpainter:
     def from_checkpoint(
         cls, path: str | Path, device: str | torch.device | None = None, margin: float = 2.0
     ) -> Inpainter:
-        """Load a checkpoint written by ``ctx_inpaint.train`` (weights-only, no Hydra needed)."""
-        return cls(load_model(path), device=device, margin=margin)
+        """Load a checkpoint written by ``ctx_inpaint.train`` (weights-only, no Hydra needed), a ``.safetensors``
+        export, or a pretrained name."""
+        return cls(load_any(path), device=device, margin=margin)
+
+    @classmethod
+    def from_pretrained(
+        cls, name: str = "freeform", device: str | torch.device | None = None, margin: float = 2.0
+    ) -> Inpainter:
+        """A shipped model (``freeform``: brushed holes; ``center``: the paper's centre hole), no training needed."""
+        return cls(load_weights(pretrained_path(name)), device=device, margin=margin)
 
     @property
     def kind(self) -> str:
@@ -284,8 +293,8 @@ class Inpainter:
         hole_n = hole_n.float()
         # Centre models always get their training hole (the hidden square) plus any other hole in the window.
         model_mask = hole_n if self.hidden_box is None else _box_mask(self.hidden_box, n).maximum(hole_n)
-        masked = apply_mask(model_in, model_mask)
-        pred = self.generator(masked[None].to(self.device)).float().cpu()[0]
+        masked = self.model.masks.hide(model_in, model_mask)
+        pred = self.generator(masked[None].to(self.device), model_mask[None].to(self.device)).float().cpu()[0]
         canvas = masked.clone()
         crop_box(canvas, self.model.masks.target_box).copy_(pred)
         if side != n:

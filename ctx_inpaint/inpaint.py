@@ -1,4 +1,7 @@
-"""Inpaint your own images: ``python -m ctx_inpaint.inpaint --checkpoint CKPT --input PATH [--mask center|PATH]``.
+"""Inpaint your own images: ``python -m ctx_inpaint.inpaint --input PATH [--mask center|PATH] [--checkpoint CKPT]``.
+
+``--checkpoint`` is a shipped model name (``freeform``, the default, or ``center``), a ``.safetensors`` export or a
+``.ckpt`` from training.
 
 ``--input`` is one image or a folder (searched recursively). ``--mask`` is ``center`` (a centred square hole),
 one mask image used for every input, or a folder holding, for each input, a mask with the same relative
@@ -171,7 +174,13 @@ def plan_outputs(root: Path, files: list[Path], output: Path) -> dict[Path, Path
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = ArgumentParser(prog="python -m ctx_inpaint.inpaint", description=__doc__.split("\n\n")[0])
-    p.add_argument("--checkpoint", "-c", required=True, help="a .ckpt written by ctx_inpaint.train")
+    p.add_argument(
+        "--checkpoint",
+        "-c",
+        default="freeform",
+        help="a shipped model (freeform: brushed holes, the default; center: the paper's centre hole), "
+        "a .safetensors export or a .ckpt written by ctx_inpaint.train",
+    )
     p.add_argument("--input", "-i", required=True, help="an image file or a folder of images")
     p.add_argument("--mask", "-m", default="center", help="'center', a mask image, or a folder of masks")
     p.add_argument("--output", "-o", default="inpainted", help="output folder (default: inpainted/)")

@@ -164,7 +164,14 @@ def build_generator(config: Mapping[str, Any], source: str = "checkpoint") -> tu
         encoder = instantiate(dict(model["encoder"]))
         bottleneck = instantiate(dict(model["bottleneck"]))
         decoder = instantiate(dict(model["decoder"]))
-        generator = Generator(encoder, bottleneck, decoder, output_size=masks.output_size)
+        generator = Generator(
+            encoder,
+            bottleneck,
+            decoder,
+            output_size=masks.output_size,
+            mask_channel=bool(model.get("mask_channel", False)),
+            residual=bool(model.get("residual", False)),
+        )
     except Exception as err:  # a config from another version; keep it to one line
         raise CheckpointError(
             f"{source}: cannot rebuild the model from {CONFIG_KEY} ({one_line(err)})"

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import math
 
+import cv2
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -32,6 +34,33 @@ def apply_mask(image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Hide the masked pixels of a [-1, 1] image behind the mean colour (works on single images and batches)."""
     fill = fill_value().to(image)
     return image * (1 - mask) + fill * mask
+
+
+# How hidden pixels are filled in the model's input: the released code's mean colour, or a classical inpainting
+# (OpenCV) whose result the network then corrects (whole-image models with ``model.residual``).
+FILLS = ("mean", "telea", "ns")
+
+
+def check_fill(fill: str) -> str:
+    if fill not in FILLS:
+        raise ConfigError(f"masks.fill: got {fill!r}; expected one of {', '.join(FILLS)}")
+    return fill
+
+
+def classical_fill(image: torch.Tensor, mask: torch.Tensor, method: str = "telea", radius: float = 3.0):
+    """Hidden pixels of a [-1, 1] image (3, H, W) or batch filled by OpenCV's Telea or Navier-Stokes inpainting
+    of its 8-bit version; visible pixels are returned unchanged."""
+    if image.dim() == 4:
+        return torch.stack([classical_fill(i, m, method, radius) for i, m in zip(image, mask)])
+    flag = cv2.INPAINT_TELEA if method == "telea" else cv2.INPAINT_NS
+    u8 = ((image.detach().float().cpu() + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)
+    hole = (mask[0].detach().cpu() > 0.5).numpy().astype(np.uint8)
+    if not hole.any():
+        return image.clone()
+    filled = cv2.inpaint(np.ascontiguousarray(u8.permute(1, 2, 0).numpy()), hole, radius, flag)
+    fill = torch.from_numpy(filled).permute(2, 0, 1).to(image.dtype).to(image.device) / 127.5 - 1
+    m = mask.to(image.dtype)
+    return image * (1 - m) + fill * m
 
 
 def crop_box(x: torch.Tensor, box: Box | None) -> torch.Tensor:
@@ -59,9 +88,18 @@ class MaskGenerator:
     image_size: int
     target_box: Box | None = None
     visible_weight: float = 1.0
+    fill: str = "mean"
 
     def sample(self, generator: torch.Generator | None = None) -> torch.Tensor:
         raise NotImplementedError
+
+    def hide(self, image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """The model's input: ``image`` ([-1, 1], one image or a batch) with its hidden pixels filled by
+        ``fill``. Training, evaluation and inference all go through here, so a model always sees the fill it
+        was trained with."""
+        if self.fill == "mean":
+            return apply_mask(image, mask)
+        return classical_fill(image, mask, self.fill)
 
     @property
     def output_size(self) -> int:
@@ -118,6 +156,7 @@ class RandomPatches(MaskGenerator):
         max_size: int = 48,
         max_coverage: float = 0.25,
         visible_weight: float = 1.0,
+        fill: str = "mean",
     ) -> None:
         if not 0 < min_size <= max_size <= image_size:
             raise ConfigError(
@@ -132,6 +171,7 @@ class RandomPatches(MaskGenerator):
         self.max_size = max_size
         self.max_coverage = max_coverage
         self.visible_weight = check_range("masks.visible_weight", visible_weight, 0.0, math.inf)
+        self.fill = check_fill(fill)
 
     def sample(self, generator: torch.Generator | None = None) -> torch.Tensor:
         n = self.image_size
@@ -169,6 +209,7 @@ class RandomRegion(MaskGenerator):
         max_fraction: float = 0.3,
         pattern_seed: int = 0,
         visible_weight: float = 1.0,
+        fill: str = "mean",
     ) -> None:
         check_range("masks.density", density, 0.0, 1.0)
         check_range("masks.min_fraction", min_fraction, 0.0, 1.0)
@@ -185,6 +226,7 @@ class RandomRegion(MaskGenerator):
         self.max_fraction = max_fraction
         self.pattern_seed = pattern_seed
         self.visible_weight = check_range("masks.visible_weight", visible_weight, 0.0, math.inf)
+        self.fill = check_fill(fill)
         self._pattern: torch.Tensor | None = None
 
     @property
@@ -215,3 +257,115 @@ class RandomRegion(MaskGenerator):
         else:
             raise RuntimeError("mask: no window of the random-region pattern has the requested coverage")
         return window.float().unsqueeze(0).clone()
+
+
+class FreeForm(MaskGenerator):
+    """Free-form holes as people brush them: strokes of random width, length and curvature, plus elliptic blobs,
+    until a drawn target coverage in [``min_coverage``, ``max_coverage``] is reached (a shape that would pass
+    ``max_coverage`` is redrawn). Sizes are fractions of the image side, so a setting means the same at any
+    resolution; stroke widths are log-uniform in [``min_width``, ``max_width``], so thin strokes are as common
+    as thick ones. The whole image is predicted, as for the released code's random masks.
+
+    ``FREEFORM_PRESETS`` holds the thin / medium / thick settings of the evaluation's mask sets (after LaMa's).
+    """
+
+    def __init__(
+        self,
+        image_size: int = 128,
+        min_coverage: float = 0.1,
+        max_coverage: float = 0.4,
+        min_width: float = 0.015,
+        max_width: float = 0.22,
+        max_vertices: int = 10,
+        max_segment: float = 0.35,
+        max_turn: float = 1.2,
+        blob_probability: float = 0.25,
+        min_blob: float = 0.06,
+        max_blob: float = 0.25,
+        visible_weight: float = 1.0,
+        fill: str = "mean",
+    ) -> None:
+        check_range("masks.min_coverage", min_coverage, 0.0, 1.0, lo_inclusive=False)
+        check_range("masks.max_coverage", max_coverage, 0.0, 1.0, lo_inclusive=False)
+        if not min_coverage < max_coverage:
+            raise ConfigError(
+                f"masks.min_coverage: got {min_coverage}; expected less than masks.max_coverage ({max_coverage})"
+            )
+        check_range("masks.min_width", min_width, 0.0, 1.0, lo_inclusive=False)
+        check_range("masks.max_width", max_width, min_width, 1.0)
+        check_range("masks.max_vertices", max_vertices, 1, 1000)
+        check_range("masks.max_segment", max_segment, 0.0, 2.0, lo_inclusive=False)
+        check_range("masks.max_turn", max_turn, 0.0, math.pi)
+        check_range("masks.blob_probability", blob_probability, 0.0, 1.0)
+        check_range("masks.min_blob", min_blob, 0.0, 1.0, lo_inclusive=False)
+        check_range("masks.max_blob", max_blob, min_blob, 1.0)
+        self.image_size = image_size
+        self.min_coverage, self.max_coverage = float(min_coverage), float(max_coverage)
+        self.min_width, self.max_width = float(min_width), float(max_width)
+        self.max_vertices, self.max_segment, self.max_turn = (
+            int(max_vertices),
+            float(max_segment),
+            float(max_turn),
+        )
+        self.blob_probability = float(blob_probability)
+        self.min_blob, self.max_blob = float(min_blob), float(max_blob)
+        self.visible_weight = check_range("masks.visible_weight", visible_weight, 0.0, math.inf)
+        self.fill = check_fill(fill)
+
+    def sample(self, generator: torch.Generator | None = None) -> torch.Tensor:
+        def uniform(lo: float = 0.0, hi: float = 1.0) -> float:
+            return lo + (hi - lo) * float(torch.rand((), generator=generator))
+
+        n = self.image_size
+        for _ in range(20):
+            target = uniform(self.min_coverage, self.max_coverage)
+            canvas = np.zeros((n, n), np.uint8)
+            covered = 0.0
+            for _ in range(400):
+                trial = canvas.copy()
+                if uniform() < self.blob_probability:
+                    self._blob(trial, uniform)
+                else:
+                    self._stroke(trial, uniform)
+                frac = float(trial.mean())
+                if frac > self.max_coverage:
+                    continue
+                canvas, covered = trial, frac
+                if covered >= target:
+                    return torch.from_numpy(canvas).float().unsqueeze(0)
+            if covered >= self.min_coverage:
+                return torch.from_numpy(canvas).float().unsqueeze(0)
+        raise RuntimeError(
+            f"mask: free-form strokes did not reach masks.min_coverage={self.min_coverage} at size {n}"
+        )
+
+    def _stroke(self, canvas: np.ndarray, uniform) -> None:
+        n = self.image_size
+        width = max(1, round(n * math.exp(uniform(math.log(self.min_width), math.log(self.max_width)))))
+        x, y = uniform(0, n - 1), uniform(0, n - 1)
+        angle = uniform(0, 2 * math.pi)
+        for _ in range(1 + int(uniform() * self.max_vertices)):
+            angle += uniform(-self.max_turn, self.max_turn)
+            length = uniform(0.2, 1.0) * self.max_segment * n
+            nx, ny = x + length * math.cos(angle), y + length * math.sin(angle)
+            if not (0 <= nx < n and 0 <= ny < n):  # turn back from the edge rather than run along it
+                angle += math.pi
+                nx, ny = x + length * math.cos(angle), y + length * math.sin(angle)
+            nx, ny = min(max(nx, 0.0), n - 1.0), min(max(ny, 0.0), n - 1.0)
+            cv2.line(canvas, (round(x), round(y)), (round(nx), round(ny)), 1, width)
+            cv2.circle(canvas, (round(nx), round(ny)), width // 2, 1, -1)  # round joints
+            x, y = nx, ny
+
+    def _blob(self, canvas: np.ndarray, uniform) -> None:
+        n = self.image_size
+        axes = tuple(max(1, round(n * uniform(self.min_blob, self.max_blob) / 2)) for _ in range(2))
+        centre = (round(uniform(0, n - 1)), round(uniform(0, n - 1)))
+        cv2.ellipse(canvas, centre, axes, uniform(0, 180), 0, 360, 1, -1)
+
+
+# The evaluation's free-form mask sets (fractions of the image side; 2-5 / 6-14 / 14-30 px at 128).
+FREEFORM_PRESETS: dict[str, dict[str, float]] = {
+    "thin": {"min_width": 0.015, "max_width": 0.04, "blob_probability": 0.0},
+    "medium": {"min_width": 0.045, "max_width": 0.11, "blob_probability": 0.15},
+    "thick": {"min_width": 0.11, "max_width": 0.23, "blob_probability": 0.35, "min_blob": 0.1},
+}

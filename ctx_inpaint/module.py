@@ -18,7 +18,7 @@ from ctx_inpaint.errors import ConfigError, check_range
 from ctx_inpaint.gan import GanParts, gan_step
 from ctx_inpaint.loading import CONFIG_KEY, check_targets, load_checkpoint
 from ctx_inpaint.losses import check_rec_loss, hole_ssim_loss, masked_reconstruction
-from ctx_inpaint.masks import MaskGenerator, composite, crop_box
+from ctx_inpaint.masks import MaskGenerator, apply_mask, composite, crop_box
 from ctx_inpaint.metrics import HiddenPixelMetrics, to_unit_range
 from ctx_inpaint.models.generator import Generator
 from ctx_inpaint.models.init import dcgan_init
@@ -50,6 +50,8 @@ class ContextEncoderModule(pl.LightningModule):
         grid_images: int = 8,
         channels_last: bool | str = "auto",
         compile: bool = False,
+        mask_channel: bool = False,
+        residual: bool = False,
     ) -> None:
         super().__init__()
         lambda_rec = check_range("model.lambda_rec", lambda_rec, 0.0, 1.0)
@@ -62,7 +64,14 @@ class ContextEncoderModule(pl.LightningModule):
             raise ConfigError(
                 f"model.encoder.input_size: {encoder.input_size} differs from the data/mask size {masks.image_size}"
             )
-        self.generator = Generator(encoder, bottleneck, decoder, output_size=masks.output_size)
+        self.generator = Generator(
+            encoder,
+            bottleneck,
+            decoder,
+            output_size=masks.output_size,
+            mask_channel=mask_channel,
+            residual=residual,
+        )
         self.discriminator: nn.Module | None = None
         if lambda_rec == 1.0 and discriminator is not None:
             raise ConfigError(
@@ -125,12 +134,12 @@ class ContextEncoderModule(pl.LightningModule):
     def format_batch(self, batch: Any) -> Any:
         """Image tensors in the networks' memory format (a step's first call; a no-op unless NHWC is on)."""
         if self._nhwc and isinstance(batch, dict):
-            batch = {k: self._format(v) if k in ("image", "masked") else v for k, v in batch.items()}
+            batch = {k: self._format(v) if k in ("image", "masked", "mask") else v for k, v in batch.items()}
         return batch
 
     # ---- forward / helpers -------------------------------------------------------------------------
-    def forward(self, masked: torch.Tensor) -> torch.Tensor:
-        return self.generator(self._format(masked))
+    def forward(self, masked: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        return self.generator(self._format(masked), None if mask is None else self._format(mask))
 
     def composite(self, pred: torch.Tensor, masked: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Paste the prediction into the hole only; visible pixels stay those of the input."""
@@ -211,13 +220,14 @@ class ContextEncoderModule(pl.LightningModule):
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         batch = self.format_batch(batch)
-        pred = self.generator(batch["masked"])
+        pred = self.generator(batch["masked"], batch["mask"])
         output = self.composite(pred, batch["masked"], batch["mask"])
         self.val_metrics.update(to_unit_range(output), to_unit_range(batch["image"]), batch["mask"])
         if batch_idx == 0:
             n = self.grid_images
             self._grid_batch = {
-                "masked": batch["masked"][:n].detach(),
+                # The hole in the mean colour, whatever the model's input fill: the grid shows what was hidden.
+                "masked": apply_mask(batch["image"][:n], batch["mask"][:n]).detach(),
                 "output": output[:n].detach(),
                 "image": batch["image"][:n].detach(),
             }

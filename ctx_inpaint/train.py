@@ -10,13 +10,14 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
-from ctx_inpaint.cli import fail, report_user_errors
+from ctx_inpaint.cli import fail, join_job_log, report_user_errors
 from ctx_inpaint.config import CONFIG_DIR, group_options
 from ctx_inpaint.training.run import train
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
 def main(cfg: DictConfig) -> float | None:
+    join_job_log()  # <run dir>/train.log gets what the console shows
     with report_user_errors():
         metrics = train(cfg)
     return metrics.get("val/psnr")

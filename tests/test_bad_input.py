@@ -259,3 +259,17 @@ def test_one_image_listing_names_the_key_it_was_given(tmp_path: Path) -> None:
     (root / "empty").mkdir()
     with pytest.raises(MissingDataError, match=r"^--input: no images \(.*\) found in .*empty$"):
         list_images(root / "empty", "--input")
+
+
+def test_a_truncated_prepared_cache_is_rebuilt(tmp_path: Path) -> None:
+    """Issue 15.12: a cut-short images.u8 (full disk, partial copy) failed with numpy's "mmap length is greater
+    than file size"; it is rebuilt instead."""
+    from ctx_inpaint.data.prepared import DATA_NAME, PreparedImages
+
+    files = write_images(tmp_path / "photos", 3)
+    first = PreparedImages(files, 40, 32, tmp_path / "cache")
+    expected = [first[i].clone() for i in range(len(first))]
+    data = first.dir / DATA_NAME
+    data.write_bytes(data.read_bytes()[: data.stat().st_size // 2])
+    again = PreparedImages(files, 40, 32, tmp_path / "cache")
+    assert again.built and all(torch.equal(again[i], want) for i, want in enumerate(expected))

@@ -179,3 +179,30 @@ def test_lightning_load_from_checkpoint_rebuilds_the_module_from_its_config(cent
     with torch.no_grad():
         out = module(torch.zeros(2, 3, module.masks.image_size, module.masks.image_size))
     assert out.shape == (2, 3, module.masks.output_size, module.masks.output_size)
+
+
+def test_resume_compatibility_names_what_differs_and_ignores_runtime_settings() -> None:
+    """Issue 15.7: what a resume may change (runtime-only settings, options newer than the checkpoint left off)
+    and what it may not (architecture, masks, the loss)."""
+    from ctx_inpaint.training.checkpointing import config_differences
+
+    stored = {
+        "model": {"encoder": {"width": 8}, "discriminator": None, "lambda_rec": 1.0, "compile": False},
+        "masks": {"overlap": 2},
+        "input_size": 32,
+    }
+    same = {
+        "model": {"encoder": {"width": 8}, "discriminator": None, "lambda_rec": 1.0, "compile": True},
+        "masks": {"overlap": 2},
+        "input_size": 32,
+    }
+    assert config_differences(stored, same) == []
+    newer = {**same, "model": {**same["model"], "residual": False, "decoder": {"matmul": False}}}
+    assert config_differences(stored, newer) == []  # a newer option left off, a runtime one changed
+    gan = {**same, "model": {**same["model"], "discriminator": {"width": 8}, "lambda_rec": 0.999}}
+    assert [key for key, _, _ in config_differences(stored, gan)] == [
+        "model.discriminator.width",
+        "model.lambda_rec",
+    ]
+    other = {**same, "masks": {"overlap": 4}, "input_size": 64}
+    assert config_differences(stored, other) == [("data.input_size", 32, 64), ("masks.overlap", 2, 4)]

@@ -49,7 +49,7 @@ CASES = {
     ),
     "unknown mask": (
         ["masks._target_=ctx_inpaint.masks.Nope"],
-        ["masks._target_", "Nope", "center|random_patches|random_region"],
+        ["masks._target_", "Nope", "center|freeform|random_patches|random_region"],
     ),
     "input size the encoder cannot take": (
         ["data.input_size=48", "data.short_side=60"],

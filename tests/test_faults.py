@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import csv
+import errno
+import io
 import json
 import os
 import signal
 from pathlib import Path
 
 import pytest
+import pytorch_lightning as pl
 import torch
-from omegaconf import open_dict
+from omegaconf import OmegaConf, open_dict
 
 from ctx_inpaint.loading import CheckpointError
 from ctx_inpaint.training.callbacks import NonFiniteLossError
@@ -374,3 +377,288 @@ def test_a_second_run_in_a_busy_run_dir_is_refused_naming_the_holder(tiny_cfg) -
         assert not (run_dir / "config_resolved.yaml").exists() and not (run_dir / "metrics.csv").exists()
     metrics = train(cfg)  # released: the run goes ahead
     assert "val/psnr" in metrics
+
+
+RECORDS = ("config_resolved.yaml", "run_status.json", "metrics.csv")
+
+
+def _records(run_dir: Path) -> dict[str, bytes]:
+    """The run's records and the names in checkpoints/: what a refused command must leave as it was."""
+    files = {name: (run_dir / name).read_bytes() for name in RECORDS}
+    files["checkpoints/"] = " ".join(sorted(p.name for p in (run_dir / "checkpoints").iterdir())).encode()
+    return files
+
+
+def test_a_fresh_run_in_a_used_run_dir_is_refused_unless_overwrite(tiny_cfg) -> None:
+    """Issue 15.9: a new run (no ckpt_path) would delete metrics.csv and write last-v1.ckpt beside last.ckpt."""
+    from ctx_inpaint.training.run import RunDirUsedError
+
+    cfg = tiny_cfg("+experiment=l2_1")
+    train(cfg)
+    run_dir = Path(cfg.paths.output_dir)
+    before = _records(run_dir)
+    with pytest.raises(RunDirUsedError) as err:
+        train(cfg)
+    message = str(err.value)
+    assert "\n" not in message and str(run_dir) in message and "metrics.csv" in message
+    assert "ckpt_path=last" in message and "overwrite=true" in message
+    assert _records(run_dir) == before
+
+    with open_dict(cfg):
+        cfg.overwrite = True
+    train(cfg)
+    assert (
+        sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == before["checkpoints/"].decode().split()
+    )
+    assert [r["epoch"] for r in read_rows(run_dir / "metrics.csv") if "val/psnr" in r] == [
+        "0"
+    ]  # one run's rows
+
+
+def test_a_resume_the_config_cannot_continue_is_refused_before_any_record_changes(tiny_cfg) -> None:
+    """Issue 15.7: another architecture gave a size-mismatch traceback after config_resolved.yaml was rewritten
+    and run_status.json flipped from finished to failed."""
+    from ctx_inpaint.errors import ConfigError
+    from ctx_inpaint.training.checkpointing import ResumeMismatchError
+
+    cfg = tiny_cfg("+experiment=l2_1")
+    train(cfg)
+    run_dir = Path(cfg.paths.output_dir)
+    before = _records(run_dir)
+    assert json.loads(before["run_status.json"])["status"] == "finished"
+    wider = tiny_cfg("+experiment=l2_1", "ckpt_path=last", "model.encoder.width=16", "trainer.max_epochs=2")
+    with pytest.raises(ResumeMismatchError) as err:
+        train(wider)
+    assert str(err.value) == (
+        "ckpt_path=last: the run's model.encoder.width is 8, the new config has 16; resume with the settings the "
+        "checkpoint was trained with, or start a new run in another hydra.run.dir"
+    )
+    assert _records(run_dir) == before
+    other_masks = tiny_cfg(
+        "+experiment=l2_1", f"ckpt_path={run_dir}/checkpoints/last.ckpt", "masks.overlap=4"
+    )
+    with pytest.raises(
+        ResumeMismatchError, match="the checkpoint's masks.overlap is 2, the new config has 4"
+    ):
+        train(other_masks)
+    with pytest.raises(ConfigError, match="trainer.max_epochs"):
+        train(tiny_cfg("+experiment=l2_1", "ckpt_path=last", "trainer.max_epochs=abc"))
+    assert _records(run_dir) == before
+    # What a resume may change: the budget and runtime-only settings (model.compile, channels_last, matmul).
+    train(
+        tiny_cfg("+experiment=l2_1", "ckpt_path=last", "trainer.max_epochs=2", "model.decoder.matmul=false")
+    )
+    assert [r["epoch"] for r in read_rows(run_dir / "metrics.csv") if "val/psnr" in r] == ["0", "1"]
+
+
+def test_run_status_wall_time_counts_every_attempt(tiny_cfg) -> None:
+    """Issue 15.11: after a resume, wall_time_s was the resumed part's only."""
+    cfg = tiny_cfg("+experiment=l2_1")
+    train(cfg)
+    path = Path(cfg.paths.output_dir) / "run_status.json"
+    first = json.loads(path.read_text())
+    first["wall_time_s"] = 1000.0  # as if the first attempt had run for 1000 s
+    path.write_text(json.dumps(first))
+    train(tiny_cfg("+experiment=l2_1", "ckpt_path=last", "trainer.max_epochs=2"))
+    record = json.loads(path.read_text())
+    assert record["status"] == "finished" and record["attempts"] == 2
+    assert 1000.0 < record["wall_time_s"] < 1000.0 + 120.0
+    assert record["started_at"] == first["started_at"]
+
+
+def test_train_log_keeps_lightning_messages_the_closing_line_and_one_line_errors(
+    tiny_cfg, tmp_path: Path
+) -> None:
+    """Issue 15.11: train.log was always empty (Lightning logs through its own handler, our lines were prints).
+    Also 15.7 from the CLI: a refused resume is one line, without a traceback."""
+    cfg = tiny_cfg("+experiment=l2_1")
+    train(cfg)
+    run_dir = Path(cfg.paths.output_dir)
+    base = ["+experiment=l2_1", *TINY, f"hydra.run.dir={run_dir}", "ckpt_path=last"]
+    refused = run_cli([*base, "model.encoder.width=16"], tmp_path)
+    assert refused.returncode == 1 and "Traceback" not in refused.stderr
+    error = refused.stderr.strip().splitlines()[-1]
+    assert error.startswith("ctx-inpaint: error: ckpt_path=last: the run's model.encoder.width is 8")
+    assert error in (run_dir / "train.log").read_text()
+
+    resumed = run_cli([*base, "trainer.max_epochs=2"], tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "[ctx-inpaint] done:" in resumed.stdout and "resuming from" in resumed.stderr
+    log = (run_dir / "train.log").read_text()
+    assert "resuming from" in log and "[ctx-inpaint] done:" in log and "GPU available" in log
+
+
+def test_a_moved_run_dir_resumes_with_its_best_and_last_checkpoints(tiny_cfg, tmp_path: Path, capsys) -> None:
+    """Issue 15.10: Lightning stores absolute paths; in a moved run dir it wrote last-v1.ckpt (while the closing
+    line named last.ckpt) and forgot the best epoch."""
+    import shutil
+
+    cfg = tiny_cfg("+experiment=l2_1")
+    train(cfg)
+    old_dir = Path(cfg.paths.output_dir)
+    last = old_dir / "checkpoints" / "last.ckpt"
+    ckpt = torch.load(last, weights_only=True)
+    (key,) = [k for k in ckpt["callbacks"] if k.startswith("ResumableCheckpoint")]
+    best = Path(ckpt["callbacks"][key]["best_model_path"])
+    ckpt["callbacks"][key]["best_model_score"] = torch.tensor(99.0)  # a best no later epoch can beat
+    ckpt["callbacks"][key]["best_k_models"] = {str(best): torch.tensor(99.0)}
+    torch.save(ckpt, last)
+    new_dir = tmp_path / "moved"
+    shutil.move(old_dir, new_dir)
+    capsys.readouterr()
+    moved = tiny_cfg("+experiment=l2_1", "ckpt_path=last", "trainer.max_epochs=2")
+    with open_dict(moved):
+        moved.paths.output_dir = str(new_dir)
+        moved.callbacks.model_checkpoint.dirpath = str(new_dir / "checkpoints")
+    train(moved)
+    closing = [ln for ln in capsys.readouterr().out.splitlines() if "[ctx-inpaint] done:" in ln][-1]
+    assert sorted(p.name for p in (new_dir / "checkpoints").iterdir()) == sorted([best.name, "last.ckpt"])
+    assert f"best checkpoint {new_dir / 'checkpoints' / best.name} (val/psnr 99.00 dB)" in closing
+    assert f"last {new_dir / 'checkpoints' / 'last.ckpt'}" in closing
+    state = torch.load(new_dir / "checkpoints" / "last.ckpt", weights_only=True)["callbacks"][key]
+    assert state["best_model_path"] == str(new_dir / "checkpoints" / best.name) and state["dirpath"] == str(
+        new_dir / "checkpoints"
+    )
+
+
+class TermInValidation(pl.Callback):
+    """Sends SIGTERM to its own process after the first validation batch of epoch ``epoch`` (not the last one:
+    Lightning stops the validation there)."""
+
+    def __init__(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def on_validation_batch_end(
+        self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0
+    ) -> None:
+        if not trainer.sanity_checking and trainer.current_epoch == self.epoch and batch_idx == 0:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+
+def test_sigterm_during_validation_is_made_good_by_the_resume(tiny_cfg, tmp_path: Path) -> None:
+    """Issue 15.8: the resume skipped the interrupted validation: no val/* or train/*_epoch rows and no sample
+    grid for that epoch. Now the SIGTERM checkpoint owes it and the resume runs it: the rows equal an
+    uninterrupted run's."""
+    from pytorch_lightning.utilities.exceptions import SIGTERMException
+
+    run = [
+        "+experiment=l2_0999",
+        "trainer.max_epochs=2",
+        "data.val_batch_size=2",
+        "callbacks.progress_bar=null",
+    ]
+    killer = ["+callbacks.killer._target_=tests.test_faults.TermInValidation", "+callbacks.killer.epoch=0"]
+    cfg = tiny_cfg(*run, *killer)
+    with pytest.raises(SIGTERMException):
+        train(cfg)
+    run_dir = Path(cfg.paths.output_dir)
+    assert not (run_dir / "samples").exists() and not [
+        r for r in read_rows(run_dir / "metrics.csv") if "val/psnr" in r
+    ]
+    train(tiny_cfg(*run, "ckpt_path=last"))
+    rows = read_rows(run_dir / "metrics.csv")
+    assert sorted(p.name for p in (run_dir / "samples").iterdir()) == ["epoch_0000.png", "epoch_0001.png"]
+
+    reference = tiny_cfg(*run)
+    with open_dict(reference):
+        reference.paths.output_dir = str(tmp_path / "reference")
+    train(reference)
+    ref_rows = read_rows(tmp_path / "reference" / "metrics.csv")
+    assert [row_key(r) for r in rows] == [row_key(r) for r in ref_rows]
+    for got, want in zip(rows, ref_rows):
+        assert {k: pytest.approx(float(v), rel=1e-5) for k, v in want.items()} == {
+            k: float(v) for k, v in got.items()
+        }
+
+
+class _FullDisk(io.RawIOBase):
+    """A file that takes ``room`` bytes, then fails as a full disk does."""
+
+    def __init__(self, room: int) -> None:
+        self.room = room
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data) -> int:
+        self.room -= len(data)
+        if self.room < 0:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return len(data)
+
+
+def _one_error_line(capsys, run) -> str:
+    """``run()`` under the CLIs' error policy: its exit status must be 1 and stderr one error line."""
+    from ctx_inpaint.cli import report_user_errors
+
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as stop:
+        with report_user_errors():
+            run()
+    assert stop.value.code == 1
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("ctx-inpaint: error: "), lines
+    return lines[0]
+
+
+def test_a_full_disk_while_writing_a_checkpoint_is_one_line(tiny_cfg, monkeypatch, capsys) -> None:
+    """Issue 15.12: torch reports a full disk as "unexpected pos" after about 90 lines of C++ frames."""
+    import ctx_inpaint.training.checkpointing as checkpointing
+
+    real, saves = checkpointing.atomic_write, []
+
+    def fills_up(path, write) -> None:
+        saves.append(Path(path).name)
+        if len(saves) == 1:
+            return real(path, write)  # the first checkpoint fits
+        write(io.BufferedWriter(_FullDisk(room=2000)))
+
+    monkeypatch.setattr(checkpointing, "atomic_write", fills_up)
+    cfg = tiny_cfg("+experiment=l2_1", "trainer.max_epochs=2")
+    line = _one_error_line(capsys, lambda: train(cfg))
+    folder = Path(cfg.paths.output_dir) / "checkpoints"
+    assert f"{folder / saves[1]}: could not write the checkpoint" in line and "ckpt_path=last" in line
+    assert torch.load(folder / saves[0], weights_only=True)["epoch"] == 0  # the written one is whole
+    assert json.loads((Path(cfg.paths.output_dir) / "run_status.json").read_text())["status"] == "failed"
+
+
+def test_a_full_disk_while_writing_metrics_names_the_file_in_one_line(tiny_cfg, monkeypatch, capsys) -> None:
+    from pytorch_lightning.loggers.csv_logs import ExperimentWriter
+
+    def full(self) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(ExperimentWriter, "save", full)
+    cfg = tiny_cfg("+experiment=l2_1")
+    line = _one_error_line(capsys, lambda: train(cfg))
+    assert line == (
+        f"ctx-inpaint: error: {Path(cfg.paths.output_dir) / 'metrics.csv'}: No space left on device; free some "
+        "space, then run the command again"
+    )
+
+
+def test_a_run_dir_that_cannot_be_written_is_refused_in_one_line(tmp_path: Path, monkeypatch, capsys) -> None:
+    """Issue 15.12: Hydra creates the run dir itself, with a traceback when it cannot (a read-only file system,
+    a path through a file). As root, chmod 555 does not stop writes: a path through a file, and a monkeypatched
+    os.access for a read-only folder."""
+    from ctx_inpaint.cli import RunDirCheck
+
+    (tmp_path / "a_file").write_text("")
+    proc = run_cli(["+experiment=l2_1", *TINY, f"paths.log_dir={tmp_path / 'a_file' / 'logs'}"], tmp_path)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    (line,) = proc.stderr.strip().splitlines()
+    assert line.startswith(
+        f"ctx-inpaint: error: hydra.run.dir: cannot create or write {tmp_path / 'a_file'}/logs/runs/"
+    )
+    assert "(Not a directory); choose a writable paths.log_dir" in line
+
+    read_only = tmp_path / "read_only"
+    read_only.mkdir()
+    monkeypatch.setattr(os, "access", lambda path, mode: Path(path) != read_only)
+    config = OmegaConf.create(
+        {"hydra": {"sweep": {"dir": str(read_only)}}, "paths": {"log_dir": str(tmp_path)}}
+    )
+    line = _one_error_line(capsys, lambda: RunDirCheck().on_multirun_start(config))
+    assert line.startswith(
+        f"ctx-inpaint: error: hydra.sweep.dir: cannot create or write {read_only} (not writable)"
+    )

@@ -166,3 +166,51 @@ def test_report_on_a_real_multirun_with_a_broken_run(tmp_path: Path) -> None:
     assert rows[-1][0] == "broken\n(epoch 1)\n[failed]"  # its last validation, marked as failed
     assert not np.array_equal(rows[2][1], rows[3][1])  # different outputs on the same inputs
     assert load_run(sweep / "1_l2_1").wall_time_s > 0
+
+
+def test_a_killed_sweep_lists_its_never_started_jobs_whatever_key_it_varies(tmp_path: Path) -> None:
+    """Issue 15.13: asked for model.lambda_rec=0.999,0.99,0.9 and killed during job 2, the report said "Runs: 2"
+    (it only read +experiment). The planned jobs come from multirun.yaml, expanded as Hydra's sweeper does."""
+    _fake_run(tmp_path, "0_l2_0999", 3, 3, "finished")
+    _fake_run(tmp_path, "1_l2_0999", 1, 3, "running")
+    (tmp_path / "multirun.yaml").write_text(
+        "name: l2_0999\nhydra:\n  overrides:\n    task:\n    - +experiment=l2_0999\n"
+        "    - model.lambda_rec=0.999,0.99,0.9\n    - trainer.max_epochs=3\n"
+    )
+    runs = load_sweep(tmp_path)
+    assert [(r.num, r.name, r.status) for r in runs] == [
+        (0, "l2_0999", "finished"),
+        (1, "l2_0999", "incomplete"),
+        (2, "l2_0999", "not started"),
+    ]
+    assert "model.lambda_rec=0.9" in runs[2].detail
+    path = report.build_report(tmp_path, tmp_path / "report")
+    assert "- Runs: 3 (1 finished, 2 failed / incomplete / missing)" in path.read_text()
+
+
+@pytest.mark.parametrize(
+    "content",
+    [b"epoch,step,val/psnr\n0,1,\xff\xfe\n", b'epoch,step,val/psnr\n0,1,"' + b"x" * 200_000 + b'"\n'],
+    ids=["not-utf8", "huge-field"],
+)
+def test_the_report_names_an_unreadable_metrics_file_in_one_line(
+    content: bytes, tmp_path: Path, capsys
+) -> None:
+    """Issue 15.12: a metrics.csv that is not text CSV (binary garbage, a field over csv's limit) gave a
+    traceback."""
+    run_dir = _fake_run(tmp_path, "0_l2_0999", 2, 2, "finished")
+    (run_dir / "metrics.csv").write_bytes(content)
+    assert exit_status(report.main, [str(tmp_path)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and err.startswith(
+        f"ctx-inpaint: error: {run_dir / 'metrics.csv'}: not a readable"
+    )
+
+
+def test_odd_rows_of_metrics_csv_are_skipped_not_fatal(tmp_path: Path) -> None:
+    """More fields than the header, non-finite or non-numeric epochs and steps: skipped, the rest is read."""
+    run_dir = _fake_run(tmp_path, "0_l2_0999", 2, 2, "finished")
+    with (run_dir / "metrics.csv").open("a") as f:
+        f.write("1,3,0.2,0.05,14.5,0.4,,extra,fields\n1e999,nan,0.2,0.05,99,0.4,0.1\nx,y,,,,,0.3\n")
+    run = load_run(run_dir)
+    assert [m.psnr for m in run.val] == [13.0, 14.5] and run.train["loss_d"] == [(0, 0.7), (2, 0.7)]

@@ -16,12 +16,19 @@ STEP_LR = "optim.scheduler={_target_:torch.optim.lr_scheduler.StepLR,_partial_:t
 KINDS = {
     "center": ["+experiment=l2_0999", STEP_LR],
     "region": ["+experiment=l2_1", "masks=random_region"],
+    # The shipped free-form recipe (Navier-Stokes fill, mask channel, residual, channel-wise FC, GAN) at tiny widths.
+    "freeform": [
+        "+experiment=campus_freeform",
+        "model.encoder.width=8",
+        "model.decoder.width=8",
+        "model.discriminator.width=8",
+    ],
 }
 _CACHE: dict[str, Path] = {}
 
 
 def tiny_checkpoint(kind: str, factory: pytest.TempPathFactory) -> Path:
-    """last.ckpt of a one-epoch tiny run (centre masks + GAN + scheduler, or random regions + L2)."""
+    """last.ckpt of a one-epoch tiny run (centre masks + GAN + scheduler, random regions + L2, or free-form)."""
     if kind not in _CACHE:
         out = factory.mktemp(f"tiny_{kind}")
         tiny = list(TINY)  # centre-mask sizes

@@ -9,14 +9,14 @@ import torch
 from torch.utils.data import Dataset
 
 from ctx_inpaint.data.images import load_rgb, resize_short_side, to_model_range
-from ctx_inpaint.masks import MaskGenerator, apply_mask
+from ctx_inpaint.masks import MaskGenerator
 
 
 def make_sample(image: torch.Tensor, mask: torch.Tensor, masks: MaskGenerator) -> dict[str, torch.Tensor]:
     """The batch dict every stage shares: truth, masked input, hole mask and loss weights."""
     return {
         "image": image,
-        "masked": apply_mask(image, mask),
+        "masked": masks.hide(image, mask),
         "mask": mask,
         "weight": masks.loss_weight(mask),
     }

@@ -37,6 +37,14 @@ def cache_key(files: Sequence[Path], short_side: int, min_side: int) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:20]
 
 
+def _data_size(manifest: dict) -> int | None:
+    """The length ``images.u8`` has when it holds every image the manifest lists (None: a manifest without them)."""
+    try:
+        return sum(int(np.prod(shape)) for shape in manifest["shapes"])
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
 class PreparedImages:
     """Drop-in for ``ImageStore``: ``store[i]`` is a (3, h, w) uint8 tensor viewing the memory-mapped cache."""
 
@@ -80,9 +88,11 @@ class PreparedImages:
             return False
         try:
             manifest = json.loads(path.read_text())
+            size = (self.dir / DATA_NAME).stat().st_size
         except (OSError, json.JSONDecodeError):
             return False
-        return all(manifest.get(k) == v for k, v in expected.items())
+        # A data file of another length (truncated by a full disk or a copy) would fail to map: rebuilt instead.
+        return all(manifest.get(k) == v for k, v in expected.items()) and size == _data_size(manifest)
 
     def _ensure(self) -> None:
         expected = self._expected()

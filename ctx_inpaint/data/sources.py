@@ -56,6 +56,33 @@ def embedded_files() -> tuple[list[Path], list[Path]]:
     )
 
 
+# Photos of other places in the same package, never used in training: a second held-out source for whole-image
+# models trained on the campus photos (``evaluate --images embedded:places``).
+EMBEDDED_PLACES = (
+    "building2-1.png",
+    "church.png",
+    "eiffel-1.png",
+    "notre-dame.png",
+    "parks.png",
+    "roof.png",
+    "street.png",
+    "walls-l.png",
+)
+EMBEDDED_SETS = ("holdout", "places")
+
+
+def embedded_set(name: str, key: str = "--images") -> list[Path]:
+    """Held-out embedded photos by name: ``holdout`` (campus/holdout) or ``places`` (``EMBEDDED_PLACES``)."""
+    if name == "holdout":
+        return embedded_files()[1]
+    if name == "places":
+        root = Path(str(importlib.resources.files("mvtbdata").joinpath("images")))
+        return _require_images([root / n for n in EMBEDDED_PLACES if (root / n).is_file()], root, key)
+    raise MissingDataError(
+        f"{key}: unknown embedded set {name!r}; expected one of {', '.join('embedded:' + n for n in EMBEDDED_SETS)}"
+    )
+
+
 def folder_files(
     root: str | Path,
     val_root: str | Path | None = None,

@@ -32,6 +32,7 @@ class PaperEncoder(nn.Module):
             layers.append(nn.LeakyReLU(0.2, inplace=True))
         self.net = nn.Sequential(*layers)
         self.input_size = input_size
+        self.in_channels = in_channels
         self.out_channels = channels[-1]
         self.out_spatial = 4
 
@@ -77,6 +78,7 @@ class AlexNetEncoder(nn.Module):
             nn.MaxPool2d(3, 2),
         )
         self.input_size = input_size
+        self.in_channels = in_channels
         self.resize_to = resize_to
         self.out_channels = c5
         with torch.no_grad():

@@ -192,10 +192,11 @@ def infer_ms(
     for n in sizes:
         reps = math.ceil(n / batch["masked"].shape[0])
         x = batch["masked"].repeat(reps, 1, 1, 1)[:n].to(device)
+        m = batch["mask"].repeat(reps, 1, 1, 1)[:n].to(device)
 
-        def run(x: torch.Tensor = x) -> None:
+        def run(x: torch.Tensor = x, m: torch.Tensor = m) -> None:
             with torch.inference_mode(), autocast:
-                module(x)
+                module(x, m)
 
         out[n] = 1000.0 * median_seconds(run, int(cfg.bench.warmup), int(cfg.bench.infer_repeats), device) / n
     return out

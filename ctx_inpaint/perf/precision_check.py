@@ -31,7 +31,7 @@ def gradients(module, batch: dict[str, torch.Tensor], precision: str) -> dict[st
     out = {}
     with autocast_for(precision, torch.device("cpu")):
         target = crop_box(batch["image"], module.masks.target_box)
-        pred = g(batch["masked"])
+        pred = g(batch["masked"], batch["mask"])
         if d is not None:
             loss_d, _ = discriminator_loss(d, target, pred)
             out["discriminator"] = torch.cat(

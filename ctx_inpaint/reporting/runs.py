@@ -12,7 +12,7 @@ from typing import Any
 
 import yaml
 
-from ctx_inpaint.errors import MissingDataError
+from ctx_inpaint.errors import DataError, MissingDataError, one_line
 
 RUN_DIR = re.compile(r"^(\d+)_(.+)$")
 VAL_KEYS = ("l1", "l2", "psnr", "ssim")
@@ -98,21 +98,29 @@ def _float(text: str | None) -> float | None:
         return None
 
 
+def _int(text: str | None) -> int | None:
+    """An epoch or step count (``"3"`` or ``"3.0"``); None for anything else."""
+    value = _float(text) if isinstance(text, str) else None
+    return int(value) if value is not None and math.isfinite(value) else None
+
+
 def read_metrics(path: Path) -> tuple[list[EpochMetrics], dict[str, list[tuple[int, float]]]]:
     """Lightning's CSVLogger file: val metrics per epoch and every ``train/*`` series against the step."""
     val: dict[int, dict[str, float]] = {}
     train: dict[str, list[tuple[int, float]]] = {}
     with path.open(newline="") as f:
         for row in csv.DictReader(f):
-            epoch, step = _float(row.get("epoch")), _float(row.get("step"))
+            epoch, step = _int(row.get("epoch")), _int(row.get("step"))
             for key, text in row.items():
+                if key is None or not isinstance(text, str):  # fields beyond the header, or missing ones
+                    continue
                 value = _float(text)
-                if value is None or key is None:
+                if value is None:
                     continue
                 if key.startswith("val/") and key[4:] in VAL_KEYS and epoch is not None:
-                    val.setdefault(int(epoch) + 1, {})[key[4:]] = value
+                    val.setdefault(epoch + 1, {})[key[4:]] = value
                 elif key.startswith("train/") and step is not None:
-                    train.setdefault(key[6:], []).append((int(step), value))
+                    train.setdefault(key[6:], []).append((step, value))
     epochs = [
         EpochMetrics(epoch=e, **{k: v.get(k, math.nan) for k in VAL_KEYS})
         for e, v in sorted(val.items())
@@ -171,22 +179,62 @@ def load_run(run_dir: Path) -> Run:
             run.record = {}
     metrics = run_dir / "metrics.csv"
     if metrics.is_file():
-        run.val, run.train = read_metrics(metrics)
+        try:
+            run.val, run.train = read_metrics(metrics)
+        except (csv.Error, UnicodeDecodeError, OSError) as err:
+            raise DataError(
+                f"{metrics}: not a readable metrics.csv ({type(err).__name__}: {one_line(err)[:160]}); expected the "
+                "CSV training writes (a header of step, epoch and metric names, then one row per logged step)"
+            ) from None
     classify(run)
     return run
 
 
-def expected_experiments(sweep_dir: Path) -> list[str]:
-    """The experiments the sweep asked for (``+experiment`` in multirun.yaml), in launch order."""
+@dataclass
+class PlannedJob:
+    """One job of the sweep as Hydra's basic sweeper numbers it: ``num``, its run name, and the overrides
+    that set it apart from the sweep's other jobs."""
+
+    num: int
+    name: str
+    varying: list[str]
+
+
+def planned_jobs(sweep_dir: Path) -> list[PlannedJob]:
+    """Every job the sweep asked for, from ``multirun.yaml`` (the sweeper's params, then the command's overrides,
+    expanded as Hydra's basic sweeper does: the product of the swept values, in order). Empty when the file is
+    missing or holds a sweep this cannot expand (another sweeper's syntax)."""
     cfg = _read_yaml(sweep_dir / "multirun.yaml")
-    params = ((cfg.get("hydra") or {}).get("sweeper") or {}).get("params") or {}
-    value = params.get("+experiment") or params.get("experiment")
-    if value is None:
-        for override in ((cfg.get("hydra") or {}).get("overrides") or {}).get("task") or []:
-            key, _, val = str(override).partition("=")
-            if key.lstrip("+") == "experiment":
-                value = val
-    return [v.strip() for v in str(value).split(",") if v.strip()] if value is not None else []
+    hydra_cfg = cfg.get("hydra") or {}
+    params = (hydra_cfg.get("sweeper") or {}).get("params") or {}
+    arguments = [f"{k}={v}" for k, v in params.items()] + task_overrides(sweep_dir)
+    if not arguments:
+        return []
+    try:
+        from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+        from hydra.core.override_parser.overrides_parser import OverridesParser
+
+        jobs = BasicSweeper.split_arguments(OverridesParser.create().parse_overrides(arguments), None)[0]
+    except Exception:  # noqa: BLE001 - a sweep this cannot expand: report the run dirs only
+        return []
+    values: dict[str, set[str]] = {}
+    for job in jobs:
+        for override in job:
+            key, _, value = override.partition("=")
+            values.setdefault(key, set()).add(value)
+    swept = {key for key, seen in values.items() if len(seen) > 1}
+    default = str(cfg.get("name", "?"))
+    return [
+        PlannedJob(num, _job_name(job, default), [o for o in job if o.partition("=")[0] in swept])
+        for num, job in enumerate(jobs)
+    ]
+
+
+def _job_name(overrides: list[str], default: str) -> str:
+    """The run name a job gets: its ``name=`` override, else its experiment's (experiment files set ``name`` to
+    their own), else the sweep's."""
+    values = {o.partition("=")[0].lstrip("+~"): o.partition("=")[2] for o in overrides}
+    return values.get("name") or values.get("experiment") or default
 
 
 def task_overrides(sweep_dir: Path) -> list[str]:
@@ -206,15 +254,16 @@ def load_sweep(sweep_dir: Path) -> list[Run]:
             f"sweep dir: {sweep_dir} holds no run dirs (<num>_<name>/) and no multirun.yaml; "
             "expected a Hydra multirun dir such as logs/multiruns/<stamp>"
         )
-    seen = {r.name for r in runs}
-    for i, name in enumerate(expected_experiments(sweep_dir)):
-        if name not in seen:
+    started = {(r.num, r.name) for r in runs}
+    for job in planned_jobs(sweep_dir):
+        if (job.num, job.name) not in started:
+            which = f" ({' '.join(job.varying)})" if job.varying else ""
             runs.append(
                 Run(
-                    num=i,
-                    name=name,
+                    num=job.num,
+                    name=job.name,
                     path=None,
-                    detail="no run dir yet: the sweep is still running or stopped before it",
+                    detail=f"no run dir yet{which}: the sweep is still running or stopped before it",
                 )
             )
     return sorted(runs, key=lambda r: r.num)

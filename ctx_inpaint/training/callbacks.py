@@ -18,6 +18,7 @@ from pytorch_lightning.callbacks import Callback, ModelCheckpoint, Timer
 from pytorch_lightning.loggers import CSVLogger, WandbLogger
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
+from ctx_inpaint.cli import say
 from ctx_inpaint.errors import UserError, check_range
 
 
@@ -49,7 +50,7 @@ class RunSummary(Callback):
                 parts.append(
                     f"W&B run {getattr(run, 'dir', '?')} (mode {getattr(run.settings, 'mode', '?')})"
                 )
-        print("[ctx-inpaint] done: " + "; ".join(parts), flush=True)
+        say("[ctx-inpaint] done: " + "; ".join(parts))
 
 
 class RunStatus(Callback):
@@ -63,6 +64,8 @@ class RunStatus(Callback):
     def __init__(self) -> None:
         self._start: float | None = None
         self._started_at: str | None = None
+        self._earlier_s = 0.0  # wall time of the attempts before this resume
+        self._attempt = 1
 
     def _write(self, trainer: pl.Trainer, status: str, **extra: object) -> None:
         if not trainer.is_global_zero:
@@ -72,7 +75,8 @@ class RunStatus(Callback):
             "status": status,
             "started_at": self._started_at,
             "updated_at": datetime.fromtimestamp(now, timezone.utc).isoformat(timespec="seconds"),
-            "wall_time_s": round(now - self._start, 1) if self._start is not None else None,
+            "wall_time_s": round(self._earlier_s + now - self._start, 1) if self._start is not None else None,
+            "attempts": self._attempt,
             "epochs_completed": int(trainer.current_epoch),
             "max_epochs": trainer.max_epochs,
             "global_step": int(trainer.global_step),
@@ -86,7 +90,22 @@ class RunStatus(Callback):
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._start = time.time()
         self._started_at = datetime.fromtimestamp(self._start, timezone.utc).isoformat(timespec="seconds")
+        if trainer.ckpt_path is not None:
+            self._continue_record(Path(trainer.default_root_dir) / self.FILENAME)
         self._write(trainer, "running")
+
+    def _continue_record(self, path: Path) -> None:
+        """A resumed run adds its time to the earlier attempts' and keeps the first start: the record is the
+        whole run's, not the last attempt's."""
+        try:
+            earlier = json.loads(path.read_text())
+        except (OSError, ValueError):
+            return
+        if not isinstance(earlier, dict):
+            return
+        self._earlier_s = float(earlier.get("wall_time_s") or 0.0)
+        self._started_at = earlier.get("started_at") or self._started_at
+        self._attempt = int(earlier.get("attempts") or 1) + 1
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._write(trainer, "running")
@@ -99,7 +118,10 @@ class RunStatus(Callback):
     ) -> None:
         # Ctrl-C and SIGTERM (pre-emption, after last.ckpt was written) stop a run that can resume.
         status = "interrupted" if isinstance(exception, KeyboardInterrupt | SIGTERMException) else "failed"
-        self._write(trainer, status, error=f"{type(exception).__name__}: {exception}"[:500])
+        try:
+            self._write(trainer, status, error=f"{type(exception).__name__}: {exception}"[:500])
+        except OSError:
+            pass  # a full or read-only disk: the exception being handled says so; it must not be replaced
 
 
 def _machine(trainer: pl.Trainer) -> dict[str, object]:

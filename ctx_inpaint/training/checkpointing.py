@@ -15,6 +15,8 @@ Resume a run that was killed by repeating its command with the same run dir and 
 from __future__ import annotations
 
 import random
+import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -23,15 +25,19 @@ import pytorch_lightning as pl
 import torch
 from lightning_fabric.utilities.cloud_io import get_filesystem
 from lightning_fabric.utilities.types import _PATH
+from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.plugins.io import TorchCheckpointIO
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 from pytorch_lightning.utilities.rank_zero import rank_zero_info
 
+from ctx_inpaint.config import model_config
 from ctx_inpaint.files import atomic_write
-from ctx_inpaint.loading import load_checkpoint
+from ctx_inpaint.loading import CONFIG_KEY, CheckpointError, load_checkpoint
 
 RNG_KEY = "ctx_inpaint_rng"
+# In a checkpoint taken by SIGTERM during validation: that epoch's validation and epoch end are still owed.
+VALIDATION_OWED_KEY = "ctx_inpaint_validation_owed"
 
 
 # ---- RNG states as plain tensors and numbers (checkpoints must load with torch.load(weights_only=True)) ----
@@ -88,6 +94,12 @@ class ResumableCheckpoint(ModelCheckpoint):
         super().__init__(*args, **kw)
         self.last_every_n_batches = last_every_n_batches
         self.save_on_sigterm = save_on_sigterm
+        self._validation_owed = (
+            False  # set while the SIGTERM checkpoint of an interrupted validation is written
+        )
+        self._rng_before_validation: dict[str, Any] | None = None
+        self._rng_at_train_start: dict[str, Any] | None = None  # an owed validation's resume: set again there
+        self._owed_epoch_means: dict[str, float] = {}  # restored: logged at the owed epoch's end
 
     def on_train_batch_end(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
@@ -95,6 +107,8 @@ class ResumableCheckpoint(ModelCheckpoint):
         super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
         n = self.last_every_n_batches
         loop = trainer.fit_loop.epoch_loop
+        if loop.batch_progress.is_last_batch:  # validation may follow: where the RNG streams stood before it
+            self._rng_before_validation = rng_states()
         if not n or not self.save_last or (loop.total_batch_idx + 1) % n != 0:
             return
         if loop.batch_progress.is_last_batch or self._should_skip_saving_checkpoint(trainer):
@@ -107,6 +121,9 @@ class ResumableCheckpoint(ModelCheckpoint):
             self._refresh_last(trainer)
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        for name, value in self._owed_epoch_means.items():  # the epoch means of an interrupted epoch end
+            pl_module.log(name, value, on_step=False, on_epoch=True)
+        self._owed_epoch_means = {}
         super().on_train_epoch_end(trainer, pl_module)
         if self._should_save_on_train_epoch_end(trainer):
             self._refresh_last(trainer)
@@ -131,7 +148,11 @@ class ResumableCheckpoint(ModelCheckpoint):
             and not trainer.sanity_checking
             and self._last_global_step_saved != trainer.global_step
         ):
-            self._save_current_as_last(trainer)
+            self._validation_owed = trainer.validating  # validation inside fit, cut short
+            try:
+                self._save_current_as_last(trainer)
+            finally:
+                self._validation_owed = False
             rank_zero_info(
                 f"[ctx-inpaint] SIGTERM: saved {self.last_model_path} at global step {trainer.global_step}"
             )
@@ -151,35 +172,228 @@ class ResumableCheckpoint(ModelCheckpoint):
         finally:
             self.save_last = mode
 
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Lightning keeps absolute paths and drops "best" and "last" when the folder differs (a moved or copied
+        run dir): it then writes ``last-v1.ckpt`` and forgets the best epoch. Paths inside the stored folder are
+        mapped into this one, so a resume does not depend on where the run started."""
+        super().load_state_dict(_moved_to(state_dict, self.dirpath))
+
     # RNG states travel with every checkpoint: resumed crops continue the stream instead of repeating it.
     def on_save_checkpoint(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict
     ) -> None:
         checkpoint[RNG_KEY] = rng_states()
+        if self._validation_owed:
+            _owe_validation(checkpoint, trainer)
+            if self._rng_before_validation is not None:
+                checkpoint[RNG_KEY] = self._rng_before_validation
 
     def on_load_checkpoint(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict
     ) -> None:
+        owed = checkpoint.get(VALIDATION_OWED_KEY)
+        self._owed_epoch_means = dict(owed["train_epoch_means"]) if owed else {}
         for logger in trainer.loggers:  # metrics.csv continues instead of starting over
             if hasattr(logger, "mark_resumed"):
-                logger.mark_resumed()
+                logger.mark_resumed(validation_owed=owed is not None)
         if RNG_KEY not in checkpoint:
             return
-        set_rng_states(checkpoint[RNG_KEY])
-        if trainer.world_size > 1 and trainer.global_rank > 0:
-            # Only rank 0's states are saved; the other ranks must not replay its stream.
-            torch.manual_seed(int(torch.randint(2**62, ())) + trainer.global_rank)
+        _restore_rng(trainer, checkpoint[RNG_KEY])
+        if owed:
+            self._rng_at_train_start = checkpoint[RNG_KEY]
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """After an owed validation's resume, the streams restart where they stood before that validation:
+        Lightning's fit start draws once more (a train loader iterator) than the uninterrupted run did there."""
+        if self._rng_at_train_start is not None:
+            _restore_rng(trainer, self._rng_at_train_start)
+            self._rng_at_train_start = None
+
+
+def _restore_rng(trainer: pl.Trainer, states: dict[str, Any]) -> None:
+    set_rng_states(states)
+    if trainer.world_size > 1 and trainer.global_rank > 0:
+        # Only rank 0's states are saved; the other ranks must not replay its stream.
+        torch.manual_seed(int(torch.randint(2**62, ())) + trainer.global_rank)
+
+
+def _owe_validation(checkpoint: dict[str, Any], trainer: pl.Trainer) -> None:
+    """Make a checkpoint taken during validation rerun it on resume. Lightning skips the validation of an epoch
+    whose training batches are done (it assumes a checkpoint written after it); marking the validation loop as
+    stopped inside its first batch takes Lightning's "restarted mid-evaluation" path, which runs it again from
+    the start (the val crops are fixed), then the epoch end. The training epoch means logged so far are kept:
+    the resumed run logs them at that epoch end."""
+    loops = checkpoint.get("loops", {}).get("fit_loop", {})
+    key = "epoch_loop.val_loop.batch_progress"
+    if key not in loops:
+        return
+    in_first_batch = {"ready": 1, "started": 1, "processed": 0, "completed": 0}
+    loops[key] = {"total": dict(in_first_batch), "current": dict(in_first_batch), "is_last_batch": False}
+    checkpoint[VALIDATION_OWED_KEY] = {
+        "epoch": int(trainer.current_epoch),
+        "train_epoch_means": _train_epoch_means(trainer),
+    }
+
+
+def _train_epoch_means(trainer: pl.Trainer) -> dict[str, float]:
+    """The ``on_epoch`` values logged by the training steps of the current epoch, as its end would log them."""
+    means = {}
+    for result in trainer.fit_loop.epoch_loop._results.values():
+        meta = result.meta
+        if not (meta.on_epoch and meta.logger and result.is_tensor) or result.cumulated_batch_size == 0:
+            continue
+        value = result.value / result.cumulated_batch_size if meta.is_mean_reduction else result.value
+        means[meta.name] = float(value)
+    return means
+
+
+def _moved_to(state: dict[str, Any], dirpath: str | None) -> dict[str, Any]:
+    """``ModelCheckpoint`` state with every path under its stored ``dirpath`` moved under ``dirpath``."""
+    old = state.get("dirpath")
+    if dirpath is None or old is None or Path(old) == Path(dirpath):
+        return state
+
+    def move(path: Any) -> Any:
+        if not isinstance(path, str) or not path:
+            return path
+        try:
+            return str(Path(dirpath) / Path(path).relative_to(old))
+        except ValueError:
+            return path  # outside the run's checkpoint folder: left as it was
+
+    moved = {k: move(v) if k.endswith("_path") else v for k, v in state.items()}
+    moved["best_k_models"] = {move(k): v for k, v in (state.get("best_k_models") or {}).items()}
+    moved["dirpath"] = dirpath
+    return moved
 
 
 # ---- atomic writes, safe reads ----------------------------------------------------------------------
+class CheckpointWriteError(CheckpointError):
+    """A checkpoint could not be written (a full disk, a quota); the previous file of that name is intact."""
+
+
 def atomic_torch_save(obj: Any, path: str | Path) -> None:
-    """``torch.save`` to ``path`` through a temporary file in the same folder, then rename over it."""
-    atomic_write(path, lambda f: torch.save(obj, f))
+    """``torch.save`` to ``path`` through a temporary file in the same folder, then rename over it. A failed
+    write (torch reports a full disk as ``unexpected pos``, after 90 lines of C++ frames) is one line."""
+    try:
+        atomic_write(path, lambda f: torch.save(obj, f))
+    except OSError as err:
+        raise CheckpointWriteError(_write_failure(path, err.strerror or str(err))) from None
+    except RuntimeError as err:
+        if not any(
+            sign in str(err) for sign in ("inline_container", "unexpected pos", "PytorchStreamWriter")
+        ):
+            raise
+        cause = err.__context__ if isinstance(err.__context__, OSError) else None
+        raise CheckpointWriteError(
+            _write_failure(path, cause.strerror if cause else "the disk may be full")
+        ) from None
+
+
+def _write_failure(path: str | Path, reason: str) -> str:
+    return (
+        f"{path}: could not write the checkpoint ({reason}); the previous file of that name, if any, is intact; "
+        "free some space, then resume with ckpt_path=last"
+    )
 
 
 def _is_local(path: _PATH) -> bool:
     protocol = get_filesystem(path).protocol
     return "file" in (protocol if isinstance(protocol, tuple) else (protocol,))
+
+
+# ---- resuming: the checkpoint must fit the new config, checked before any record of the run is touched -----------
+# Settings that change neither the weights nor what is trained: a resume may change them.
+RUNTIME_KEYS = frozenset({"channels_last", "compile", "matmul", "grid_images"})
+_preloaded: dict[str, tuple[int, dict[str, Any]]] = {}  # the checkpoint read by check_resume, for Lightning
+
+
+class ResumeMismatchError(CheckpointError):
+    """The checkpoint to resume was trained with another architecture or other masks."""
+
+
+def last_checkpoint(dirpath: str | Path) -> Path | None:
+    """The file ``ckpt_path=last`` resumes: the newest ``last*.ckpt`` in ``dirpath``, as Lightning picks it."""
+    folder = Path(dirpath)
+    if not folder.is_dir():
+        return None
+    found = [p for p in folder.iterdir() if p.suffix == ".ckpt" and re.match(r"^last(-\d+)?$", p.stem)]
+    return max(found, key=lambda p: p.stat().st_mtime) if found else None
+
+
+def resume_checkpoint(cfg: DictConfig) -> Path | None:
+    """The local checkpoint file ``cfg.ckpt_path`` names (``last``: the run dir's), None when nothing resumes."""
+    path = cfg.get("ckpt_path")
+    if path is None or "://" in str(path):
+        return None
+    if path == "last":
+        dirpath = OmegaConf.select(cfg, "callbacks.model_checkpoint.dirpath", default=None)
+        return last_checkpoint(dirpath) if dirpath is not None else None
+    return Path(str(path)).expanduser()
+
+
+def _flat(value: Any, prefix: str) -> dict[str, Any]:
+    if not isinstance(value, Mapping):
+        return {prefix: value}
+    out: dict[str, Any] = {}
+    for key, item in value.items():
+        out.update(_flat(item, f"{prefix}.{key}"))
+    return out
+
+
+def config_differences(stored: Mapping[str, Any], current: Mapping[str, Any]) -> list[tuple[str, Any, Any]]:
+    """``(key, stored value, current value)`` for every model, mask or input-size setting that differs, except
+    the runtime-only ``RUNTIME_KEYS``, and settings an older checkpoint lacks while the new config leaves them
+    off (false, null or 0: options added since, at their default)."""
+    old, new = {}, {}
+    for section, key in (("model", "model"), ("masks", "masks"), ("input_size", "data.input_size")):
+        old.update(_flat(stored.get(section), key))
+        new.update(_flat(current.get(section), key))
+    differences = []
+    for key in sorted(old.keys() | new.keys()):
+        was, now = old.get(key, _UNSET), new.get(key, _UNSET)
+        if was == now or key.rsplit(".", 1)[-1] in RUNTIME_KEYS:
+            continue
+        if _UNSET in (was, now) and (now if was is _UNSET else was) in (None, False, 0):
+            continue
+        differences.append((key, was, now))
+    return differences
+
+
+_UNSET = object()
+
+
+def _shown(value: Any) -> str:
+    return "not set" if value is _UNSET else str(value)
+
+
+def check_resume(cfg: DictConfig) -> None:
+    """Refuse, in one line naming what differs, a checkpoint that the new config cannot continue (another
+    architecture, other masks): Lightning would fail only after the run's records were rewritten, with a
+    size-mismatch traceback. The checkpoint read here is the one Lightning then uses (read once)."""
+    path = resume_checkpoint(cfg)
+    if path is None:
+        return
+    ckpt = load_checkpoint(path)  # weights-only; truncated or foreign files are refused here, in one line
+    _preloaded.clear()
+    _preloaded[str(path.resolve())] = (path.stat().st_mtime_ns, ckpt)
+    differences = config_differences(ckpt[CONFIG_KEY], model_config(cfg))
+    if not differences:
+        return
+    whose = "the run's" if cfg.ckpt_path == "last" else "the checkpoint's"
+    shown = "; ".join(
+        f"{key} is {_shown(old)}, the new config has {_shown(new)}" for key, old, new in differences[:3]
+    )
+    more = f" (and {len(differences) - 3} more)" if len(differences) > 3 else ""
+    raise ResumeMismatchError(
+        f"ckpt_path={cfg.ckpt_path}: {whose} {shown}{more}; resume with the settings the checkpoint was trained "
+        "with, or start a new run in another hydra.run.dir"
+    )
+
+
+def _take_preloaded(path: Path) -> dict[str, Any] | None:
+    entry = _preloaded.pop(str(path.resolve()), None)
+    return entry[1] if entry is not None and path.is_file() and path.stat().st_mtime_ns == entry[0] else None
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -195,7 +409,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         if not _is_local(path):
             return super().load_checkpoint(path, map_location, weights_only)
         rank_zero_info(f"[ctx-inpaint] resuming from {path}")
-        return load_checkpoint(path)
+        return _take_preloaded(Path(path)) or load_checkpoint(path)
 
     def save_checkpoint(
         self, checkpoint: dict[str, Any], path: _PATH, storage_options: Any | None = None

@@ -33,6 +33,7 @@ class _ResumableWriter(ExperimentWriter):
 
     def __init__(self, log_dir: str) -> None:
         self.resuming = False
+        self.validation_owed = False  # the checkpoint was taken during validation: its epoch end is redone
         self._settled = False
         self.flush_next = False
         super().__init__(log_dir)
@@ -47,10 +48,15 @@ class _ResumableWriter(ExperimentWriter):
             self.save()
 
     def save(self) -> None:
-        if self.metrics and not self._settled:
-            self._settled = True
-            self._settle_existing_file()
-        super().save()
+        try:
+            if self.metrics and not self._settled:
+                self._settled = True
+                self._settle_existing_file()
+            super().save()
+        except OSError as err:  # a full disk: name the file (a failed write does not)
+            if err.filename is not None:
+                raise
+            raise OSError(err.errno, err.strerror, self.metrics_file_path) from None
 
     def _settle_existing_file(self) -> None:
         path = Path(self.metrics_file_path)
@@ -59,12 +65,13 @@ class _ResumableWriter(ExperimentWriter):
         if not self.resuming:  # a fresh run in a used dir: Lightning's behaviour, start over
             path.unlink()
             return
-        # The resumed run's first logged step says where the checkpoint was: rows from there on are redone.
+        # The resumed run's first logged step says where the checkpoint was: rows from there on are redone. After
+        # a validation owed by the checkpoint, only the epoch-end rows of that step are (its training rows stay).
         first = min(int(m["step"]) for m in self.metrics)
         with open(path, newline="") as f:
             reader = csv.DictReader(f)
             fieldnames = list(reader.fieldnames or [])
-            rows = [r for r in reader if _step(r) is not None and _step(r) < first]
+            rows = [r for r in reader if self._kept(r, first)]
         tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
         with open(tmp, "w", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=fieldnames)
@@ -72,6 +79,17 @@ class _ResumableWriter(ExperimentWriter):
             writer.writerows(rows)
         os.replace(tmp, path)
         self.metrics_keys = sorted(set(self.metrics_keys) | set(fieldnames))
+
+    def _kept(self, row: dict[str, str], first: int) -> bool:
+        step = _step(row)
+        if step is None or step > first:
+            return False
+        return step < first or (self.validation_owed and not _epoch_end_row(row))
+
+
+def _epoch_end_row(row: dict[str, str]) -> bool:
+    """A row an epoch end logs: validation metrics or ``*_epoch`` means."""
+    return any(value and (key.startswith("val/") or key.endswith("_epoch")) for key, value in row.items())
 
 
 def _step(row: dict[str, str]) -> int | None:
@@ -93,9 +111,11 @@ class ResumableCSVLogger(CSVLogger):
         return self._experiment
 
     @rank_zero_only
-    def mark_resumed(self) -> None:
-        """Called when training resumes from a checkpoint: continue metrics.csv instead of starting over."""
+    def mark_resumed(self, validation_owed: bool = False) -> None:
+        """Called when training resumes from a checkpoint: continue metrics.csv instead of starting over
+        (``validation_owed``: the checkpoint was taken during validation, which the resumed run redoes)."""
         self.experiment.resuming = True
+        self.experiment.validation_owed = validation_owed
 
     def after_save_checkpoint(self, checkpoint_callback: Any) -> None:
         super().after_save_checkpoint(checkpoint_callback)

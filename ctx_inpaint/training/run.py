@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -16,14 +17,54 @@ from ctx_inpaint.config import build_module
 from ctx_inpaint.config_check import check_config
 from ctx_inpaint.errors import UserError
 from ctx_inpaint.masks import MaskGenerator
+from ctx_inpaint.training.checkpointing import check_resume
 from ctx_inpaint.training.loggers import ensure_wandb_mode, fill_wandb_group, fill_wandb_resume
 
 LOCK_FILE = ".run.lock"
 _RANK_VARIABLES = ("RANK", "LOCAL_RANK", "NODE_RANK", "SLURM_PROCID")
 
 
+# What a run leaves in its run dir: a fresh run there would delete or mix them.
+RUN_RECORDS = ("metrics.csv", "run_status.json", "checkpoints", "samples", "wandb_run_id.txt")
+
+
 class RunDirBusyError(UserError):
     """Another run holds the run dir."""
+
+
+class RunDirUsedError(UserError):
+    """A fresh run was asked for in a run dir that already holds a run."""
+
+
+def _present(path: Path) -> bool:
+    return path.is_file() or (path.is_dir() and any(path.iterdir()))
+
+
+def claim_run_dir(cfg: DictConfig, run_dir: Path) -> None:
+    """A fresh run (no ``ckpt_path``) in a run dir that holds a run is refused in one line, unless
+    ``overwrite=true``, which deletes that run's records first: metrics.csv would be deleted and checkpoints
+    mixed (``last.ckpt`` beside ``last-v1.ckpt``) otherwise."""
+    if cfg.get("ckpt_path") is not None or not _launching_process():
+        return
+    found = [name for name in RUN_RECORDS if _present(run_dir / name)]
+    if not found:
+        return
+    if not cfg.get("overwrite", False):
+        raise RunDirUsedError(
+            f"{run_dir}: already holds a run ({', '.join(found)}); resume it with ckpt_path=last, choose another "
+            "hydra.run.dir, or pass overwrite=true to delete that run's records and start over"
+        )
+    for name in found:
+        path = run_dir / name
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
+
+
+def _launching_process() -> bool:
+    """False in the processes DDP launches for ranks > 0: rank 0 owns the run dir."""
+    return all(os.environ.get(v, "0") == "0" for v in _RANK_VARIABLES)
 
 
 @contextmanager
@@ -32,7 +73,7 @@ def run_dir_lock(run_dir: Path) -> Iterator[None]:
 
     Taken by the launching process (rank 0) only; the lock is released by the kernel if the process dies, so a
     killed run never leaves a stale lock. The holder's pid is written into the lock file for the error line."""
-    if any(os.environ.get(v, "0") != "0" for v in _RANK_VARIABLES):
+    if not _launching_process():
         yield  # a DDP worker: rank 0 holds the lock for the run
         return
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -62,6 +103,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
     check_config(cfg)  # refuse bad keys/values before anything is built or written
     output_dir = Path(cfg.paths.output_dir)
     with run_dir_lock(output_dir):
+        check_resume(cfg)  # a checkpoint the config cannot continue is refused before any record is touched
+        claim_run_dir(cfg, output_dir)
         return _train(cfg, output_dir)
 
 

@@ -1,0 +1,149 @@
+"""Shipped weights: a generator as safetensors (tensors only, no pickle) beside a JSON of its model config.
+
+``ctx_inpaint/pretrained/<name>.safetensors`` + ``<name>.json`` are the pretrained models (``freeform``, ``center``),
+made by ``make weights`` from recorded training runs. Loading builds the generator from the JSON (every
+``_target_`` checked as for checkpoints), then refuses any tensor whose name or shape the model does not have
+before a single weight is copied.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save
+
+from ctx_inpaint.files import atomic_write
+from ctx_inpaint.loading import (
+    CONFIG_KEY,
+    CheckpointError,
+    LoadedModel,
+    build_generator,
+    generator_state,
+    load_checkpoint,
+    load_model,
+    training_meta,
+)
+
+PRETRAINED_DIR = Path(__file__).resolve().parent / "pretrained"
+PRETRAINED = ("freeform", "center")
+DTYPES = {"float16": torch.float16, "float32": torch.float32, "bfloat16": torch.bfloat16}
+
+
+def pretrained_path(name: str) -> Path:
+    """The shipped ``.safetensors`` of a pretrained model name; one-line error for an unknown or missing one."""
+    if name not in PRETRAINED:
+        raise CheckpointError(f"pretrained model {name!r}: unknown; expected one of {', '.join(PRETRAINED)}")
+    path = PRETRAINED_DIR / f"{name}.safetensors"
+    if not path.is_file():
+        raise CheckpointError(
+            f"pretrained model {name!r}: {path} is missing (run `make weights` to build it)"
+        )
+    return path
+
+
+def load_any(spec: str | Path, device: str | torch.device = "cpu") -> LoadedModel:
+    """``spec``: a pretrained name (``freeform``, ``center``), a ``.safetensors`` file, or a ``.ckpt``."""
+    path = Path(spec).expanduser()
+    if str(spec) in PRETRAINED and not path.exists():
+        return load_weights(pretrained_path(str(spec)), device)
+    if not path.exists() and not path.suffix:
+        raise CheckpointError(
+            f"{spec}: neither a shipped model ({', '.join(PRETRAINED)}) nor an existing .ckpt or .safetensors file"
+        )
+    if path.suffix == ".safetensors":
+        return load_weights(path, device)
+    return load_model(path, device)
+
+
+def export_weights(
+    checkpoint: str | Path, out: str | Path, dtype: str = "float16", extra: dict[str, Any] | None = None
+) -> tuple[Path, Path]:
+    """Write the generator of ``checkpoint`` to ``out`` (``.safetensors``) and its config to ``out`` + ``.json``.
+
+    Floating tensors are stored as ``dtype`` (float16 halves the file; the quality cost is measured by
+    ``make weights``); BatchNorm's integer counters keep their type. Both files are written atomically."""
+    if dtype not in DTYPES:
+        raise CheckpointError(f"--dtype: got {dtype!r}; expected one of {', '.join(DTYPES)}")
+    ckpt = load_checkpoint(checkpoint)
+    config = dict(ckpt[CONFIG_KEY])
+    generator, _ = build_generator(config, source=str(checkpoint))
+    weights = generator_state(ckpt["state_dict"])
+    generator.load_state_dict(weights, strict=True)  # same check as loading: the weights fit the config
+    tensors = {
+        k: (v.to(DTYPES[dtype]) if v.is_floating_point() else v).contiguous() for k, v in weights.items()
+    }
+    blob = save(tensors, metadata={"format": "ctx-inpaint generator", "dtype": dtype})
+    out = Path(out).with_suffix(".safetensors")
+    meta = {
+        "format": "ctx-inpaint generator",
+        "dtype": dtype,
+        "sha256": hashlib.sha256(blob).hexdigest(),
+        "parameters": sum(v.numel() for k, v in weights.items() if v.is_floating_point()),
+        "source_checkpoint": Path(checkpoint).name,
+        "trained": training_meta(ckpt),
+        **(extra or {}),
+        CONFIG_KEY: config,
+    }
+    atomic_write(out, lambda f: f.write(blob))
+    json_path = out.with_suffix(".json")
+    atomic_write(json_path, lambda f: f.write((json.dumps(meta, indent=2, default=str) + "\n").encode()))
+    return out, json_path
+
+
+def load_weights(path: str | Path, device: str | torch.device = "cpu") -> LoadedModel:
+    """A generator from a ``.safetensors`` file and the ``.json`` beside it (see the module docstring)."""
+    path = Path(path).expanduser()
+    json_path = path.with_suffix(".json")
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such weights file")
+    try:
+        meta = json.loads(json_path.read_text())
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: its model config {json_path.name} is missing beside it") from None
+    except (ValueError, UnicodeDecodeError) as err:
+        raise CheckpointError(f"{json_path}: not valid JSON ({err})") from None
+    if not isinstance(meta, dict) or not isinstance(meta.get(CONFIG_KEY), dict):
+        raise CheckpointError(f"{json_path}: has no '{CONFIG_KEY}' object; cannot rebuild the model")
+    config = meta[CONFIG_KEY]
+    generator, masks = build_generator(config, source=str(json_path))
+    try:
+        tensors = load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as err:
+        raise CheckpointError(f"{path}: not a readable safetensors file ({err})") from None
+    expected = generator.state_dict()
+    check_tensors(path, tensors, expected)
+    generator.load_state_dict({k: v.to(expected[k].dtype) for k, v in tensors.items()}, strict=True)
+    generator.to(device).eval()
+    return LoadedModel(
+        generator=generator,
+        masks=masks,
+        input_size=int(config["input_size"]),
+        name=str(config.get("name", path.stem)),
+        config=config,
+        path=path,
+        meta=dict(meta.get("trained") or {}),
+    )
+
+
+def check_tensors(path: Path, tensors: dict[str, torch.Tensor], expected: dict[str, torch.Tensor]) -> None:
+    """Refuse (one line) unexpected or missing names, other shapes and non-finite values."""
+    unexpected = sorted(set(tensors) - set(expected))
+    if unexpected:
+        raise CheckpointError(
+            f"{path}: unexpected tensor {unexpected[0]!r} ({len(unexpected)} in all); the model config has no such weight"
+        )
+    missing = sorted(set(expected) - set(tensors))
+    if missing:
+        raise CheckpointError(f"{path}: tensor {missing[0]!r} is missing ({len(missing)} in all)")
+    for name, value in tensors.items():
+        if tuple(value.shape) != tuple(expected[name].shape):
+            raise CheckpointError(
+                f"{path}: tensor {name!r} has shape {tuple(value.shape)}; the model expects {tuple(expected[name].shape)}"
+            )
+        if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            raise CheckpointError(f"{path}: tensor {name!r} holds NaN or inf values; expected finite weights")

@@ -1,0 +1,171 @@
+"""Free-form masks, the classical fill, the residual / mask-channel generator, named mask sets and paired stats."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from ctx_inpaint.errors import ConfigError, InputError
+from ctx_inpaint.mask_sets import MASK_SETS, area_bin, draw_masks, fingerprint, parse_mask_sets
+from ctx_inpaint.masks import FREEFORM_PRESETS, FreeForm, RandomRegion, classical_fill
+from ctx_inpaint.models.bottlenecks import ChannelwiseFC
+from ctx_inpaint.models.decoders import Decoder
+from ctx_inpaint.models.encoders import PaperEncoder
+from ctx_inpaint.models.generator import Generator
+from ctx_inpaint.stats import paired_bootstrap
+
+
+@pytest.mark.parametrize("preset", [None, *FREEFORM_PRESETS])
+def test_freeform_coverage_stays_in_bounds_and_is_seeded(preset: str | None) -> None:
+    gen = FreeForm(64, **(FREEFORM_PRESETS[preset] if preset else {}))
+    fractions = []
+    for seed in range(25):
+        a = gen.sample(torch.Generator().manual_seed(seed))
+        assert torch.equal(a, gen.sample(torch.Generator().manual_seed(seed)))
+        assert a.shape == (1, 64, 64) and set(a.unique().tolist()) <= {0.0, 1.0}
+        fractions.append(a.mean().item())
+    assert 0.1 <= min(fractions) and max(fractions) <= 0.4
+    assert max(fractions) - min(fractions) > 0.1  # the target coverage really varies
+    assert len({round(f, 6) for f in fractions}) == 25
+
+
+def test_freeform_presets_differ_in_stroke_width() -> None:
+    """Thin strokes leave far more hole boundary per hidden pixel than thick ones."""
+
+    def boundary_per_pixel(mask: torch.Tensor) -> float:
+        m = mask[0].bool()
+        edge = m & ~(torch.nn.functional.max_pool2d((~m).float()[None], 3, 1, 1)[0] == 0)
+        return edge.sum().item() / m.sum().item()
+
+    ratios = {}
+    for name, preset in FREEFORM_PRESETS.items():
+        gen = FreeForm(128, **preset)
+        ratios[name] = np.mean(
+            [boundary_per_pixel(gen.sample(torch.Generator().manual_seed(s))) for s in range(8)]
+        )
+    assert ratios["thin"] > 1.5 * ratios["medium"] > 1.5 * ratios["thick"]
+
+
+@pytest.mark.parametrize(
+    "kwargs, key",
+    [
+        ({"min_coverage": 0.5, "max_coverage": 0.4}, "masks.min_coverage"),
+        ({"max_coverage": 1.5}, "masks.max_coverage"),
+        ({"min_width": 0.1, "max_width": 0.05}, "masks.max_width"),
+        ({"fill": "blur"}, "masks.fill"),
+    ],
+)
+def test_freeform_refuses_bad_settings_naming_the_key(kwargs: dict, key: str) -> None:
+    with pytest.raises(ConfigError, match=key):
+        FreeForm(64, **kwargs)
+
+
+@pytest.mark.parametrize("method", ["telea", "ns"])
+def test_classical_fill_changes_hidden_pixels_only_and_beats_the_mean(method: str) -> None:
+    yy, xx = torch.meshgrid(torch.linspace(-1, 1, 32), torch.linspace(-1, 1, 32), indexing="ij")
+    image = torch.stack([xx, yy, (xx + yy) / 2]) * 0.8
+    mask = torch.zeros(1, 32, 32)
+    mask[:, 10:20, 12:22] = 1
+    filled = classical_fill(image, mask, method)
+    assert torch.equal(filled[:, mask[0] == 0], image[:, mask[0] == 0])
+    err = (filled - image).abs()[:, mask[0] == 1].mean()
+    visible_mean = image[:, mask[0] == 0].mean(dim=1, keepdim=True)
+    mean_err = (image[:, mask[0] == 1] - visible_mean).abs().mean()
+    assert err < 0.6 * mean_err  # a smooth ramp: diffusion follows it, a flat colour does not
+    batch = classical_fill(image[None].repeat(2, 1, 1, 1), mask[None].repeat(2, 1, 1, 1), method)
+    assert torch.equal(batch[0], filled)
+
+
+def test_mask_generator_hide_uses_its_fill() -> None:
+    image = torch.rand(3, 32, 32) * 2 - 1
+    mask = FreeForm(32).sample(torch.Generator().manual_seed(0))
+    mean = FreeForm(32).hide(image, mask)
+    telea = FreeForm(32, fill="telea").hide(image, mask)
+    hole = mask[0] == 1
+    assert torch.equal(mean[:, ~hole], image[:, ~hole]) and torch.equal(telea[:, ~hole], image[:, ~hole])
+    assert mean[:, hole].std(dim=1).max() < 1e-6  # one colour
+    assert telea[:, hole].std(dim=1).min() > 1e-3  # a fill that varies
+
+
+def _generator(mask_channel: bool, residual: bool, in_channels: int) -> Generator:
+    return Generator(
+        PaperEncoder(32, width=8, in_channels=in_channels),
+        lambda **kw: ChannelwiseFC(**kw),
+        lambda **kw: Decoder(**kw, width=8),
+        output_size=32,
+        mask_channel=mask_channel,
+        residual=residual,
+    )
+
+
+def test_residual_generator_corrects_the_hole_only_and_sees_the_mask() -> None:
+    torch.manual_seed(0)
+    g = _generator(mask_channel=True, residual=True, in_channels=4).eval()
+    masked = torch.rand(2, 3, 32, 32) * 2 - 1
+    mask = torch.zeros(2, 1, 32, 32)
+    mask[:, :, 8:20, 8:20] = 1
+    out = g(masked, mask)
+    visible = mask.expand_as(out) == 0
+    assert torch.equal(out[visible], masked[visible])  # visible pixels pass through
+    assert 0 < (out - masked).abs().max() < 0.2  # small initial correction: about the fill
+    other = mask.clone()
+    other[:, :, 20:24, 20:24] = 1
+    # The mask is an input: the same pixels with another mask give another prediction inside the common hole.
+    assert (g(masked, other) - out)[:, :, 8:20, 8:20].abs().max() > 0
+    with pytest.raises(ValueError, match="pass mask"):
+        g(masked)
+    loss = g(masked, mask).square().mean()
+    loss.backward()
+    first = g.encoder.net[0].weight.grad
+    assert first is not None and first.abs().sum() > 0  # every layer learns from the first step
+
+
+def test_generator_refuses_an_encoder_without_the_mask_channel() -> None:
+    with pytest.raises(ConfigError, match="model.encoder.in_channels.*expected 4"):
+        _generator(mask_channel=True, residual=False, in_channels=3)
+
+
+def test_mask_sets_are_seeded_and_fingerprinted() -> None:
+    a = draw_masks("freeform_thin", 32, 5, seed=7)
+    b = draw_masks("freeform_thin", 32, 5, seed=7)
+    c = draw_masks("freeform_thin", 32, 5, seed=8)
+    assert fingerprint(a) == fingerprint(b) != fingerprint(c)
+    assert len(fingerprint(a)) == 16
+    a[2][0, 0, 0] = 1 - a[2][0, 0, 0]  # one pixel differs: another fingerprint
+    assert fingerprint(a) != fingerprint(b)
+    for name in MASK_SETS:
+        if name == "random_region":  # its pattern is sized for 128 crops
+            masks = draw_masks(name, 128, 2, 0)
+        else:
+            masks = draw_masks(name, 32, 2, 0)
+        assert all(0 < m.mean() < 1 for m in masks), name
+    assert parse_mask_sets("all") == list(MASK_SETS)
+    assert parse_mask_sets("center, freeform_thick") == ["center", "freeform_thick"]
+    with pytest.raises(InputError, match="unknown set.*nope"):
+        parse_mask_sets("center,nope")
+
+
+def test_area_bins() -> None:
+    assert area_bin(0.0) == "0-10%" and area_bin(0.099) == "0-10%" and area_bin(0.1) == "10-20%"
+    assert area_bin(0.35) == "30-40%" and area_bin(1.0) == "90-100%"
+
+
+def test_paired_bootstrap_recovers_a_known_difference() -> None:
+    rng = np.random.default_rng(0)
+    b = rng.normal(0, 1, 400)
+    a = b + 0.5 + rng.normal(0, 0.2, 400)  # a - b ~ N(0.5, 0.2): the 95% interval of the mean is 0.5 +- 0.02
+    r = paired_bootstrap(a, b)
+    assert abs(r["mean"] - 0.5) < 0.03
+    assert r["lo"] < r["mean"] < r["hi"] and 0.46 < r["lo"] and r["hi"] < 0.54
+    assert 0.03 < r["hi"] - r["lo"] < 0.05  # width about 2 * 1.96 * 0.2 / sqrt(400) = 0.039
+    assert r["wins"] > 390 and r["n"] == 400
+    same = paired_bootstrap(b, b)
+    assert same["mean"] == same["lo"] == same["hi"] == 0.0 and same["wins"] == 0
+
+
+def test_random_region_takes_a_fill() -> None:
+    gen = RandomRegion(128, fill="ns")
+    image = torch.rand(3, 128, 128) * 2 - 1
+    mask = gen.sample(torch.Generator().manual_seed(0))
+    assert not torch.equal(gen.hide(image, mask), RandomRegion(128).hide(image, mask))
