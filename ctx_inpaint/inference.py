@@ -282,12 +282,9 @@ class Inpainter:
         n = self.size
         if side != n:
             model_in = TF.resize(win, [n, n], antialias=True)
-            # Any hole pixel under a model pixel hides it, so the model sees the fill, not a blend, there.
-            hole_n = (
-                F.adaptive_max_pool2d(win_hole[None], n)[0] > 0
-                if side > n
-                else _resize_nearest(win_hole, n) > 0
-            )
+            # Every model pixel the resize filter took any hole pixel into is hidden (the same filter on the mask),
+            # so the model, and a classical fill, see visible pixels free of the mean colour around the hole.
+            hole_n = TF.resize(win_hole, [n, n], antialias=True) > 1e-6
         else:
             model_in, hole_n = win, win_hole > 0
         hole_n = hole_n.float()
@@ -320,10 +317,6 @@ def _crop_padded(x: torch.Tensor, top: int, left: int, side: int) -> torch.Tenso
         mode = "reflect" if max(pt, pb) < ch and max(pl, pr) < cw else "replicate"  # reflect needs pad < size
         crop = F.pad(crop[None], (pl, pr, pt, pb), mode=mode)[0]
     return crop
-
-
-def _resize_nearest(x: torch.Tensor, n: int) -> torch.Tensor:
-    return F.interpolate(x[None], size=(n, n), mode="nearest")[0]
 
 
 def _box_mask(box: tuple[int, int, int, int], n: int) -> torch.Tensor:

@@ -133,9 +133,34 @@ def _refusal(section: str, target: str) -> str | None:
     return None
 
 
+def _interpolation(node: Any, prefix: str = "") -> str | None:
+    """The key path of the first string holding an OmegaConf interpolation (``${...}``), or None."""
+    if isinstance(node, Mapping):
+        for key, value in node.items():
+            found = _interpolation(value, f"{prefix}.{key}" if prefix else str(key))
+            if found is not None:
+                return found
+    elif isinstance(node, list | tuple):
+        for i, item in enumerate(node):
+            found = _interpolation(item, f"{prefix}[{i}]")
+            if found is not None:
+                return found
+    elif isinstance(node, str) and "${" in node:
+        return prefix
+    return None
+
+
 def check_targets(config: Mapping[str, Any], source: str = "checkpoint") -> None:
     """Refuse the config unless every ``_target_`` in it is a class defined in this package's model (``model``)
-    or mask (``masks``) code: instantiating a config calls its targets, so all of them are checked first."""
+    or mask (``masks``) code: instantiating a config calls its targets, so all of them are checked first.
+    Interpolations are refused too: stored configs are resolved, and a resolver (``oc.create``) could build a
+    target of its own that this check never saw."""
+    where = _interpolation(config)
+    if where is not None:
+        raise CheckpointError(
+            f"{source}: {CONFIG_KEY}.{where} holds an interpolation ('${{...}}'); expected resolved values, "
+            "nothing was built"
+        )
     for key, target in walk_targets(config):
         section = key.split(".")[0].split("[")[0]
         why = _refusal(section, target)
@@ -159,7 +184,13 @@ def build_generator(config: Mapping[str, Any], source: str = "checkpoint") -> tu
             raise CheckpointError(f"{source}: {CONFIG_KEY} lacks '{key}'")
     check_targets(config, source)
     model = config["model"]
+    for flag in ("mask_channel", "residual"):
+        if not isinstance(model.get(flag, False), bool):
+            raise CheckpointError(
+                f"{source}: {CONFIG_KEY}.model.{flag} is {model[flag]!r}; expected true or false"
+            )
     try:
+        input_size = int(config["input_size"])
         masks: MaskGenerator = instantiate(dict(config["masks"]))
         encoder = instantiate(dict(model["encoder"]))
         bottleneck = instantiate(dict(model["bottleneck"]))
@@ -169,14 +200,14 @@ def build_generator(config: Mapping[str, Any], source: str = "checkpoint") -> tu
             bottleneck,
             decoder,
             output_size=masks.output_size,
-            mask_channel=bool(model.get("mask_channel", False)),
-            residual=bool(model.get("residual", False)),
+            mask_channel=model.get("mask_channel", False),
+            residual=model.get("residual", False),
         )
     except Exception as err:  # a config from another version; keep it to one line
         raise CheckpointError(
             f"{source}: cannot rebuild the model from {CONFIG_KEY} ({one_line(err)})"
         ) from None
-    if masks.image_size != int(config["input_size"]):
+    if masks.image_size != input_size:
         raise CheckpointError(
             f"{source}: {CONFIG_KEY}.masks.image_size {masks.image_size} differs from input_size {config['input_size']}"
         )

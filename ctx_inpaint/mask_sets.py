@@ -7,6 +7,7 @@ fixed seed and recorded with a hash of its masks (and of its images), so a table
 from __future__ import annotations
 
 import hashlib
+import math
 from collections.abc import Callable
 
 import torch
@@ -64,5 +65,5 @@ def fingerprint(tensors: list[torch.Tensor]) -> str:
 
 def area_bin(fraction: float, width: float = 0.1) -> str:
     """The hole-area bin of a hidden fraction: ``0-10%``, ``10-20%``, ..."""
-    k = min(int(fraction / width), int(round(1 / width)) - 1)
+    k = min(math.floor(fraction / width + 1e-9), round(1 / width) - 1)
     return f"{round(100 * k * width)}-{round(100 * (k + 1) * width)}%"

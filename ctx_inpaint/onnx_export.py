@@ -1,8 +1,9 @@
 """The generator as an ONNX graph, and its parity and latency against PyTorch (optional extra ``[onnx]``).
 
 The graph takes what the generator takes: ``masked`` (B, 3, N, N) in [-1, 1], the image with its hole already
-filled as the model was trained (``masks.fill``: mean colour, or OpenCV Telea for the free-form model; the
-classical fill is OpenCV code, not part of the graph) and ``mask`` (B, 1, N, N), 1 = hidden. It returns the
+filled as the model was trained (``masks.fill``: mean colour, or OpenCV Navier-Stokes for the free-form model;
+the classical fill is OpenCV code, not part of the graph) and ``mask`` (B, 1, N, N), 1 = hidden (models that do
+not use it, the mean-fill centre models, export without that input). It returns the
 prediction of the region the model predicts (the whole image, or the centre square). The model config travels in
 the graph's metadata (``ctx_inpaint_config``).
 """
@@ -85,12 +86,19 @@ def session(path: str | Path):
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
+def feed_for(sess, masked: torch.Tensor, mask: torch.Tensor) -> dict:
+    """The inputs the graph declares: models that ignore the mask (mean-fill centre models) export without it."""
+    arrays = {"masked": masked.numpy(), "mask": mask.numpy()}
+    return {i.name: arrays[i.name] for i in sess.get_inputs()}
+
+
 def parity(model: LoadedModel, path: str | Path, batch: int = 4, seed: int = 1) -> float:
     """Largest absolute difference between onnxruntime's and PyTorch's outputs on the same inputs."""
     masked, mask = example_inputs(model, batch, seed)
     with torch.inference_mode():
         expected = model.generator.float().cpu().eval()(masked, mask)
-    (got,) = session(path).run(None, {"masked": masked.numpy(), "mask": mask.numpy()})
+    sess = session(path)
+    (got,) = sess.run(None, feed_for(sess, masked, mask))
     return float((torch.from_numpy(got) - expected).abs().max())
 
 
@@ -99,7 +107,7 @@ def latency(model: LoadedModel, path: str | Path, rounds: int = 30) -> dict[str,
     every round) so a busy machine slows both alike; ``ratio`` = the median of per-round PyTorch / ORT."""
     masked, mask = example_inputs(model, 1, 2)
     sess = session(path)
-    feed = {"masked": masked.numpy(), "mask": mask.numpy()}
+    feed = feed_for(sess, masked, mask)
     generator = model.generator.float().cpu().eval()
 
     def run_torch() -> None:

@@ -17,6 +17,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save
 
+from ctx_inpaint.errors import one_line
 from ctx_inpaint.files import atomic_write
 from ctx_inpaint.loading import (
     CONFIG_KEY,
@@ -49,9 +50,9 @@ def pretrained_path(name: str) -> Path:
 def load_any(spec: str | Path, device: str | torch.device = "cpu") -> LoadedModel:
     """``spec``: a pretrained name (``freeform``, ``center``), a ``.safetensors`` file, or a ``.ckpt``."""
     path = Path(spec).expanduser()
-    if str(spec) in PRETRAINED and not path.exists():
+    if str(spec) in PRETRAINED and not path.is_file():
         return load_weights(pretrained_path(str(spec)), device)
-    if not path.exists() and not path.suffix:
+    if not path.is_file() and not path.suffix:
         raise CheckpointError(
             f"{spec}: neither a shipped model ({', '.join(PRETRAINED)}) nor an existing .ckpt or .safetensors file"
         )
@@ -106,15 +107,24 @@ def load_weights(path: str | Path, device: str | torch.device = "cpu") -> Loaded
     except FileNotFoundError:
         raise CheckpointError(f"{path}: its model config {json_path.name} is missing beside it") from None
     except (ValueError, UnicodeDecodeError) as err:
-        raise CheckpointError(f"{json_path}: not valid JSON ({err})") from None
+        raise CheckpointError(f"{json_path}: not valid JSON ({one_line(err)})") from None
+    except OSError as err:
+        raise CheckpointError(f"{json_path}: cannot be read ({one_line(err)})") from None
     if not isinstance(meta, dict) or not isinstance(meta.get(CONFIG_KEY), dict):
         raise CheckpointError(f"{json_path}: has no '{CONFIG_KEY}' object; cannot rebuild the model")
     config = meta[CONFIG_KEY]
     generator, masks = build_generator(config, source=str(json_path))
+    if isinstance(meta.get("sha256"), str):
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        if digest != meta["sha256"]:
+            raise CheckpointError(
+                f"{path}: its sha256 {digest[:12]}... differs from the {meta['sha256'][:12]}... {json_path.name} "
+                "records; expected the weights that JSON was written with"
+            )
     try:
         tensors = load_file(str(path))
     except (SafetensorError, OSError, ValueError) as err:
-        raise CheckpointError(f"{path}: not a readable safetensors file ({err})") from None
+        raise CheckpointError(f"{path}: not a readable safetensors file ({one_line(err)})") from None
     expected = generator.state_dict()
     check_tensors(path, tensors, expected)
     generator.load_state_dict({k: v.to(expected[k].dtype) for k, v in tensors.items()}, strict=True)
@@ -126,7 +136,7 @@ def load_weights(path: str | Path, device: str | torch.device = "cpu") -> Loaded
         name=str(config.get("name", path.stem)),
         config=config,
         path=path,
-        meta=dict(meta.get("trained") or {}),
+        meta=meta["trained"] if isinstance(meta.get("trained"), dict) else {},
     )
 
 

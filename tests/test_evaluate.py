@@ -177,7 +177,7 @@ def test_flags_are_checked_before_loading_anything(tmp_path: Path, monkeypatch) 
     def no_loading(*args, **kwargs):
         raise AssertionError("loaded before the flags were checked")
 
-    monkeypatch.setattr(evaluate_module, "load_model", no_loading)
+    monkeypatch.setattr(evaluate_module, "load_any", no_loading)
     monkeypatch.setattr(evaluate_module, "crop_samples", no_loading)
     with pytest.raises(ValueError, match="--baselines: unknown baseline 'magic'"):
         evaluate(checkpoint=tmp_path / "model.ckpt", out_dir=tmp_path / "out", baselines=("mean", "magic"))

@@ -149,6 +149,7 @@ def test_mask_sets_are_seeded_and_fingerprinted() -> None:
 def test_area_bins() -> None:
     assert area_bin(0.0) == "0-10%" and area_bin(0.099) == "0-10%" and area_bin(0.1) == "10-20%"
     assert area_bin(0.35) == "30-40%" and area_bin(1.0) == "90-100%"
+    assert area_bin(0.3) == "30-40%" and area_bin(0.6) == "60-70%" and area_bin(0.7) == "70-80%"
 
 
 def test_paired_bootstrap_recovers_a_known_difference() -> None:
@@ -169,3 +170,30 @@ def test_random_region_takes_a_fill() -> None:
     image = torch.rand(3, 128, 128) * 2 - 1
     mask = gen.sample(torch.Generator().manual_seed(0))
     assert not torch.equal(gen.hide(image, mask), RandomRegion(128).hide(image, mask))
+
+
+def test_inpainter_gives_a_whole_image_model_the_input_it_was_trained_on(tmp_path_factory) -> None:
+    """On a crop of the model's size the windowed path equals the direct one (same fill, same mask), and in a
+    large flat photo the fill around a hole keeps the photo's colour (no mean colour blended into the ring)."""
+    from ctx_inpaint.inference import Inpainter
+    from ctx_inpaint.loading import load_model
+    from ctx_inpaint.scoring import EvalSample, model_outputs
+    from tests.tiny_checkpoints import tiny_checkpoint
+
+    model = load_model(tiny_checkpoint("freeform", tmp_path_factory))
+    n = model.input_size
+    image = torch.rand(3, n, n) * 2 - 1
+    mask = torch.zeros(1, n, n)
+    mask[:, n // 4 : n // 2, n // 3 : n // 2] = 1
+    direct = model_outputs(model, [EvalSample(image, mask, "x", None)], torch.device("cpu"), 1)[0]
+    inpainter = Inpainter(model, device="cpu", margin=1.0)
+    windowed = inpainter.predict(image, mask[0] > 0.5)
+    assert torch.allclose(((windowed + 1) / 2).clamp(0, 1), direct, atol=1e-5)
+    grey = torch.full((3, 300, 300), 0.2)
+    hole = torch.zeros(300, 300, dtype=torch.bool)
+    hole[140:160, 100:200] = True
+    filled = inpainter.model.masks.hide
+    seen = []
+    inpainter.model.masks.hide = lambda x, m: seen.append(filled(x, m)) or seen[-1]
+    inpainter.predict(grey, hole)
+    assert (seen[0] - 0.2).abs().max() < 2 / 255  # the model's input: flat grey, hole included

@@ -69,7 +69,9 @@ def _tamper(exported: Path, tmp_path: Path, change) -> Path:
     change(tensors)
     out = tmp_path / "bad.safetensors"
     save_file(tensors, str(out))
-    out.with_suffix(".json").write_text(exported.with_suffix(".json").read_text())
+    meta = json.loads(exported.with_suffix(".json").read_text())
+    del meta["sha256"]  # a hand-made JSON without the digest: the names and shapes must still be checked
+    out.with_suffix(".json").write_text(json.dumps(meta))
     return out
 
 
@@ -107,9 +109,33 @@ def test_a_missing_or_broken_config_is_refused(exported: Path, tmp_path: Path) -
     lone.with_suffix(".json").write_text(json.dumps(meta))
     with pytest.raises(CheckpointError, match="os.system"):
         load_weights(lone)
+    # A resolver could build a target of its own: interpolations are refused before anything is built.
+    meta = json.loads(exported.with_suffix(".json").read_text())
+    touched = tmp_path / "touched"
+    meta["ctx_inpaint_config"]["model"]["encoder"]["width"] = (
+        "${oc.create:{_target_: pathlib.Path.touch, _args_: [" + str(touched) + "]}}"
+    )
+    lone.with_suffix(".json").write_text(json.dumps(meta))
+    with pytest.raises(CheckpointError, match=r"model.encoder.width holds an interpolation"):
+        load_weights(lone)
+    assert not touched.exists()
+    meta = json.loads(exported.with_suffix(".json").read_text())
+    meta["ctx_inpaint_config"]["model"]["residual"] = "false"
+    lone.with_suffix(".json").write_text(json.dumps(meta))
+    with pytest.raises(CheckpointError, match="model.residual is 'false'; expected true or false"):
+        load_weights(lone)
+    meta = json.loads(exported.with_suffix(".json").read_text())
+    other = tmp_path / "other.safetensors"
+    other.write_bytes(exported.read_bytes())
+    meta["sha256"] = "0" * 64
+    other.with_suffix(".json").write_text(json.dumps(meta))
+    with pytest.raises(CheckpointError, match="sha256"):
+        load_weights(other)
     garbage = tmp_path / "garbage.safetensors"
     garbage.write_bytes(b"\x00" * 64)
-    garbage.with_suffix(".json").write_text(exported.with_suffix(".json").read_text())
+    meta = json.loads(exported.with_suffix(".json").read_text())
+    del meta["sha256"]
+    garbage.with_suffix(".json").write_text(json.dumps(meta))
     with pytest.raises(CheckpointError, match="not a readable safetensors file"):
         load_weights(garbage)
 
@@ -136,10 +162,24 @@ def test_shipped_weights_load_and_fill_a_hole(name: str) -> None:
     assert torch.equal(out[:, ~hole], image[:, ~hole]) and not torch.equal(out[:, hole], image[:, hole])
 
 
-def test_onnx_matches_pytorch_within_tolerance(exported: Path, tmp_path: Path) -> None:
+def test_onnx_matches_pytorch_within_tolerance(
+    exported: Path, tmp_path: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
     model = load_weights(exported)
     path = export_onnx(model, tmp_path / "tiny.onnx")
     assert parity(model, path) <= ONNX_TOLERANCE
+    # A barely trained residual model returns about its input, which a wrong graph could match: the same
+    # network without the residual (the decoder's own output) must match too.
+    model.generator.residual = False
+    masked, mask = example_inputs(model, 2, 5)
+    with torch.inference_mode():
+        assert (model.generator(masked, mask) - masked).abs().max() > 0.1
+    raw = export_onnx(model, tmp_path / "raw.onnx")
+    assert parity(model, raw) <= ONNX_TOLERANCE
+    # A centre model ignores the mask: its graph has no mask input, and parity still runs.
+    center = load_model(tiny_checkpoint("center", tmp_path_factory))
+    center_path = export_onnx(center, tmp_path / "center.onnx")
+    assert parity(center, center_path) <= ONNX_TOLERANCE
     import onnx
 
     meta = {p.key: p.value for p in onnx.load(str(path)).metadata_props}

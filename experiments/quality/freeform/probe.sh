@@ -9,6 +9,7 @@ name=$1
 shift
 run=logs/probes_freeform/$name
 rm -rf "$run"
+mkdir -p "$(dirname "$run")"
 flock /tmp/ctx_heavy.lock "$PY" -m ctx_inpaint.train +experiment=campus_freeform logger=csv \
   trainer.max_time=00:00:04:00 hydra.run.dir="$run" "$@" > "$run.log" 2>&1 || true
 out=experiments/quality/freeform/probes/$name

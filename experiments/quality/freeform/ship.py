@@ -56,6 +56,7 @@ def main() -> None:
             "name": name,
             "experiment": EXPERIMENTS[name],
             "training_command": command(run),
+            "made_by": f"make weights-train WEIGHTS_RUNS={args.runs}, then make weights WEIGHTS_RUNS={args.runs}",
             "run_status": status,
             "data_attribution": ATTRIBUTION,
             "machine": "2 CPU cores (x86_64), no GPU; torch " + torch.__version__,

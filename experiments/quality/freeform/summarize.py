@@ -13,8 +13,8 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 RUNS = {
-    "freeform_holdout": "shipped `freeform` model, campus hold-out (5 photos, 40 crops)",
-    "freeform_places": "shipped `freeform` model, other places (8 photos never trained on, 64 crops)",
+    "freeform_holdout": "shipped `freeform` model, campus hold-out",
+    "freeform_places": "shipped `freeform` model, other places (never used in training or model selection)",
     "center_holdout": "shipped `center` model, campus hold-out",
 }
 BASELINES = {"telea": "Telea", "ns": "Navier-Stokes"}
@@ -38,7 +38,8 @@ def section(name: str, title: str) -> list[str]:
     lines = [
         f"## {title}",
         "",
-        f"`{name}/` ({summary['images']}, seed {summary['seed']}; checkpoint {summary['checkpoint']})",
+        f"`{name}/`: {summary['samples']} crops of {summary['input_size']} px from {summary['image_files']} photos "
+        f"({summary['images']}), seed {summary['seed']}; model `{summary['checkpoint']}`",
         "",
     ]
     lines += [
