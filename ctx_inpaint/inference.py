@@ -200,24 +200,29 @@ class Inpainter:
         return hole
 
     def _inpaint_uint8(self, image: torch.Tensor, hole: torch.Tensor) -> torch.Tensor:
-        pred = self.predict(image.float() / 127.5 - 1, hole)
-        pred_u8 = ((pred + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)
+        """A uint8 copy filled window by window: only windows are ever float, so a large photo costs a few bytes
+        per pixel (a float copy of a 100-megapixel photo alone would be 1.2 GB)."""
         out = image.clone()
-        out[:, hole] = pred_u8[:, hole]
+        self._fill(out, hole)
         return out
 
     # ---- windows ----------------------------------------------------------------------------------
-    @torch.inference_mode()
     def predict(self, image: torch.Tensor, hole: torch.Tensor) -> torch.Tensor:
         """``image`` (3, H, W) in [-1, 1], ``hole`` (H, W) bool -> the image with every hole pixel predicted."""
         result = image.clone()
+        self._fill(result, hole)
+        return result
+
+    @torch.inference_mode()
+    def _fill(self, result: torch.Tensor, hole: torch.Tensor) -> None:
+        """Predict every hole pixel of ``result`` in place (float in [-1, 1], or uint8), one window per hole."""
         remaining = hole.clone()
         if not bool(hole.any()):
-            return result
+            return
+        height, width = result.shape[1:]
         n_labels, labels, stats, _ = cv2.connectedComponentsWithStats(
             hole.numpy().astype(np.uint8), connectivity=8
         )
-        labels_t = torch.from_numpy(labels.astype(np.int64))
         done = np.zeros(n_labels, dtype=bool)
         done[0] = True  # background
         # Largest holes first: the small ones around them then see filled context.
@@ -226,7 +231,7 @@ class Inpainter:
             if done[label]:
                 continue
             x, y, w, h = (int(v) for v in stats[label, :4])
-            top, left, side, paste = self._window(y, x, h, w, *image.shape[1:])
+            top, left, side, paste = self._window(y, x, h, w, height, width)
             canvas = self._run_window(result, remaining, top, left, side)
             # Paste every not-yet-filled component lying wholly inside the pasteable part of the window.
             py0, py1, px0, px1 = paste
@@ -238,12 +243,14 @@ class Inpainter:
                 & ~done
             )
             inside[label] = True
-            chosen = torch.from_numpy(inside)[labels_t] & remaining
+            # Within the window only: no image-sized temporaries per hole.
+            y0, y1, x0, x1 = max(top, 0), min(top + side, height), max(left, 0), min(left + side, width)
+            chosen = torch.from_numpy(inside[labels[y0:y1, x0:x1]]) & remaining[y0:y1, x0:x1]
             ys, xs = chosen.nonzero(as_tuple=True)
-            result[:, ys, xs] = canvas[:, ys - top, xs - left]
-            remaining &= ~chosen
+            values = canvas[:, ys + (y0 - top), xs + (x0 - left)]
+            result[:, ys + y0, xs + x0] = _as_dtype(values, result.dtype)
+            remaining[y0:y1, x0:x1] &= ~chosen
             done |= inside
-        return result
 
     def _window(self, y: int, x: int, h: int, w: int, height: int, width: int):
         """Square window (top, left, side) around a hole bbox and the box (in window pixels) that may be pasted."""
@@ -306,12 +313,22 @@ def _clamp_start(start: int, side: int, length: int) -> int:
     return min(max(start, 0), length - side)
 
 
+def _as_dtype(values: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """Model-range values ([-1, 1]) as ``dtype``: uint8 rounds to 0..255."""
+    if dtype == torch.uint8:
+        return ((values + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)
+    return values.to(dtype)
+
+
 def _crop_padded(x: torch.Tensor, top: int, left: int, side: int) -> torch.Tensor:
-    """``x[..., top:top+side, left:left+side]`` with reflection padding where the window leaves ``x``."""
+    """``x[..., top:top+side, left:left+side]`` with reflection padding where the window leaves ``x``; a uint8
+    image's window comes back in the model's [-1, 1] range."""
     h, w = x.shape[-2:]
     pt, pl = max(0, -top), max(0, -left)
     pb, pr = max(0, top + side - h), max(0, left + side - w)
     crop = x[..., max(top, 0) : min(top + side, h), max(left, 0) : min(left + side, w)]
+    if crop.dtype == torch.uint8:
+        crop = crop.float() / 127.5 - 1
     if pt or pl or pb or pr:
         ch, cw = crop.shape[-2:]
         mode = "reflect" if max(pt, pb) < ch and max(pl, pr) < cw else "replicate"  # reflect needs pad < size
