@@ -299,6 +299,11 @@ class Inpainter:
         model_mask = hole_n if self.hidden_box is None else _box_mask(self.hidden_box, n).maximum(hole_n)
         masked = self.model.masks.hide(model_in, model_mask)
         pred = self.generator(masked[None].to(self.device), model_mask[None].to(self.device)).float().cpu()[0]
+        if side != n and self.generator.residual and self.hidden_box is None:
+            # A model that corrects a classical fill: the fill is made at the window's own resolution (a thin
+            # stroke in a large window would be a blur at 128) and only the model's correction is resized.
+            correction = TF.resize(pred - masked, [side, side], antialias=side < n)
+            return self.model.masks.hide(win, win_hole) + correction * win_hole
         canvas = masked.clone()
         crop_box(canvas, self.model.masks.target_box).copy_(pred)
         if side != n:
