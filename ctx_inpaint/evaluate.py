@@ -65,7 +65,7 @@ def resolve_images(images: str | Path | None) -> tuple[list[Path], str]:
 
 def build_samples(
     model: LoadedModel | None,
-    images: Path | None,
+    images: str | Path | None,
     protocol: str,
     mask: str,
     size: int,
@@ -151,11 +151,6 @@ def evaluate(
         out_dir.mkdir(parents=True, exist_ok=True)
         write_outputs(out_dir, rows, result, mask_sets_table(result))
         return result
-    images = (
-        Path(images).expanduser()
-        if images is not None and not str(images).startswith("embedded:")
-        else images
-    )
     protocol, samples, masks, files, source = build_samples(
         model, images, protocol, mask, size, short_side, crops_per_image, seed
     )

@@ -38,10 +38,11 @@ class EvalSample:
 
 
 # ---- images and masks ------------------------------------------------------------------------------
-def paris_folder(images: Path | None) -> Path | None:
-    """The ``paris_eval_gt`` folder if ``images`` is it or holds it."""
-    if images is None:
+def paris_folder(images: str | Path | None) -> Path | None:
+    """The ``paris_eval_gt`` folder if ``images`` is it or holds it (never an ``embedded:`` set)."""
+    if images is None or str(images).startswith("embedded:"):
         return None
+    images = Path(images).expanduser()
     if images.name == "paris_eval_gt":
         return images
     return images / "paris_eval_gt" if (images / "paris_eval_gt").is_dir() else None

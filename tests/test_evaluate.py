@@ -216,3 +216,17 @@ def test_each_image_is_scored_once_and_the_summary_pools_its_rows(tmp_path: Path
         assert m["l2_pct"] == pytest.approx(100 * (col["l2"] * w).sum() / w.sum(), rel=1e-5)
         assert m["psnr"] == pytest.approx(col["psnr"].mean(), rel=1e-5)
         assert m["ssim"] == pytest.approx(col["ssim"].mean(), rel=1e-5)
+
+
+def test_embedded_image_sets_work_in_every_protocol(tmp_path: Path) -> None:
+    """``-i embedded:places`` without mask sets took the Paris-folder check's path and crashed on a str."""
+    from ctx_inpaint.data.sources import EMBEDDED_PLACES
+    from ctx_inpaint.errors import MissingDataError
+
+    result = evaluate(
+        images="embedded:places", out_dir=tmp_path / "a", baselines=("mean",), crops_per_image=1
+    )
+    assert result["protocol"] == "crops" and result["images"] == "embedded:places"
+    assert result["image_files"] == len(EMBEDDED_PLACES) == result["samples"]
+    with pytest.raises(MissingDataError, match="unknown embedded set 'nope'"):
+        evaluate(images="embedded:nope", out_dir=tmp_path / "b", baselines=("mean",))
