@@ -220,13 +220,8 @@ def generator_state(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.T
     return {k[len(prefix) :]: v for k, v in state_dict.items() if k.startswith(prefix)}
 
 
-def load_model(path: str | Path, device: str | torch.device = "cpu") -> LoadedModel:
-    """Read a checkpoint safely and return its generator (eval mode, on ``device``) with its masks."""
-    path = Path(path).expanduser()
-    ckpt = load_checkpoint(path)
-    config = dict(ckpt[CONFIG_KEY])
-    generator, masks = build_generator(config, source=str(path))
-    weights = generator_state(ckpt["state_dict"])
+def check_finite(weights: Mapping[str, Any], source: str | Path) -> None:
+    """Refuse (one line) weights holding NaN or inf: such a model fills holes black, silently."""
     bad = [
         k
         for k, v in weights.items()
@@ -234,9 +229,19 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> LoadedMo
     ]
     if bad:
         raise CheckpointError(
-            f"{path}: {len(bad)} generator tensor(s) hold NaN or inf values (first: {bad[0]}); the run diverged "
+            f"{source}: {len(bad)} generator tensor(s) hold NaN or inf values (first: {bad[0]}); the run diverged "
             "before this save, expected finite weights"
         )
+
+
+def load_model(path: str | Path, device: str | torch.device = "cpu") -> LoadedModel:
+    """Read a checkpoint safely and return its generator (eval mode, on ``device``) with its masks."""
+    path = Path(path).expanduser()
+    ckpt = load_checkpoint(path)
+    config = dict(ckpt[CONFIG_KEY])
+    generator, masks = build_generator(config, source=str(path))
+    weights = generator_state(ckpt["state_dict"])
+    check_finite(weights, path)
     try:
         generator.load_state_dict(weights, strict=True)
     except RuntimeError as err:

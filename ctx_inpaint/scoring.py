@@ -111,8 +111,8 @@ def windowed_outputs(
     inpainter = Inpainter(model, device=device)
     outs = []
     for s in tqdm(samples, desc="model (windows)", leave=False, disable=None):
-        filled = inpainter.predict(s.image, s.mask[0] > 0.5)
-        outs.append(to_unit_range(s.image * (1 - s.mask) + filled * s.mask))
+        # predict writes hole pixels only: its result is already the composite.
+        outs.append(to_unit_range(inpainter.predict(s.image, s.mask[0] > 0.5)))
     return outs
 
 

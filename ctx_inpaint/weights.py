@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save
+from safetensors.torch import load, save
 
 from ctx_inpaint.errors import one_line
 from ctx_inpaint.files import atomic_write
@@ -24,6 +24,7 @@ from ctx_inpaint.loading import (
     CheckpointError,
     LoadedModel,
     build_generator,
+    check_finite,
     generator_state,
     load_checkpoint,
     load_model,
@@ -114,15 +115,16 @@ def load_weights(path: str | Path, device: str | torch.device = "cpu") -> Loaded
         raise CheckpointError(f"{json_path}: has no '{CONFIG_KEY}' object; cannot rebuild the model")
     config = meta[CONFIG_KEY]
     generator, masks = build_generator(config, source=str(json_path))
+    blob = path.read_bytes()  # read once: hashed, then parsed
     if isinstance(meta.get("sha256"), str):
-        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        digest = hashlib.sha256(blob).hexdigest()
         if digest != meta["sha256"]:
             raise CheckpointError(
                 f"{path}: its sha256 {digest[:12]}... differs from the {meta['sha256'][:12]}... {json_path.name} "
                 "records; expected the weights that JSON was written with"
             )
     try:
-        tensors = load_file(str(path))
+        tensors = load(blob)
     except (SafetensorError, OSError, ValueError) as err:
         raise CheckpointError(f"{path}: not a readable safetensors file ({one_line(err)})") from None
     expected = generator.state_dict()
@@ -141,7 +143,7 @@ def load_weights(path: str | Path, device: str | torch.device = "cpu") -> Loaded
 
 
 def check_tensors(path: Path, tensors: dict[str, torch.Tensor], expected: dict[str, torch.Tensor]) -> None:
-    """Refuse (one line) unexpected or missing names, other shapes and non-finite values."""
+    """Refuse (one line) unexpected or missing names, other shapes and non-finite values (``check_finite``)."""
     unexpected = sorted(set(tensors) - set(expected))
     if unexpected:
         raise CheckpointError(
@@ -155,5 +157,4 @@ def check_tensors(path: Path, tensors: dict[str, torch.Tensor], expected: dict[s
             raise CheckpointError(
                 f"{path}: tensor {name!r} has shape {tuple(value.shape)}; the model expects {tuple(expected[name].shape)}"
             )
-        if value.is_floating_point() and not bool(torch.isfinite(value).all()):
-            raise CheckpointError(f"{path}: tensor {name!r} holds NaN or inf values; expected finite weights")
+    check_finite(tensors, path)
