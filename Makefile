@@ -120,6 +120,7 @@ quality-freeform: ## Regenerate experiments/quality/freeform/: the shipped model
 	$(PY) -m ctx_inpaint.evaluate -c freeform --mask-sets $(FREEFORM_SETS) -o $(FREEFORM_OUT)/freeform_holdout --grid 6
 	$(PY) -m ctx_inpaint.evaluate -c freeform --mask-sets $(FREEFORM_SETS) -i embedded:places -o $(FREEFORM_OUT)/freeform_places --grid 6
 	$(PY) -m ctx_inpaint.evaluate -c center --mask-sets $(FREEFORM_SETS) -o $(FREEFORM_OUT)/center_holdout --grid 6
+	$(PY) -m ctx_inpaint.evaluate -c freeform -o $(FREEFORM_OUT)/freeform_val
 	$(PY) -m ctx_inpaint.export -c freeform -o $${TMPDIR:-/tmp}/ctx_freeform.onnx | tee $(FREEFORM_OUT)/onnx_export.txt
 	$(PY) experiments/quality/freeform/summarize.py
 

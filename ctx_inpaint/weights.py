@@ -79,7 +79,8 @@ def export_weights(
     tensors = {
         k: (v.to(DTYPES[dtype]) if v.is_floating_point() else v).contiguous() for k, v in weights.items()
     }
-    blob = save(tensors, metadata={"format": "ctx-inpaint generator", "dtype": dtype})
+    # One metadata key: safetensors writes a header map in no fixed order, and the file's sha256 must not vary.
+    blob = save(tensors, metadata={"format": f"ctx-inpaint generator, {dtype}"})
     out = Path(out).with_suffix(".safetensors")
     meta = {
         "format": "ctx-inpaint generator",

@@ -1,6 +1,7 @@
 """Export the shipped models (``make weights``): each recorded run's last checkpoint -> float16 safetensors + JSON
 in ctx_inpaint/pretrained/, with its training command, the data's attribution, and the float16 cost measured on the
-run's own validation masks (float32 vs float16 generator on the same 40 held-out crops).
+run's own validation masks (float32 vs float16 generator on the same 40 held-out crops); the run's metrics.csv,
+run_status.json and overrides go to experiments/quality/freeform/runs/<name>/.
 
     python experiments/quality/freeform/ship.py --runs logs/runs/shipped
 """
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -65,6 +67,10 @@ def main() -> None:
         meta = json.loads(json_path.read_text())
         meta["float16_check"] = fp16_cost(checkpoint, path)
         json_path.write_text(json.dumps(meta, indent=2, default=str) + "\n")
+        records = Path(__file__).resolve().parent / "runs" / name  # the run's own record, beside the tables
+        records.mkdir(parents=True, exist_ok=True)
+        for source in (run / "metrics.csv", run / "run_status.json", run / ".hydra" / "overrides.yaml"):
+            shutil.copy(source, records / source.name)
         size = path.stat().st_size / 2**20
         print(
             f"{path}: {size:.2f} MiB, {meta['parameters']:,} parameters; float16 check {meta['float16_check']}"
