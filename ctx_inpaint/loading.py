@@ -229,8 +229,8 @@ def check_finite(weights: Mapping[str, Any], source: str | Path) -> None:
     ]
     if bad:
         raise CheckpointError(
-            f"{source}: {len(bad)} generator tensor(s) hold NaN or inf values (first: {bad[0]}); the run diverged "
-            "before this save, expected finite weights"
+            f"{source}: {len(bad)} generator tensor(s) hold NaN or inf values (first: {bad[0]}); expected finite "
+            "weights (the run diverged before this save, or a value overflows the storage dtype)"
         )
 
 

@@ -25,10 +25,7 @@ from ctx_inpaint.loading import (
     LoadedModel,
     build_generator,
     check_finite,
-    generator_state,
-    load_checkpoint,
     load_model,
-    training_meta,
 )
 
 PRETRAINED_DIR = Path(__file__).resolve().parent / "pretrained"
@@ -71,26 +68,23 @@ def export_weights(
     ``make weights``); BatchNorm's integer counters keep their type. Both files are written atomically."""
     if dtype not in DTYPES:
         raise CheckpointError(f"--dtype: got {dtype!r}; expected one of {', '.join(DTYPES)}")
-    ckpt = load_checkpoint(checkpoint)
-    config = dict(ckpt[CONFIG_KEY])
-    generator, _ = build_generator(config, source=str(checkpoint))
-    weights = generator_state(ckpt["state_dict"])
-    generator.load_state_dict(weights, strict=True)  # same check as loading: the weights fit the config
+    model = load_model(checkpoint)  # the checkpoint's own checks: targets, finite weights, a strict fit
     tensors = {
-        k: (v.to(DTYPES[dtype]) if v.is_floating_point() else v).contiguous() for k, v in weights.items()
+        k: (v.to(DTYPES[dtype]) if v.is_floating_point() else v).contiguous()
+        for k, v in model.generator.state_dict().items()
     }
-    # One metadata key: safetensors writes a header map in no fixed order, and the file's sha256 must not vary.
+    check_finite(tensors, f"{checkpoint} as {dtype}")  # a weight beyond float16's range becomes inf
     blob = save(tensors, metadata={"format": f"ctx-inpaint generator, {dtype}"})
     out = Path(out).with_suffix(".safetensors")
     meta = {
         "format": "ctx-inpaint generator",
         "dtype": dtype,
         "sha256": hashlib.sha256(blob).hexdigest(),
-        "parameters": sum(v.numel() for k, v in weights.items() if v.is_floating_point()),
+        "parameters": sum(v.numel() for v in tensors.values() if v.is_floating_point()),
         "source_checkpoint": Path(checkpoint).name,
-        "trained": training_meta(ckpt),
+        "trained": model.meta,
         **(extra or {}),
-        CONFIG_KEY: config,
+        CONFIG_KEY: model.config,
     }
     atomic_write(out, lambda f: f.write(blob))
     json_path = out.with_suffix(".json")
