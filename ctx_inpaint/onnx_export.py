@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ctx_inpaint.errors import InputError
+from ctx_inpaint.errors import InputError, one_line
 from ctx_inpaint.files import atomic_write
 from ctx_inpaint.loading import CONFIG_KEY, LoadedModel
 
@@ -61,16 +61,23 @@ def export_onnx(model: LoadedModel, out: str | Path, opset: int = 17) -> Path:
 
     graph = _Graph(model.generator.float().cpu().eval())
     buffer = io.BytesIO()
-    torch.onnx.export(
-        graph,
-        example_inputs(model),
-        buffer,
-        input_names=["masked", "mask"],
-        output_names=["pred"],
-        dynamic_axes={"masked": {0: "batch"}, "mask": {0: "batch"}, "pred": {0: "batch"}},
-        opset_version=opset,
-        dynamo=False,
-    )
+    try:
+        torch.onnx.export(
+            graph,
+            example_inputs(model),
+            buffer,
+            input_names=["masked", "mask"],
+            output_names=["pred"],
+            dynamic_axes={"masked": {0: "batch"}, "mask": {0: "batch"}, "pred": {0: "batch"}},
+            opset_version=opset,
+            dynamo=False,
+        )
+    except (RuntimeError, ValueError) as err:
+        if "opset" not in str(err).lower():
+            raise
+        raise InputError(
+            f"--opset: {opset} cannot be exported ({one_line(err)}); the default is 17"
+        ) from None
     proto = onnx.load_from_string(buffer.getvalue())
     entry = proto.metadata_props.add()
     entry.key, entry.value = CONFIG_KEY, json.dumps(model.config, default=str)

@@ -199,5 +199,10 @@ def test_inpaint_and_export_clis_take_weights(
         exit_status(export_main, ["-c", str(exported), "-o", str(tmp_path / "m.onnx"), "--no-latency"]) == 0
     )
     assert "max |onnxruntime - torch|" in capsys.readouterr().out
+    assert (
+        exit_status(export_main, ["-c", str(exported), "-o", str(tmp_path / "o.onnx"), "--opset", "3"]) == 1
+    )
+    assert "--opset: 3 cannot be exported" in capsys.readouterr().err
+    assert not (tmp_path / "o.onnx").exists()
     assert exit_status(export_main, ["-c", "nope", "-o", str(tmp_path / "x.onnx")]) == 1
     assert "nope: neither a shipped model (freeform, center) nor an existing" in capsys.readouterr().err
