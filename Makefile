@@ -29,12 +29,14 @@ format: ## Apply ruff formatting and safe fixes
 
 SWEEP ?= all
 BUDGET ?= cpu
+SEEDS ?= 1
+SEED_LIST := $(shell seq -s, 42 $$((41 + $(SEEDS))))
 SWEEP_DIR ?=
 REPORT_OUT ?= experiments/ablations
-ablations: ## Run an ablation sweep (Hydra multirun): make ablations SWEEP=l2_weights BUDGET=cpu [ARGS=...]
+ablations: ## Run an ablation sweep (Hydra multirun): make ablations SWEEP=all BUDGET=cpu SEEDS=3 [ARGS=...]
 	@snapshot=$$(mktemp -d -t ctx_conf_XXXXXX) && cp -r conf/. $$snapshot/ && \
 	echo "[ctx-inpaint] configs frozen in $$snapshot for the whole sweep" && \
-	$(PY) -m ctx_inpaint.train --config-path $$snapshot -m +sweep=$(SWEEP) +budget=$(BUDGET) $(ARGS)
+	$(PY) -m ctx_inpaint.train --config-path $$snapshot -m +sweep=$(SWEEP) +budget=$(BUDGET) seed=$(SEED_LIST) $(ARGS)
 
 report: ## Markdown report of a sweep: make report SWEEP_DIR=logs/multiruns/<stamp> [REPORT_OUT=experiments/ablations]
 	@test -n "$(SWEEP_DIR)" || { echo "make report: set SWEEP_DIR=logs/multiruns/<stamp>_<pid>"; exit 2; }

@@ -25,6 +25,9 @@ from ctx_inpaint.models.init import dcgan_init
 
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
 
+VAL_IMAGES_FILE = "val_images.csv"  # per-image val metrics, one row per (epoch, val crop), in the run dir
+VAL_IMAGE_KEYS = ("l1", "l2", "psnr", "ssim")
+
 
 class ContextEncoderModule(pl.LightningModule):
     """Loss: ``lambda_rec * L_rec + (1 - lambda_rec) * L_adv``.
@@ -104,6 +107,7 @@ class ContextEncoderModule(pl.LightningModule):
         self.model_config: dict | None = None  # set by the builder; stored in checkpoints
         self.val_metrics = HiddenPixelMetrics()
         self._grid_batch: dict[str, torch.Tensor] | None = None
+        self._val_rows: list[torch.Tensor] = []  # (index, l1, l2, psnr, ssim) per val crop of this epoch
 
     # ---- speed settings (model.channels_last, model.compile) ---------------------------------------
     def configure_model(self) -> None:
@@ -222,7 +226,15 @@ class ContextEncoderModule(pl.LightningModule):
         batch = self.format_batch(batch)
         pred = self.generator(batch["masked"], batch["mask"])
         output = self.composite(pred, batch["masked"], batch["mask"])
-        self.val_metrics.update(to_unit_range(output), to_unit_range(batch["image"]), batch["mask"])
+        per_image = self.val_metrics.update(
+            to_unit_range(output), to_unit_range(batch["image"]), batch["mask"]
+        )
+        if "index" in batch:
+            self._val_rows.append(
+                torch.stack(
+                    [batch["index"].to(per_image["psnr"])] + [per_image[k] for k in VAL_IMAGE_KEYS], 1
+                )
+            )
         if batch_idx == 0:
             n = self.grid_images
             self._grid_batch = {
@@ -236,9 +248,28 @@ class ContextEncoderModule(pl.LightningModule):
         values = self.val_metrics.compute()
         self.log_dict({f"val/{k}": v for k, v in values.items()}, prog_bar=True, sync_dist=False)
         self.val_metrics.reset()
+        rows, self._val_rows = self._val_rows, []
+        if rows and not self.trainer.sanity_checking:
+            self._write_val_images(torch.cat(rows))
         if self._grid_batch is not None and not self.trainer.sanity_checking:
             self._log_grid(self._grid_batch)
         self._grid_batch = None
+
+    def _write_val_images(self, rows: torch.Tensor) -> None:
+        """Append this validation's per-image metrics to ``val_images.csv``: the report's paired comparisons
+        (same val crop, two experiments or seeds) need them, the epoch means in metrics.csv cannot give them."""
+        if self.trainer.world_size > 1:  # each rank validated a share of the crops
+            rows = self.all_gather(rows).flatten(0, 1)
+        if not self.trainer.is_global_zero:
+            return
+        path = Path(self.trainer.default_root_dir) / VAL_IMAGES_FILE
+        new = not path.is_file()
+        epoch = self.current_epoch + 1
+        lines = [] if not new else [",".join(["epoch", "index", *VAL_IMAGE_KEYS])]
+        for row in sorted(rows.float().cpu().tolist(), key=lambda r: r[0]):
+            lines.append(",".join([str(epoch), str(int(row[0]))] + [f"{v:.6g}" for v in row[1:]]))
+        with path.open("a") as f:
+            f.write("\n".join(lines) + "\n")
 
     def _log_grid(self, batch: dict[str, torch.Tensor]) -> None:
         """Rows of (masked | output | truth), saved under the run dir and sent to W&B when it is on."""

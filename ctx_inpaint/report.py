@@ -14,10 +14,21 @@ from datetime import datetime
 from pathlib import Path
 
 from ctx_inpaint.cli import ArgumentParser, report_user_errors
+from ctx_inpaint.reporting import claims
 from ctx_inpaint.reporting.grid import image_grid
-from ctx_inpaint.reporting.plots import gan_curves, gan_overview, psnr_vs_epoch
+from ctx_inpaint.reporting.plots import gan_bands, gan_curves, gan_overview, psnr_bands, psnr_vs_epoch
 from ctx_inpaint.reporting.runs import Run, load_sweep, task_overrides
-from ctx_inpaint.reporting.tables import chosen_epochs, epoch_table, fmt_duration, status_text, summary_table
+from ctx_inpaint.reporting.seeds import group
+from ctx_inpaint.reporting.tables import (
+    DASH,
+    chosen_epochs,
+    claims_table,
+    epoch_table,
+    fmt_duration,
+    seeds_table,
+    status_text,
+    summary_table,
+)
 
 
 def _budget_lines(runs: Sequence[Run]) -> list[str]:
@@ -73,12 +84,23 @@ def build_report(
     out_dir.mkdir(parents=True, exist_ok=True)
     max_epochs = max((r.max_epochs or len(r.val) for r in runs), default=0)
     epochs = epochs or chosen_epochs(max_epochs)
+    experiments = group(runs)
+    exps = list(experiments.values())
+    seeded = any(len(e.runs) > 1 for e in exps)
+    # One run per experiment (its lowest finished seed, else its first) for the grid and the G/D charts.
+    firsts = [(e.finished or e.runs)[0] for e in exps]
 
-    psnr_png = psnr_vs_epoch(runs, out_dir / "psnr_vs_epoch.png")
-    grid_png = image_grid(runs, out_dir / "val_grid.png", n_images=n_images)
-    overview_png = gan_overview(runs, out_dir / "gan_overview.png")
+    psnr_png = (
+        psnr_bands(exps, out_dir / "psnr_vs_epoch.png")
+        if seeded
+        else psnr_vs_epoch(runs, out_dir / "psnr_vs_epoch.png")
+    )
+    grid_png = image_grid(firsts, out_dir / "val_grid.png", n_images=n_images)
+    overview_png = (gan_bands if seeded else gan_overview)(
+        exps if seeded else runs, out_dir / "gan_overview.png"
+    )
     gan_pngs = {}
-    for run in runs:
+    for run in firsts:
         if run.adversarial:
             png = gan_curves(run, out_dir / f"gan_{run.name}.png")
             if png is not None:
@@ -86,60 +108,92 @@ def build_report(
 
     overrides = task_overrides(sweep_dir)
     failed = [r for r in runs if not r.ok]
+    seeds = sorted({r.seed for r in runs if r.seed is not None})
     md = [f"# Ablation report: `{sweep_dir.name}`", ""]
     md += [
         f"- Sweep command: `python -m ctx_inpaint.train -m {' '.join(shlex.quote(o) for o in overrides)}`",
         *_budget_lines(runs),
         _machine_line(runs),
         *_wall_lines(runs),
-        f"- Runs: {len(runs)} ({len(runs) - len(failed)} finished, {len(failed)} failed / incomplete / missing)",
+        f"- Runs: {len(runs)} ({len(runs) - len(failed)} finished, {len(failed)} failed / incomplete / missing); "
+        f"{len(exps)} experiments x seeds {', '.join(map(str, seeds)) or DASH}",
         f"- Report: `python -m ctx_inpaint.report {' '.join(shlex.quote(a) for a in sys.argv[1:])}`"
         if sys.argv[0].endswith("report.py") or "ctx_inpaint.report" in " ".join(sys.argv)
         else f"- Report: `python -m ctx_inpaint.report {sweep_dir} --out {out_dir}`",
         "",
-        "Metrics: validation on the fixed val crops, over the hidden pixels of the composited output in [0, 1] "
-        "(L1 = mean |x - y|, L2 = mean (x - y)^2, PSNR per image then averaged, SSIM averaged over the hole). "
-        "The seed report's PSNR is its epoch-200 figure on Paris StreetView (two runs where it gives two): "
-        "another dataset, budget and evaluation, shown for orientation only.",
+        "Metrics: validation on the fixed val crops (the same crops and holes for every seed; experiments with "
+        "other masks draw their own), over the hidden pixels of the composited output in [0, 1] (L1 = mean "
+        "|x - y|, L2 = mean (x - y)^2, PSNR per image then averaged, SSIM averaged over the hole). The seed "
+        "report's PSNR is its epoch-200 figure on Paris StreetView (two runs where it gives two): another dataset, "
+        "budget and evaluation, shown for orientation only.",
         "",
     ]
     if notes is not None:
         md += [notes.read_text().strip(), ""]
-    md += ["## Summary", "", "Sorted by best val PSNR; failed, incomplete and missing runs last.", ""]
-    md += [summary_table(runs), ""]
-    md += ["## Val PSNR per epoch", "", f"![val PSNR per epoch]({psnr_png.name})", ""]
+    judged = claims.judge_all(experiments)
+    md += [
+        "## The seed report's claims",
+        "",
+        claims.__doc__.split("\n\n", 1)[1].strip(),
+        "",
+        f"Equivalence margin: ±{claims.EQUIVALENCE_MARGIN_DB} dB. Effects are of the *final* epoch (the best "
+        "epoch is chosen by the same val crops it would be scored on, so it is biased upwards).",
+        "",
+        claims_table(judged, experiments),
+        "",
+        "## Experiments over seeds",
+        "",
+        "Mean [95% t interval over seeds] of each finished seed's best and final val metrics; the paired "
+        "difference is the mean over seeds and val crops of (experiment - baseline) on the same seed and crop, "
+        "with a two-way bootstrap interval (seeds and crops resampled); `*` marks an interval that excludes 0.",
+        "",
+        seeds_table(exps),
+        "",
+        "## Val PSNR per epoch",
+        "",
+        f"![val PSNR per epoch]({psnr_png.name})",
+        "",
+    ]
     if overview_png is not None:
         md += [
             "## Discriminators",
             "",
-            "D's loss and the gap between its mean probability on real and on generated patches, per adversarial "
-            "run (smoothed). A gap near 1 with loss_d near 0 means the discriminator has won and the generator's "
-            "adversarial gradient carries little information; each run's own curves are in its section below.",
+            "The gap between D's mean probability on real and on generated patches, per adversarial "
+            + (
+                "experiment (smoothed; mean over seeds, band = the seeds' range)"
+                if seeded
+                else "run (smoothed)"
+            )
+            + ". A gap near 1 means the discriminator has won and the generator's adversarial gradient carries "
+            "little information; one run's own curves per experiment are in its section below.",
             "",
             f"![discriminators]({overview_png.name})",
             "",
         ]
     if grid_png is not None:
         md += [
-            "## The same val images in every run",
+            "## The same val images in every experiment",
             "",
-            "Each run's last validation (its own `samples/epoch_XXXX.png`: the first val batch, i.e. the first "
-            "`model.grid_images` fixed val crops); masked input and truth first. Runs with other masks validate "
-            "on other crops and holes and get their own masked / truth rows.",
+            "One row per experiment: the last validation of its lowest finished seed (its own "
+            "`samples/epoch_XXXX.png`: the first `model.grid_images` fixed val crops); masked input and truth "
+            "first. Experiments with other masks validate on other crops and holes and get their own rows.",
             "",
             f"![val images]({grid_png.name})",
             "",
         ]
-    md += [f"## Epoch-wise results (val; epochs {', '.join(map(str, epochs))})", ""]
-    for run in runs:
-        md += [f"### `{run.name}` ({run.axis})", ""]
-        if not run.ok:
-            md += [f"Status: {status_text(run)}", ""]
-        if run.seed_psnr:
-            md += [f"Seed report PSNR at epoch 200: {' / '.join(f'{v:.2f}' for v in run.seed_psnr)} dB", ""]
-        md += [epoch_table(run, epochs), ""]
-        if run.name in gan_pngs:
-            md += [f"![G and D of {run.name}]({gan_pngs[run.name].name})", ""]
+    md += [f"## Epoch-wise results (val; epochs {', '.join(map(str, epochs))}; mean over finished seeds)", ""]
+    for exp in exps:
+        md += [f"### `{exp.name}` ({exp.axis})", ""]
+        for run in exp.runs:
+            if not run.ok:
+                md += [f"Seed {run.seed}: {status_text(run)}", ""]
+        if exp.seed_psnr:
+            md += [f"Seed report PSNR at epoch 200: {' / '.join(f'{v:.2f}' for v in exp.seed_psnr)} dB", ""]
+        md += [epoch_table(exp.mean_run(), epochs), ""]
+        if exp.name in gan_pngs:
+            md += [f"![G and D of {exp.name}]({gan_pngs[exp.name].name})", ""]
+    md += ["## Every run", "", "Sorted by best val PSNR; failed, incomplete and missing runs last.", ""]
+    md += [summary_table(runs), ""]
     path = out_dir / "report.md"
     path.write_text("\n".join(md).rstrip() + "\n")
     return path

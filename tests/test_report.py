@@ -18,7 +18,7 @@ from PIL import Image
 from torchvision.utils import make_grid, save_image
 
 from ctx_inpaint import report
-from ctx_inpaint.reporting.grid import grid_rows, split_sample_grid
+from ctx_inpaint.reporting.grid import split_sample_grid
 from ctx_inpaint.reporting.runs import load_run, load_sweep
 from ctx_inpaint.reporting.tables import chosen_epochs, summary_rows
 from tests.conftest import TINY, exit_status
@@ -120,15 +120,17 @@ callbacks:
 
 
 @pytest.mark.slow
-def test_report_on_a_real_multirun_with_a_broken_run(tmp_path: Path) -> None:
+def test_report_on_a_real_two_seed_multirun_with_a_broken_run(tmp_path: Path) -> None:
+    """3 experiments x 2 seeds (one experiment crashes): the per-seed runs are aggregated per experiment (means,
+    intervals, paired differences, claims), the PSNR chart has bands, the grid one row per experiment."""
     extra = tmp_path / "extra_conf"
     (extra / "experiment").mkdir(parents=True)
     (extra / "experiment" / "broken.yaml").write_text(BROKEN)
     env = {**os.environ, "CTX_INPAINT_LOG_DIR": str(tmp_path / "logs"), "WANDB_MODE": "offline"}
     tiny = list(TINY)
     cmd = [
-        sys.executable, "-m", "ctx_inpaint.train", "-m", "+experiment=l2_0999,l2_1,broken",
-        f"hydra.searchpath=[file://{extra}]", *tiny, "trainer.max_epochs=2",
+        sys.executable, "-m", "ctx_inpaint.train", "-m", "seed=0,1", "+experiment=l2_0999,l2_1,broken",
+        f"hydra.searchpath=[file://{extra}]", *tiny, "trainer.max_epochs=2", "data.val_crops_per_image=2",
     ]  # fmt: skip
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode != 0  # Hydra re-raises the broken job's error after running every job
@@ -137,34 +139,42 @@ def test_report_on_a_real_multirun_with_a_broken_run(tmp_path: Path) -> None:
     out = tmp_path / "report"
     assert report.main([str(sweep), "--out", str(out)]) == 0
     md = (out / "report.md").read_text()
-    summary = md.split("## Summary")[1].split("## ")[0]
-    rows = [ln for ln in summary.splitlines() if ln.startswith("| ") and ln.split("|")[1].strip().isdigit()]
-    assert len(rows) == 3
-    assert [r.split("`")[1] for r in rows][-1] == "broken"
+    every = md.split("## Every run")[1].split("## ")[0]
+    rows = [ln for ln in every.splitlines() if ln.startswith("| ") and ln.split("|")[1].strip().isdigit()]
+    assert len(rows) == 6
+    assert [r.split("`")[1] for r in rows][-2:] == ["broken", "broken"]
     assert "FAILED" in rows[-1] and "RuntimeError: deliberate crash in epoch 2" in rows[-1]
     assert "| 1/2 |" in rows[-1]  # its first epoch is kept and shown
-    assert all("| finished |" in r for r in rows[:2])
+    assert all("| finished |" in r for r in rows[:4])
+    assert "seeds 0, 1" in md
 
-    # The epoch tables carry the numbers of each run's metrics.csv.
-    with (sweep / "0_l2_0999" / "metrics.csv").open() as f:
-        psnr = [float(r["val/psnr"]) for r in csv.DictReader(f) if r["val/psnr"]]
-    assert len(psnr) == 2
-    section = md.split("### `l2_0999`")[1].split("###")[0]
-    assert "| Epoch | 1 | 2 |" in section and f"| PSNR (dB) | {psnr[0]:.2f} | {psnr[1]:.2f} |" in section
-    assert "Status: **FAILED**" in md.split("### `broken`")[1]
-    assert "Sweep wall time" in md and "-core" in md
+    # Per experiment over seeds: the mean of the two seeds' final PSNR, and each seed's per-crop file.
+    finals = []
+    for seed in (0, 1):
+        (run_dir,) = [r.path for r in load_sweep(sweep) if r.name == "l2_0999" and r.seed == seed]
+        with (run_dir / "metrics.csv").open() as f:
+            finals.append([float(r["val/psnr"]) for r in csv.DictReader(f) if r["val/psnr"]][-1])
+        with (run_dir / "val_images.csv").open() as f:
+            crops = [r for r in csv.DictReader(f) if r["epoch"] == "2"]
+        assert len(crops) == len({r["index"] for r in crops}) > 1  # one row per val crop
+        # The crops' PSNR mean is the epoch's val/psnr (PSNR per image, then averaged).
+        assert np.mean([float(r["psnr"]) for r in crops]) == pytest.approx(finals[-1], abs=1e-3)
+    table = md.split("## Experiments over seeds")[1].split("## ")[0]
+    (row,) = [ln for ln in table.splitlines() if ln.startswith("| `l2_0999`")]
+    assert "| 2/2 | " in row and f"{np.mean(finals):.2f} [" in row.split("|")[5]
+    (row,) = [ln for ln in table.splitlines() if ln.startswith("| `l2_1`")]
+    assert "[" in row.split("|")[9]  # a paired difference against l2_0999 with its interval
+    claims_md = md.split("## The seed report's claims")[1].split("## ")[0]
+    assert "| L2 only scores above L2 + adversarial (PSNR) | **" in claims_md
+    assert "**missing run**" in claims_md  # e.g. the SGD claim: no sgd run in this sweep
 
-    # Plots: one PSNR chart, G/D curves for the adversarial run only, the image grid.
+    # Plots: one PSNR chart (bands), D gaps, G/D curves for one run per adversarial experiment, the image grid.
     expected = {"psnr_vs_epoch.png", "val_grid.png", "gan_overview.png", "gan_l2_0999.png", "gan_broken.png"}
     assert {p.name for p in out.glob("*.png")} == expected
     for png in out.glob("*.png"):
         assert Image.open(png).size[0] > 300
     runs = load_sweep(sweep)
-    labels = [label.split("\n")[0] for label, _ in grid_rows(runs)]
-    assert labels == ["masked input", "truth", "l2_0999", "l2_1", "broken"]  # same val pixels: one group
-    rows = grid_rows(runs)
-    assert rows[-1][0] == "broken\n(epoch 1)\n[failed]"  # its last validation, marked as failed
-    assert not np.array_equal(rows[2][1], rows[3][1])  # different outputs on the same inputs
+    assert sorted(r.seed for r in runs) == [0, 0, 0, 1, 1, 1]
     assert load_run(sweep / "1_l2_1").wall_time_s > 0
 
 

@@ -12,6 +12,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from ctx_inpaint.reporting.runs import Run  # noqa: E402
+from ctx_inpaint.reporting.seeds import Experiment  # noqa: E402
 
 
 def smooth(values: Sequence[float], window: int) -> np.ndarray:
@@ -123,6 +124,71 @@ def gan_overview(runs: Sequence[Run], path: Path) -> Path | None:
         ax.grid(alpha=0.3)
     ax_g.legend(fontsize=7, ncol=2, loc="best")
     fig.suptitle("Discriminators of all adversarial runs", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def psnr_bands(experiments: Sequence[Experiment], path: Path) -> Path:
+    """Val PSNR per epoch: each experiment's mean over its finished seeds with the 95% t interval as a band."""
+    fig, ax = plt.subplots(figsize=(10, 6))
+    cmap = plt.get_cmap("tab20")
+    for i, exp in enumerate(experiments):
+        epochs, mean, lo, hi = exp.curve()
+        if not epochs:
+            continue
+        color = cmap(i % 20)
+        ax.plot(
+            epochs, mean, marker="o", markersize=3, color=color, label=f"{exp.name} (n={len(exp.finished)})"
+        )
+        ax.fill_between(epochs, lo, hi, color=color, alpha=0.15, linewidth=0)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("val PSNR on hidden pixels (dB)")
+    ax.set_title("Validation PSNR per epoch: mean over seeds, band = 95% interval over seeds")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, ncol=2, loc="best")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _smoothed_gap(run: Run) -> tuple[np.ndarray, np.ndarray] | None:
+    real, fake = dict(run.train.get("d_real", [])), dict(run.train.get("d_fake", []))
+    steps = sorted(real.keys() & fake.keys())
+    if not steps:
+        return None
+    gap = [real[s] - fake[s] for s in steps]
+    return np.asarray(steps, dtype=float), smooth(gap, max(1, len(gap) // 15))
+
+
+def gan_bands(experiments: Sequence[Experiment], path: Path) -> Path | None:
+    """D(real) - D(generated) per adversarial experiment, smoothed: mean over seeds and the seeds' range as a
+    band. A curve at 1 is a discriminator that has won outright in every seed."""
+    curves = []
+    for exp in experiments:
+        per_seed = [c for c in (_smoothed_gap(r) for r in exp.finished) if c is not None]
+        if per_seed:
+            grid = per_seed[0][0]
+            values = np.stack([np.interp(grid, steps, gap) for steps, gap in per_seed])
+            curves.append((exp.name, grid, values))
+    if not curves:
+        return None
+    fig, ax = plt.subplots(figsize=(10, 4.8))
+    cmap = plt.get_cmap("tab20")
+    for i, (name, grid, values) in enumerate(curves):
+        color = cmap(i % 20)
+        ax.plot(grid, values.mean(0), color=color, label=f"{name} (n={len(values)})")
+        ax.fill_between(grid, values.min(0), values.max(0), color=color, alpha=0.15, linewidth=0)
+    ax.set_ylim(-1.02, 1.02)
+    ax.axhline(0, color="black", linewidth=0.5, linestyle=":")
+    ax.axhline(1, color="tab:red", linewidth=0.5, linestyle="--")
+    ax.set_xlabel("training step")
+    ax.set_ylabel("D(real) - D(generated) (smoothed)")
+    ax.set_title("Discriminators: mean over seeds, band = range of the seeds (1 = D wins outright)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, ncol=2, loc="best")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

@@ -14,6 +14,7 @@ import yaml
 
 from ctx_inpaint.errors import DataError, MissingDataError, one_line
 
+VAL_IMAGES_FILE = "val_images.csv"  # written by ContextEncoderModule (its VAL_IMAGES_FILE)
 RUN_DIR = re.compile(r"^(\d+)_(.+)$")
 VAL_KEYS = ("l1", "l2", "psnr", "ssim")
 
@@ -42,10 +43,18 @@ class Run:
     record: dict[str, Any] = field(default_factory=dict)  # run_status.json
     val: list[EpochMetrics] = field(default_factory=list)
     train: dict[str, list[tuple[int, float]]] = field(default_factory=dict)  # key -> [(step, value)]
+    images: dict[int, dict[int, dict[str, float]]] = field(
+        default_factory=dict
+    )  # epoch -> val crop -> metrics
 
     @property
     def ok(self) -> bool:
         return self.status == "finished"
+
+    @property
+    def seed(self) -> int | None:
+        value = self.config.get("seed")
+        return int(value) if isinstance(value, int) else None
 
     @property
     def axis(self) -> str:
@@ -129,6 +138,20 @@ def read_metrics(path: Path) -> tuple[list[EpochMetrics], dict[str, list[tuple[i
     return epochs, train
 
 
+def read_val_images(path: Path) -> dict[int, dict[int, dict[str, float]]]:
+    """The module's ``val_images.csv``: per-crop val metrics of every validation. A validation run again after a
+    resume appends its rows again; the last row of an (epoch, crop) wins. Rows that do not parse are skipped."""
+    out: dict[int, dict[int, dict[str, float]]] = {}
+    with path.open(newline="") as f:
+        for row in csv.DictReader(f):
+            epoch, index = _int(row.get("epoch")), _int(row.get("index"))
+            values = {k: _float(row.get(k)) for k in VAL_KEYS}
+            if epoch is None or index is None or any(v is None for v in values.values()):
+                continue
+            out.setdefault(epoch, {})[index] = values  # type: ignore[assignment]
+    return out
+
+
 def _error_from_log(run_dir: Path) -> str:
     """Last exception line of the Hydra job log, if any (runs that crashed before the trainer started)."""
     for log in sorted(run_dir.glob("*.log")):
@@ -185,6 +208,15 @@ def load_run(run_dir: Path) -> Run:
             raise DataError(
                 f"{metrics}: not a readable metrics.csv ({type(err).__name__}: {one_line(err)[:160]}); expected the "
                 "CSV training writes (a header of step, epoch and metric names, then one row per logged step)"
+            ) from None
+    images = run_dir / VAL_IMAGES_FILE
+    if images.is_file():
+        try:
+            run.images = read_val_images(images)
+        except (csv.Error, UnicodeDecodeError, OSError) as err:
+            raise DataError(
+                f"{images}: not a readable per-image val file ({type(err).__name__}: {one_line(err)[:160]}); "
+                "expected the CSV training writes (epoch, index, l1, l2, psnr, ssim)"
             ) from None
     classify(run)
     return run

@@ -5,7 +5,9 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+from ctx_inpaint.reporting.claims import Judged
 from ctx_inpaint.reporting.runs import Run
+from ctx_inpaint.reporting.seeds import Experiment, paired_difference
 
 DASH = "—"
 
@@ -72,6 +74,7 @@ def summary_table(runs: Sequence[Run], baseline: str = "l2_0999") -> str:
     header = [
         "#",
         "experiment",
+        "seed",
         "axis",
         "status",
         "epochs",
@@ -94,6 +97,7 @@ def summary_table(runs: Sequence[Run], baseline: str = "l2_0999") -> str:
             [
                 str(rank),
                 f"`{run.name}`",
+                DASH if run.seed is None else str(run.seed),
                 run.axis,
                 status_text(run),
                 f"{len(run.val)}/{run.max_epochs or '?'}",
@@ -107,4 +111,89 @@ def summary_table(runs: Sequence[Run], baseline: str = "l2_0999") -> str:
                 seed,
             ]
         )
-    return _table(header, rows, align="rlll" + "r" * 9)
+    return _table(header, rows, align="rllll" + "r" * 9)
+
+
+def fmt_interval(stat: dict | None, digits: int = 2, signed: bool = False) -> str:
+    """``mean [lo, hi]``; the mean alone when there is no interval (one seed)."""
+    if stat is None or not math.isfinite(stat.get("mean", math.nan)):
+        return DASH
+    sign = "+" if signed else ""
+    text = f"{stat['mean']:{sign}.{digits}f}"
+    if math.isfinite(stat.get("lo", math.nan)) and math.isfinite(stat.get("hi", math.nan)):
+        text += f" [{stat['lo']:{sign}.{digits}f}, {stat['hi']:{sign}.{digits}f}]"
+    return text
+
+
+def seeds_table(experiments: Sequence[Experiment], baseline: str = "l2_0999") -> str:
+    """One row per experiment: finished seeds, mean [95% t interval] over seeds of best and final metrics, and the
+    paired final-PSNR difference against ``baseline`` (``*``: its interval excludes 0)."""
+    base = next((e for e in experiments if e.name == baseline), None)
+    header = [
+        "experiment",
+        "axis",
+        "seeds done",
+        "best PSNR",
+        "final PSNR",
+        "final SSIM",
+        "final L1",
+        "final L2",
+        f"final PSNR - `{baseline}` (paired)",
+        "seed report PSNR",
+    ]
+    rows = []
+    for exp in experiments:
+        if base is None or exp is base:
+            diff = DASH if base is None else "(baseline)"
+        else:
+            effect = paired_difference(exp, base)
+            diff = fmt_interval(effect, signed=True)
+            if effect is not None and (effect["lo"] > 0 or effect["hi"] < 0):
+                diff += " *"
+        rows.append(
+            [
+                f"`{exp.name}`",
+                exp.axis,
+                f"{len(exp.finished)}/{len(exp.runs)}",
+                fmt_interval(exp.over_seeds("psnr", "best")),
+                fmt_interval(exp.over_seeds("psnr", "final")),
+                fmt_interval(exp.over_seeds("ssim", "final"), 3),
+                fmt_interval(exp.over_seeds("l1", "final"), 4),
+                fmt_interval(exp.over_seeds("l2", "final"), 4),
+                diff,
+                " / ".join(f"{v:.2f}" for v in exp.seed_psnr) or DASH,
+            ]
+        )
+    return _table(header, rows, align="llr" + "r" * 7)
+
+
+def claims_table(judged: Sequence[Judged], experiments: dict[str, Experiment]) -> str:
+    """One row per claim: verdict, each link's effect with its interval, and the seed report's figures."""
+
+    def seed_figures(name: str) -> str:
+        exp = experiments.get(name)
+        values = exp.seed_psnr if exp is not None else []
+        return f"`{name}` " + (" / ".join(f"{v:.2f}" for v in values) if values else DASH)
+
+    rows = []
+    for j in judged:
+        effects, figures = [], []
+        for link in j.links:
+            what = "D lead" if j.claim.kind == "d_wins" else "dB"
+            text = f"`{link.a}` - `{link.b}`: " + (
+                fmt_interval(link.effect, 2 if what == "dB" else 3, signed=True) + f" {what}"
+                if link.effect is not None
+                else "no paired data"
+            )
+            if j.claim.kind == "d_wins" and link.effect is not None:
+                text += f" (leads {link.effect['a']:.2f} vs {link.effect['b']:.2f})"
+            if len(j.links) > 1:
+                text += f" → {link.verdict}"
+            effects.append(text)
+            figures += [seed_figures(n) for n in (link.a, link.b) if seed_figures(n) not in figures]
+        rows.append([j.claim.finding, f"**{j.verdict}**", "<br>".join(effects), "<br>".join(figures)])
+    return _table(
+        ["seed report's finding", "verdict", "effect [95% interval], ours", "seed report PSNR (dB)"],
+        rows,
+        align="llll",
+    )

@@ -25,7 +25,7 @@ _RANK_VARIABLES = ("RANK", "LOCAL_RANK", "NODE_RANK", "SLURM_PROCID")
 
 
 # What a run leaves in its run dir: a fresh run there would delete or mix them.
-RUN_RECORDS = ("metrics.csv", "run_status.json", "checkpoints", "samples", "wandb_run_id.txt")
+RUN_RECORDS = ("metrics.csv", "val_images.csv", "run_status.json", "checkpoints", "samples", "wandb_run_id.txt")
 
 
 class RunDirBusyError(UserError):
