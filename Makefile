@@ -10,7 +10,17 @@ help: ## List the targets
 install: ## Create .venv/ and install the package (editable) with dev extras
 	python3 -m venv .venv
 	$(PY) -m pip install --upgrade pip
-	$(PY) -m pip install -e ".[dev,onnx]"
+	$(PY) -m pip install -e ".[dev,onnx,demo]"
+
+# The web demo and REST API (issue 13; README "Demo"): the page on 127.0.0.1:8000, its load test and screenshot.
+demo: ## Serve the web demo and REST API on http://127.0.0.1:8000 (shipped models); ARGS="--port 9000 --checkpoint PATH ..."
+	$(PY) -m ctx_inpaint.demo $(ARGS)
+
+demo-loadtest: ## Load-test the API (50 requests from 4 threads, every response checked); figures in experiments/demo/loadtest.json
+	$(PY) -m ctx_inpaint.demo.loadtest --requests 50 --threads 4 --out experiments/demo/loadtest.json $(ARGS)
+
+demo-screenshot: ## Redraw experiments/demo/screenshot.png in headless Chromium (apt-get install chromium chromium-driver)
+	$(PY) experiments/demo/screenshot.py --out experiments/demo/screenshot.png
 
 EXPERIMENT ?= campus_cpu
 train: ## Train EXPERIMENT= (default campus_cpu: the 29-minute CPU recipe) on the embedded photos; Hydra overrides in ARGS=
@@ -42,6 +52,11 @@ report: ## Markdown report of a sweep: make report SWEEP_DIR=logs/multiruns/<sta
 	@test -n "$(SWEEP_DIR)" || { echo "make report: set SWEEP_DIR=logs/multiruns/<stamp>_<pid>"; exit 2; }
 	$(PY) -m ctx_inpaint.report $(SWEEP_DIR) --out $(REPORT_OUT) \
 		$(if $(wildcard $(REPORT_OUT)/NOTES.md),--notes $(REPORT_OUT)/NOTES.md,)
+
+# The committed report (experiments/ablations/): `make ablations SWEEP=all BUDGET=cpu SEEDS=3` on the 2-core CPU.
+ABLATIONS_SWEEP ?= logs/multiruns/2026-12-02_05-41-31-360940_24515
+ablations-report: ## Regenerate experiments/ablations/report.md and its PNGs from ABLATIONS_SWEEP (the committed sweep)
+	$(MAKE) report SWEEP_DIR=$(ABLATIONS_SWEEP) REPORT_OUT=experiments/ablations
 
 BENCH_JPEGS ?= /tmp/ctx_bench_jpegs
 BENCH_DATA := data=folder data.root=$(BENCH_JPEGS)
@@ -134,3 +149,4 @@ clean: ## Remove run outputs (logs/) and caches, keep .venv
 	rm -rf logs .pytest_cache .ruff_cache
 
 .PHONY: weights weights-train quality-freeform leak-check help install train test lint format clean evaluate quality quality-train quality-train-tuned quality-probes ablations report bench-data bench bench-attempts bench-precision bench-ab
+.PHONY: demo demo-loadtest demo-screenshot

@@ -101,7 +101,9 @@ def _synthetic_run(root: Path, num: int, name: str, seed: int, psnr: np.ndarray,
     (run / "run_status.json").write_text(json.dumps({"status": "finished", "wall_time_s": 3.0}))
     with (run / "metrics.csv").open("w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["epoch", "step", "val/l1", "val/l2", "val/psnr", "val/ssim", "train/d_real", "train/d_fake"])
+        w.writerow(
+            ["epoch", "step", "val/l1", "val/l2", "val/psnr", "val/ssim", "train/d_real", "train/d_fake"]
+        )
         for step in range(8):
             w.writerow([step // 4, step, "", "", "", "", 0.5 + gap / 2, 0.5 - gap / 2])
         for epoch in range(2):
@@ -134,7 +136,9 @@ def test_claims_on_synthetic_run_dirs_give_each_verdict(tmp_path: Path) -> None:
         num += 1
     experiments = group(load_sweep(tmp_path))
     effect = paired_difference(experiments["l2_1"], experiments["l2_0999"])
-    assert effect["mean"] == pytest.approx(1.0, abs=0.03) and effect["seeds"] == 3 and effect["items"] == crops
+    assert (
+        effect["mean"] == pytest.approx(1.0, abs=0.03) and effect["seeds"] == 3 and effect["items"] == crops
+    )
     verdicts = {j.claim.finding: j.verdict for j in claims.judge_all(experiments)}
     assert verdicts["L2 only scores above L2 + adversarial (PSNR)"] == claims.REPRODUCED
     assert verdicts["SGD is below Adam"] == claims.CONTRADICTED

@@ -184,6 +184,44 @@ def test_budget_scales_every_experiment_identically(budget: str, tmp_path: Path)
     assert len(seen) == 1
     spec = yaml.safe_load((CONF / "budget" / f"{budget}.yaml").read_text())
     assert seen.pop()[:2] == (spec["trainer"]["max_epochs"], spec["data"]["samples_per_epoch"])
+    # A budget's widths reach every network of every experiment (also those without a discriminator).
+    width = spec["budget"].get("width", 64)
+    alexnet = spec["budget"].get("alexnet_widths", [96, 256, 384, 384, 256])
+    for e in EXPERIMENTS:
+        cfg = _resolved(e, f"+budget={budget}")
+        assert cfg.get("model.encoder.width", width) == width, e
+        assert cfg.get("model.encoder.widths", alexnet) == alexnet, e
+        assert cfg["model.decoder.width"] == width, e
+        assert cfg.get("model.discriminator") is None or cfg["model.discriminator.width"] == width, e
+
+
+def test_seeds_vary_slowest_in_every_sweep(tmp_path: Path) -> None:
+    """`make ablations SEEDS=3` passes seed=42,43,44 on the command line: it takes the place of the sweep's first
+    param, so all experiments of seed 42 run before any of seed 43 (a stopped sweep keeps whole seeds)."""
+    from ctx_inpaint.reporting.runs import planned_jobs
+
+    for sweep in SWEEPS:
+        params = yaml.safe_load((CONF / "sweep" / f"{sweep}.yaml").read_text())["hydra"]["sweeper"]["params"]
+        assert list(params)[0] == "seed", sweep
+    (tmp_path / "multirun.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "name": "x",
+                "hydra": {
+                    "sweeper": {"params": {"seed": 42, "+experiment": "l2_0999,l2_1"}},
+                    "overrides": {"task": ["+sweep=all", "seed=42,43"]},
+                },
+            },
+            sort_keys=False,  # as Hydra writes it: the params in the sweep file's order
+        )
+    )
+    jobs = planned_jobs(tmp_path)
+    assert [(j.name, j.varying) for j in jobs] == [
+        ("l2_0999", ["seed=42", "+experiment=l2_0999"]),
+        ("l2_1", ["seed=42", "+experiment=l2_1"]),
+        ("l2_0999", ["seed=43", "+experiment=l2_0999"]),
+        ("l2_1", ["seed=43", "+experiment=l2_1"]),
+    ]
 
 
 def _sweep_experiments(name: str) -> list[str]:
