@@ -83,11 +83,11 @@ def test_verdict_rule(kind: str, lo: float, hi: float, expected: str) -> None:
 
 
 def test_a_chain_needs_every_link() -> None:
-    R, C, I, M = claims.REPRODUCED, claims.CONTRADICTED, claims.INCONCLUSIVE, claims.MISSING
-    assert claims.combine([R, R, R]) == R
-    assert claims.combine([R, I, R]) == I
-    assert claims.combine([R, C, I]) == C
-    assert claims.combine([R, M]) == M
+    rep, con, inc, mis = claims.REPRODUCED, claims.CONTRADICTED, claims.INCONCLUSIVE, claims.MISSING
+    assert claims.combine([rep, rep, rep]) == rep
+    assert claims.combine([rep, inc, rep]) == inc
+    assert claims.combine([rep, con, inc]) == con
+    assert claims.combine([rep, mis]) == mis
 
 
 def _synthetic_run(root: Path, num: int, name: str, seed: int, psnr: np.ndarray, gap: float = 0.0) -> None:
