@@ -41,7 +41,24 @@ def _budget_lines(runs: Sequence[Run]) -> list[str]:
         f"- Budget: `{budget}`: {trainer.get('max_epochs')} epochs x {data.get('samples_per_epoch')} random "
         f"crops, batch {data.get('batch_size')}, {data.get('input_size')}px crops; data `{data.get('source')}`, "
         f"{data.get('val_crops_per_image')} fixed val crops per val photo (identical in every run)",
+        f"- Network widths: {_widths(runs)} (the paper's: 64, AlexNet 96/256/384/384/256)",
     ]
+
+
+def _widths(runs: Sequence[Run]) -> str:
+    """The widths the budget gave the networks, from the first run of each encoder kind."""
+    seen: dict[str, str] = {}
+    for run in runs:
+        model = run.config.get("model") or {}
+        enc = model.get("encoder") or {}
+        kind = str(enc.get("_target_", "?")).rsplit(".", 1)[-1]
+        if kind in seen or not enc:
+            continue
+        width = enc.get("width") or "/".join(map(str, enc.get("widths") or [])) or "?"
+        dec = (model.get("decoder") or {}).get("width", "?")
+        disc = (model.get("discriminator") or {}).get("width")
+        seen[kind] = f"{kind} {width}, decoder {dec}" + (f", discriminator {disc}" if disc else "")
+    return "; ".join(seen.values()) or "unknown"
 
 
 def _machine_line(runs: Sequence[Run]) -> str:
