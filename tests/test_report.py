@@ -153,7 +153,10 @@ def test_report_on_a_real_two_seed_multirun_with_a_broken_run(tmp_path: Path) ->
     for seed in (0, 1):
         (run_dir,) = [r.path for r in load_sweep(sweep) if r.name == "l2_0999" and r.seed == seed]
         with (run_dir / "metrics.csv").open() as f:
-            finals.append([float(r["val/psnr"]) for r in csv.DictReader(f) if r["val/psnr"]][-1])
+            rows = [r for r in csv.DictReader(f) if r["val/psnr"]]
+        finals.append(float(rows[-1]["val/psnr"]))
+        walls = [float(r["time/wall_s"]) for r in rows]  # RunStatus: the run's wall time at each validation
+        assert len(walls) == 2 and 0 < walls[0] < walls[1]
         with (run_dir / "val_images.csv").open() as f:
             crops = [r for r in csv.DictReader(f) if r["epoch"] == "2"]
         assert len(crops) == len({r["index"] for r in crops}) > 1  # one row per val crop

@@ -130,26 +130,45 @@ def gan_overview(runs: Sequence[Run], path: Path) -> Path | None:
     return path
 
 
-def psnr_bands(experiments: Sequence[Experiment], path: Path) -> Path:
-    """Val PSNR per epoch: each experiment's mean over its finished seeds with the 95% t interval as a band."""
-    fig, ax = plt.subplots(figsize=(10, 6))
-    cmap = plt.get_cmap("tab20")
-    for i, exp in enumerate(experiments):
-        epochs, mean, lo, hi = exp.curve()
-        if not epochs:
-            continue
-        color = cmap(i % 20)
-        ax.plot(
-            epochs, mean, marker="o", markersize=3, color=color, label=f"{exp.name} (n={len(exp.finished)})"
-        )
-        ax.fill_between(epochs, lo, hi, color=color, alpha=0.15, linewidth=0)
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("val PSNR on hidden pixels (dB)")
-    ax.set_title("Validation PSNR per epoch: mean over seeds, band = 95% interval over seeds")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, ncol=2, loc="best")
+def psnr_bands(experiments: Sequence[Experiment], path: Path, baseline: str = "l2_0999") -> Path:
+    """Val PSNR per epoch, one panel per ablation axis (the baseline drawn in each): each experiment's mean over
+    its finished seeds with the 95% t interval over seeds as a band."""
+    axes_of: dict[str, list[Experiment]] = {}
+    base = next((e for e in experiments if e.name == baseline), None)
+    for exp in experiments:
+        if exp is not base:
+            axes_of.setdefault(exp.axis, []).append(exp)
+    panels = list(axes_of.items()) or [("all", [])]
+    cols = min(3, len(panels))
+    rows = -(-len(panels) // cols)
+    fig, grid = plt.subplots(rows, cols, figsize=(5.2 * cols, 3.8 * rows), squeeze=False, sharey=True)
+    cmap = plt.get_cmap("tab10")
+    for ax, (axis, exps) in zip(grid.flat, panels):
+        for i, exp in enumerate(([base] if base is not None else []) + exps):
+            epochs, mean, lo, hi = exp.curve()
+            if not epochs:
+                continue
+            color = "black" if exp is base else cmap(i % 10)
+            ax.plot(
+                epochs,
+                mean,
+                marker="o",
+                markersize=3,
+                color=color,
+                label=f"{exp.name} (n={len(exp.finished)})",
+            )
+            ax.fill_between(epochs, lo, hi, color=color, alpha=0.15, linewidth=0)
+        ax.set_title(f"axis: {axis}", fontsize=10)
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, loc="lower right")
+    for ax in grid[:, 0]:
+        ax.set_ylabel("val PSNR, hidden pixels (dB)")
+    for ax in list(grid.flat)[len(panels) :]:
+        ax.axis("off")
+    fig.suptitle("Validation PSNR per epoch: mean over seeds, band = 95% interval over seeds", fontsize=11)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
 

@@ -110,6 +110,13 @@ class RunStatus(Callback):
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._write(trainer, "running")
 
+    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """``time/wall_s`` beside each epoch's val metrics in metrics.csv (all attempts of a resumed run
+        together): the time a run took to reach a quality is read from the record, not estimated."""
+        if self._start is not None and not trainer.sanity_checking:
+            wall = self._earlier_s + time.time() - self._start
+            pl_module.log("time/wall_s", wall, on_step=False, on_epoch=True, sync_dist=False)
+
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._write(trainer, "interrupted" if trainer.interrupted else "finished")
 
