@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import signal
+import warnings
+import weakref
 from pathlib import Path
+from typing import Any
 
 import pytorch_lightning as pl
 import torch
+from hydra.experimental.callback import Callback as HydraCallback
+from omegaconf import DictConfig
 from pytorch_lightning.callbacks import Callback
 
 
@@ -66,3 +72,54 @@ class RankReport(Callback):
         }
         path = Path(trainer.default_root_dir) / f"rank{trainer.global_rank}.json"
         path.write_text(json.dumps(report))
+
+
+class RaiseAtBatch(Callback):
+    """Raises ``NonFiniteLossError`` (what a diverged run raises) at the start of training batch ``at_batch``;
+    a negative ``at_batch`` never raises, so a sweep over it fails only some of its jobs."""
+
+    def __init__(self, at_batch: int) -> None:
+        self.at_batch = at_batch
+
+    def on_train_batch_start(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch, batch_idx: int
+    ) -> None:
+        if trainer.fit_loop.epoch_loop.total_batch_idx == self.at_batch:
+            from ctx_inpaint.training.callbacks import NonFiniteLossError
+
+            raise NonFiniteLossError(f"test failure at batch {self.at_batch}")
+
+
+class JobMemory(HydraCallback):
+    """A Hydra callback (``+hydra.callbacks.NAME._target_=...``): after every job of a multirun, appends a JSON
+    line to ``out``: the job's number and status, the process's resident memory in MB, and how many
+    ``ContextEncoderModule`` and ``Trainer`` objects are still alive, counted without collecting garbage first."""
+
+    def __init__(self, out: str) -> None:
+        self.out = out
+
+    def on_job_end(self, config: DictConfig, job_return: Any = None, **kwargs: Any) -> None:
+        from ctx_inpaint.module import ContextEncoderModule
+
+        record: dict[str, Any] = {
+            "job": int(config.hydra.job.num),
+            "status": job_return.status.name if job_return is not None else None,
+            "rss_mb": resident_mb(),
+        }
+        with warnings.catch_warnings():  # isinstance on some torch objects warns of deprecated names
+            warnings.simplefilter("ignore")
+            objects = gc.get_objects()
+            alive = [o for o in objects if not isinstance(o, weakref.ProxyTypes)]  # a proxy passes isinstance
+            record["modules"] = sum(isinstance(o, ContextEncoderModule) for o in alive)
+            record["trainers"] = sum(isinstance(o, pl.Trainer) for o in alive)
+        del objects, alive
+        with open(self.out, "a") as f:
+            f.write(json.dumps(record) + "\n")
+
+
+def resident_mb() -> float:
+    """This process's resident memory (VmRSS) in MB (Linux)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmRSS in /proc/self/status")

@@ -391,6 +391,11 @@ def check_resume(cfg: DictConfig) -> None:
     )
 
 
+def forget_preloaded() -> None:
+    """Drop a checkpoint ``check_resume`` read that Lightning did not take (the run failed before it resumed)."""
+    _preloaded.clear()
+
+
 def _take_preloaded(path: Path) -> dict[str, Any] | None:
     entry = _preloaded.pop(str(path.resolve()), None)
     return entry[1] if entry is not None and path.is_file() and path.stat().st_mtime_ns == entry[0] else None

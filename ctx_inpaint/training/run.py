@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import fcntl
+import gc
 import os
 import shutil
+import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -17,7 +19,7 @@ from ctx_inpaint.config import build_module
 from ctx_inpaint.config_check import check_config
 from ctx_inpaint.errors import UserError
 from ctx_inpaint.masks import MaskGenerator
-from ctx_inpaint.training.checkpointing import check_resume
+from ctx_inpaint.training.checkpointing import check_resume, forget_preloaded
 from ctx_inpaint.training.loggers import ensure_wandb_mode, fill_wandb_group, fill_wandb_resume
 
 LOCK_FILE = ".run.lock"
@@ -25,7 +27,14 @@ _RANK_VARIABLES = ("RANK", "LOCAL_RANK", "NODE_RANK", "SLURM_PROCID")
 
 
 # What a run leaves in its run dir: a fresh run there would delete or mix them.
-RUN_RECORDS = ("metrics.csv", "val_images.csv", "run_status.json", "checkpoints", "samples", "wandb_run_id.txt")
+RUN_RECORDS = (
+    "metrics.csv",
+    "val_images.csv",
+    "run_status.json",
+    "checkpoints",
+    "samples",
+    "wandb_run_id.txt",
+)
 
 
 class RunDirBusyError(UserError):
@@ -99,13 +108,42 @@ def run_dir_lock(run_dir: Path) -> Iterator[None]:
 
 
 def train(cfg: DictConfig) -> dict[str, float]:
-    """Train and validate; returns the final callback metrics (used by tests and sweepers)."""
-    check_config(cfg)  # refuse bad keys/values before anything is built or written
-    output_dir = Path(cfg.paths.output_dir)
-    with run_dir_lock(output_dir):
-        check_resume(cfg)  # a checkpoint the config cannot continue is refused before any record is touched
-        claim_run_dir(cfg, output_dir)
-        return _train(cfg, output_dir)
+    """Train and validate; returns the final callback metrics (used by tests and sweepers).
+
+    Nothing of the run outlives the call, failed or not, so the jobs of a Hydra multirun, one after the other in
+    one process, do not add up (see ``_release_frames``)."""
+    try:
+        check_config(cfg)  # refuse bad keys/values before anything is built or written
+        output_dir = Path(cfg.paths.output_dir)
+        with run_dir_lock(output_dir):
+            # A checkpoint the config cannot continue is refused before any record is touched.
+            check_resume(cfg)
+            claim_run_dir(cfg, output_dir)
+            return _train(cfg, output_dir)
+    except BaseException as err:
+        _release_frames(err)
+        raise
+    finally:
+        forget_preloaded()
+        # Trainer, module, optimizers and data loaders refer to one another: only the cycle collector frees them,
+        # and its full collections are rare in a process this size. Freed now, not jobs later.
+        gc.collect()
+
+
+def _release_frames(err: BaseException) -> None:
+    """Clear the local variables of the finished frames ``err`` and the exceptions it chains to passed through.
+
+    Hydra keeps every failed job's exception until its multirun ends; through the frames of its traceback it would
+    keep that job's trainer, module, optimizer state and data alive. The traceback still prints as before."""
+    seen: set[int] = set()
+    pending: list[BaseException | None] = [err]
+    while pending:
+        exc = pending.pop()
+        if exc is None or id(exc) in seen:
+            continue
+        seen.add(id(exc))
+        traceback.clear_frames(exc.__traceback__)  # frames still running (this one) are skipped
+        pending += [exc.__cause__, exc.__context__]
 
 
 def _train(cfg: DictConfig, output_dir: Path) -> dict[str, float]:
