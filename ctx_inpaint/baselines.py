@@ -52,6 +52,25 @@ def navier_stokes(radius: float = 3.0) -> Baseline:
     return _opencv(cv2.INPAINT_NS, radius)
 
 
+OPENCV_METHODS = {"telea": cv2.INPAINT_TELEA, "ns": cv2.INPAINT_NS}
+
+
+def opencv_uint8(image: np.ndarray, hole: np.ndarray, method: str, radius: float = 3.0) -> np.ndarray:
+    """A (H, W, 3) uint8 photo with its ``hole`` ((H, W) bool) filled by OpenCV (``telea`` or ``ns``), as the
+    baselines above do, without a float copy of the photo (the demo's photos of any size); visible pixels are
+    the input's, bit for bit."""
+    if method not in OPENCV_METHODS:
+        raise InputError(
+            f"method: unknown OpenCV method {method!r}; expected one of {', '.join(OPENCV_METHODS)}"
+        )
+    if not hole.any():
+        return image.copy()
+    filled = cv2.inpaint(
+        np.ascontiguousarray(image), hole.astype(np.uint8) * 255, radius, OPENCV_METHODS[method]
+    )
+    return np.where(hole[..., None], filled, image)
+
+
 def make_baselines(names: list[str], radius: float = 3.0) -> dict[str, Baseline]:
     """Baselines by name: ``mean``, ``telea``, ``ns``."""
     known: dict[str, Callable[[], Baseline]] = {
