@@ -50,7 +50,8 @@ def run_args(run_dir: Path, logger: str, last_every: str) -> list[str]:
 
 def read_rows(path: Path) -> list[dict[str, str]]:
     with open(path, newline="") as f:
-        return [{k: v for k, v in r.items() if v} for r in csv.DictReader(f)]
+        # time/wall_s (RunStatus) is the clock, which differs between any two runs: not compared.
+        return [{k: v for k, v in r.items() if v and not k.startswith("time/")} for r in csv.DictReader(f)]
 
 
 def row_key(row: dict[str, str]) -> tuple[int, tuple[str, ...]]:
