@@ -263,6 +263,7 @@ class ContextEncoderModule(pl.LightningModule):
         if not self.trainer.is_global_zero:
             return
         path = Path(self.trainer.default_root_dir) / VAL_IMAGES_FILE
+        path.parent.mkdir(parents=True, exist_ok=True)
         new = not path.is_file()
         epoch = self.current_epoch + 1
         lines = [] if not new else [",".join(["epoch", "index", *VAL_IMAGE_KEYS])]
