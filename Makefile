@@ -5,7 +5,7 @@ ARGS ?=
 .DEFAULT_GOAL := help
 
 help: ## List the targets
-	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-14s %s\n", $$1, $$2}'
+	@grep -E '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-14s %s\n", $$1, $$2}'
 
 install: ## Create .venv/ and install the package (editable) with dev extras
 	python3 -m venv .venv
@@ -69,6 +69,19 @@ bench: bench-data ## Benchmark l2_0999 and l2_1 on those JPEGs (table, then a JS
 	$(PY) -m ctx_inpaint.bench +experiment=l2_0999 $(BENCH_DATA) bench.out_json=$(BENCH_OUT)/bench_l2_0999.json $(ARGS)
 	$(PY) -m ctx_inpaint.bench +experiment=l2_1 $(BENCH_DATA) bench.out_json=$(BENCH_OUT)/bench_l2_1.json $(ARGS)
 	$(PY) -m ctx_inpaint.perf.summary $(BENCH_OUT)
+
+# Issue 14's bar: three consecutive runs of `make bench`'s l2_0999 benchmark agree within 10 % on every ratio.
+BENCH3_DIR := $(BENCH_OUT)/bench_three_runs
+bench3: bench-data ## make bench's l2_0999 benchmark 3 times in a row; each ratio's 3 values and PASS/FAIL (10 %) in BENCH_OUT/bench_three_runs.md
+	mkdir -p $(BENCH3_DIR)
+	for i in 1 2 3; do \
+		$(PY) -m ctx_inpaint.bench +experiment=l2_0999 $(BENCH_DATA) bench.out_json=$(BENCH3_DIR)/run$$i.json $(ARGS) || exit 1; \
+	done
+	$(PY) -m ctx_inpaint.perf.agreement $(BENCH_OUT)/bench_three_runs.md $(BENCH3_DIR)/run1.json $(BENCH3_DIR)/run2.json $(BENCH3_DIR)/run3.json
+
+GPU_CHECK_OUT ?= experiments/perf/gpu
+gpu-check: ## On a CUDA machine (<= 8 min): bench trainer=gpu at batch 64/256, 300 steps of l2_0999 and random_region, DDP, kill/resume, inpaint/evaluate on cuda
+	$(PY) -m ctx_inpaint.perf.gpu_check --out $(GPU_CHECK_OUT) --device cuda $(ARGS)
 
 CKPT ?=
 EVAL_OUT ?= logs/eval
@@ -148,5 +161,5 @@ leak-check: ## Does the fill depend on hidden pixels? Two photos differing only 
 clean: ## Remove run outputs (logs/) and caches, keep .venv
 	rm -rf logs .pytest_cache .ruff_cache
 
-.PHONY: weights weights-train quality-freeform leak-check help install train test lint format clean evaluate quality quality-train quality-train-tuned quality-probes ablations report bench-data bench bench-attempts bench-precision bench-ab
+.PHONY: weights weights-train quality-freeform leak-check help install train test lint format clean evaluate quality quality-train quality-train-tuned quality-probes ablations report bench-data bench bench-attempts bench-precision bench-ab bench3 gpu-check
 .PHONY: demo demo-loadtest demo-screenshot

@@ -7,6 +7,7 @@ import math
 import os
 import subprocess
 import sys
+import time
 from functools import partial
 from pathlib import Path
 
@@ -23,28 +24,41 @@ from ctx_inpaint.models.decoders import Decoder
 from ctx_inpaint.models.dense import set_matmul
 from ctx_inpaint.models.encoders import AlexNetEncoder, PaperEncoder
 from ctx_inpaint.models.generator import Generator
-from ctx_inpaint.perf.lightning_runs import repeated_loader
+from ctx_inpaint.perf import agreement
+from ctx_inpaint.perf.lightning_runs import InterleavingClock, repeated_loader
 from ctx_inpaint.perf.loops import parts_from_module, plain_step
-from ctx_inpaint.perf.measure import straightforward_config, with_overrides
+from ctx_inpaint.perf.measure import derive, straightforward_config, with_overrides
+from ctx_inpaint.perf.summary import write_summary
+from ctx_inpaint.perf.timing import interleaved, put_ratio, ratio, round_order
 from tests.conftest import TINY, write_images
 from tests.test_data import make_dm
 
 ROOT = Path(__file__).resolve().parent.parent
 
-BENCH_KEYS = [
+# Every ratio comes from interleaved rounds (with _spread and _rounds); absolute figures sit in machine_now.
+RATIO_KEYS = [
+    "lightning_overhead",
+    "speedup_vs_baseline",
+    "speedup_bf16_vs_baseline",
+    "data_over_train",
+    "fraction_of_peak",
+    "fraction_of_peak_fp32",
+    "fraction_of_peak_bf16",
+]
+MACHINE_KEYS = [
     "train_images_per_s",
     "plain_images_per_s",
     "baseline_fp32_images_per_s",
-    "speedup_vs_baseline",
-    "data_images_per_s",
+    "plain_bf16_images_per_s",
+    "data_batch_images_per_s",
+    "data_loader_images_per_s",
     "end_to_end_images_per_s",
     "infer_ms_per_image",
     "infer_ms_per_image_b1",
     "infer_ms_per_image_b4",
-    "flops_per_image",
     "achieved_gflops",
     "sgemm_gflops",
-    "fraction_of_peak",
+    "bf16_gemm_gflops",
 ]
 
 TINY_BENCH = [
@@ -52,34 +66,234 @@ TINY_BENCH = [
     "model.discriminator.width=8",
     "bench.batch_size=4",
     "bench.warmup=1",
-    "bench.repeats=2",
+    "bench.rounds=3",
     "bench.data_batches=4",
     "bench.fit_batches=2",
     "bench.infer_batches=[1,4]",
     "bench.infer_repeats=2",
     "bench.gemm_size=128",
+    "bench.gemm_calls=1",
 ]
 
 
 @pytest.mark.slow
 def test_bench_cli_prints_every_key_and_sweeps_sizes(tmp_path: Path) -> None:
+    """bf16 forced on (emulated where the CPU lacks it): every ratio, its spread and rounds, and the sweep."""
     env = {**os.environ, "CTX_INPAINT_LOG_DIR": str(tmp_path / "logs"), "WANDB_MODE": "disabled"}
-    cmd = [sys.executable, "-m", "ctx_inpaint.bench", "+experiment=l2_0999", *TINY_BENCH, "--sizes"]
-    done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    cmd = [sys.executable, "-m", "ctx_inpaint.bench", "+experiment=l2_0999", *TINY_BENCH, "bench.bf16=true"]
+    done = subprocess.run([*cmd, "--sizes"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     lines = done.stdout.strip().splitlines()
     result = json.loads(lines[-1])
-    for key in BENCH_KEYS:
-        assert isinstance(result[key], float) and result[key] > 0 and math.isfinite(result[key]), key
-    assert math.isfinite(result["lightning_overhead"])
-    assert result["lightning_overhead"] == pytest.approx(
-        1 - result["train_images_per_s"] / result["plain_images_per_s"]
-    )
-    assert sorted(int(k) for k in result["sizes"]) == [16, 32, 64, 128]
-    assert all(v["ms_per_step"] > 0 for v in result["sizes"].values())
-    assert "fraction of peak" in done.stdout  # the table precedes the JSON line
+    assert result["rounds"] == 3 and result["precision"] == "32-true"
+    for key in RATIO_KEYS:
+        value, (lo, hi) = result[key], result[f"{key}_spread"]
+        assert isinstance(value, float) and math.isfinite(value), key
+        assert lo <= value <= hi and result[f"{key}_rounds"] == 3, key
+    for key in ("speedup_vs_baseline", "speedup_bf16_vs_baseline", "data_over_train", "fraction_of_peak"):
+        assert result[key] > 0, key
+    assert result["lightning_overhead"] < 1
+    assert result["fraction_of_peak_fp32"] > 0 and result["fraction_of_peak_bf16"] > 0
+    now = result["machine_now"]
+    assert "not reproducible" in now["note"] and now["measured_at"]
+    for key in MACHINE_KEYS:
+        assert isinstance(now[key], float) and now[key] > 0 and math.isfinite(now[key]), key
+    assert result["flops_per_image"] > 0 and result["discriminator_params"] > 0
+    assert set(result["steps"]) == {
+        "lightning",
+        "plain",
+        "plain_bf16",
+        "baseline",
+        "data",
+        "matmul_fp32",
+        "matmul_bf16",
+    }
+    sizes = result["sizes"]
+    assert sorted(int(k) for k in sizes) == [16, 32, 64, 128]
+    assert sizes["16"]["step_cost_vs_first"] == 1.0 and sizes["16"]["step_cost_vs_first_rounds"] == 3
+    assert all(v["machine_now"]["ms_per_step"] > 0 for v in sizes.values())
+    assert "fraction of peak" in done.stdout and "n=3" in done.stdout  # the table precedes the JSON line
     written = list((tmp_path / "logs" / "bench").glob("*/bench.json"))
     assert len(written) == 1 and json.loads(written[0].read_text()) == result
+
+    # A subset without the Lightning step: the bare loop hosts nothing, the ratios that need it are absent.
+    sub = [
+        *cmd,
+        "bench.bf16=false",
+        "bench.measure=[plain,baseline]",
+        f"bench.out_json={tmp_path / 'sub.json'}",
+    ]
+    done = subprocess.run(sub, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    part = json.loads((tmp_path / "sub.json").read_text())
+    assert part["speedup_vs_baseline_step"] == "plain" and part["speedup_vs_baseline_rounds"] == 3
+    assert "fraction_of_peak" in part and "fraction_of_peak_fp32" in part
+    assert not {"lightning_overhead", "speedup_bf16_vs_baseline", "data_over_train"} & set(part)
+    assert set(part["steps"]) == {"plain", "baseline", "matmul_fp32"}
+
+
+# ---- the interleaved timer ----------------------------------------------------------------------------------
+def sleeper(seconds: float, calls: list[str] | None = None, name: str = ""):
+    def fn() -> None:
+        if calls is not None:
+            calls.append(name)
+        time.sleep(seconds)
+
+    return fn
+
+
+def test_interleaved_ratio_of_steps_of_known_cost() -> None:
+    """10 ms against 20 ms: the median per-round ratio is about 2, inside its spread, over every round."""
+    timer = interleaved(
+        {"fast": sleeper(0.010), "slow": sleeper(0.020)}, rounds=6, warmup=1, device=torch.device("cpu")
+    )
+    assert timer["rounds"] == 6 and len(timer["seconds"]["fast"]) == 6
+    r = ratio(timer, "slow", "fast")
+    assert 1.6 < r["value"] < 2.4 and r["rounds"] == 6 and len(r["per_round"]) == 6
+    assert r["spread"][0] <= r["value"] <= r["spread"][1]
+    assert 0.009 < timer["median_s"]["fast"] < 0.015
+    out: dict = {}
+    put_ratio(out, "speedup", r)
+    assert out == {"speedup": r["value"], "speedup_spread": r["spread"], "speedup_rounds": 6}
+    scaled = ratio(timer, "slow", "fast", scale=0.5, transform=lambda x: 1 - x)
+    assert scaled["value"] == pytest.approx(1 - 0.5 * r["value"])
+
+
+def test_interleaved_flips_the_order_every_round_and_repeats_inner_calls() -> None:
+    calls: list[str] = []
+    fns = {"a": sleeper(0, calls, "a"), "b": sleeper(0, calls, "b")}
+    timer = interleaved(fns, rounds=4, warmup=1, device=torch.device("cpu"), inner={"b": 2})
+    assert timer["order"] == [["a", "b"], ["b", "a"], ["a", "b"], ["b", "a"]]
+    assert calls == ["a", "b"] + ["a", "b", "b", "b", "b", "a", "a", "b", "b", "b", "b", "a"]
+    # Three steps rotate: over three rounds each runs once in every position.
+    three = interleaved({n: sleeper(0) for n in "xyz"}, rounds=3, warmup=0, device=torch.device("cpu"))
+    assert three["order"] == [["x", "y", "z"], ["y", "z", "x"], ["z", "x", "y"]]
+    assert round_order(["p", "q"], 7) == ["q", "p"]
+    with pytest.raises(ValueError, match="bench.rounds"):
+        interleaved(fns, rounds=0, warmup=0, device=torch.device("cpu"))
+
+
+def test_the_lightning_host_time_excludes_the_steps_run_inside_its_iteration() -> None:
+    """InterleavingClock driven as trainer.fit drives it: the host's iteration (30 ms) is measured between its
+    stamps minus the other steps (10 ms) that ran inside the interval, whichever side of the host they ran."""
+    calls: list[str] = []
+    clock = InterleavingClock(
+        {"plain": sleeper(0.010, calls, "plain")}, rounds=4, warmup=1, device=torch.device("cpu")
+    )
+    for _ in range(clock.batches):
+        clock.on_train_batch_start(None, None)
+        calls.append("lightning")
+        time.sleep(0.030)  # the Lightning step
+        clock.on_train_batch_end(None, None)
+    timer = clock.result()
+    assert timer["order"] == [["lightning", "plain"], ["plain", "lightning"]] * 2
+    # warm-up (plain after the host), then rounds: L P | P L | L P | P L, and the closing iteration
+    assert calls == [
+        "lightning",
+        "plain",
+        "lightning",
+        "plain",
+        "plain",
+        "lightning",
+        "lightning",
+        "plain",
+    ] + [
+        "plain",
+        "lightning",
+        "lightning",
+    ]
+    assert all(0.028 < t < 0.060 for t in timer["seconds"]["lightning"]), timer["seconds"]
+    assert 2.0 < ratio(timer, "lightning", "plain")["value"] < 4.5
+
+
+def test_ratios_of_the_json_come_from_the_rounds() -> None:
+    """derive(): each ratio is the median of its per-round ratios, with spread and rounds."""
+    seconds = {
+        "lightning": [1.0, 2.0, 1.1],
+        "plain": [0.98, 1.96, 1.1],
+        "baseline": [2.0, 3.0, 2.2],
+        "plain_bf16": [0.5, 1.0, 0.55],
+        "data": [0.1, 0.2, 0.1],
+        "matmul_fp32": [0.01, 0.02, 0.011],
+        "matmul_bf16": [0.004, 0.008, 0.0044],
+    }
+    timer = {"rounds": 3, "order": [list(seconds)] * 3, "seconds": seconds}
+    timer["median_s"] = {k: sorted(v)[1] for k, v in seconds.items()}
+    result = {"precision": "32-true", "flops_per_image": 1e9}
+    now: dict = {}
+    derive(result, now, timer, batch_size=10, gemm_size=100)
+    assert result["lightning_overhead"] == pytest.approx(0.02)
+    assert result["lightning_overhead_spread"] == pytest.approx([0.0, 0.02])
+    assert result["speedup_vs_baseline"] == pytest.approx(2.0) and result["speedup_vs_baseline_rounds"] == 3
+    assert result["speedup_vs_baseline_spread"] == pytest.approx([1.5306, 2.0408], rel=1e-3)
+    assert result["speedup_bf16_vs_baseline"] == pytest.approx(4.0)
+    assert result["data_over_train"] == pytest.approx(10.0)
+    # (1e9 x 10 / t_step) / (2e6 / t_matmul) = 5000 x t_matmul / t_step
+    assert result["fraction_of_peak"] == pytest.approx(50.0)
+    assert result["fraction_of_peak_fp32"] == pytest.approx(5000 * 0.01 / 0.98)
+    assert result["fraction_of_peak_bf16"] == pytest.approx(40.0)
+    assert now["train_images_per_s"] == pytest.approx(10 / 1.1) and now["sgemm_gflops"] == pytest.approx(
+        2e6 / 0.011 / 1e9
+    )
+    bf16_run = {"precision": "bf16-mixed", "flops_per_image": 1e9}
+    timer_bf16 = {
+        **timer,
+        "seconds": {k: v for k, v in seconds.items() if k not in ("plain_bf16", "matmul_fp32")},
+    }
+    timer_bf16["median_s"] = {k: timer["median_s"][k] for k in timer_bf16["seconds"]}
+    derive(bf16_run, {}, timer_bf16, batch_size=10, gemm_size=100)
+    assert bf16_run["speedup_bf16_vs_baseline"] == bf16_run["speedup_vs_baseline"]
+    assert "fraction_of_peak_fp32" not in bf16_run and bf16_run["fraction_of_peak"] == pytest.approx(
+        5000 * 0.0044 / 1.1
+    )
+
+
+def test_three_runs_agree_or_fail_on_the_worst_ratio(tmp_path: Path) -> None:
+    def run(speedup: float, overhead: float) -> dict:
+        return {
+            "name": "l2_0999",
+            "speedup_vs_baseline": speedup,
+            "speedup_vs_baseline_spread": [speedup - 0.1, speedup + 0.1],
+            "speedup_vs_baseline_rounds": 10,
+            "lightning_overhead": overhead,
+            "lightning_overhead_spread": [overhead - 0.01, overhead + 0.01],
+            "lightning_overhead_rounds": 10,
+            "machine_now": {"measured_at": "now", "train_images_per_s": 30.0},
+        }
+
+    paths = []
+    for i, (s, o) in enumerate([(2.0, 0.01), (2.1, 0.03), (1.95, -0.01)]):
+        paths.append(tmp_path / f"run{i}.json")
+        paths[-1].write_text(json.dumps(run(s, o)) + "\n")
+    out = tmp_path / "three.md"
+    assert agreement.main([str(out), *map(str, paths)]) == 0  # 2.1 / 1.95 - 1 = 7.7 %; overhead 0.99..1.01
+    text = out.read_text()
+    assert "**PASS**" in text and "| speedup_vs_baseline | 2.0000 [1.900..2.100] | 2.1000" in text
+    assert "1 - value" in text and "7.7%" in text
+    paths[1].write_text(json.dumps(run(2.4, 0.01)) + "\n")
+    assert agreement.main([str(out), *map(str, paths)]) == 1
+    assert "**FAIL**" in out.read_text()
+
+
+def test_summary_prints_ratios_with_spread_and_reads_older_files(tmp_path: Path) -> None:
+    new = {
+        "name": "l2_0999",
+        "batch_size": 64,
+        "rounds": 10,
+        "speedup_vs_baseline": 2.05,
+        "speedup_vs_baseline_spread": [1.9, 2.2],
+        "speedup_vs_baseline_rounds": 10,
+        "machine_now": {"train_images_per_s": 40.0, "measured_at": "2026-12-02T07:30:00+00:00"},
+    }
+    old = {"name": "l2_1", "batch_size": 64, "speedup_vs_baseline": 2.45, "train_images_per_s": 61.8}
+    (tmp_path / "bench_l2_0999.json").write_text(json.dumps(new))
+    (tmp_path / "bench_l2_1.json").write_text(json.dumps(old))
+    text = write_summary(tmp_path).read_text()
+    assert (
+        "| speed-up vs straightforward fp32 | >= 2.0 | 2.050 [1.900..2.200] n=10 (met) | 2.450 (met) |"
+        in text
+    )
+    assert "| 40.0 | 61.8 |" in text and "measured 2026-12-02T07:30:00+00:00. Ratios: median" in text
 
 
 def test_sizes_flag_expands_to_the_sweep() -> None:

@@ -2,15 +2,14 @@
 
 A shared machine drifts: another process's burst slows whichever configuration happens to run then. Here the
 reference (the composed config) and the candidate (the same with ``candidate`` overrides) are built side by side
-and timed in alternating rounds of bare-loop steps on the same batch, the order flipped every round; the reported
-speed-up is the median of the per-round ratios. Writes one JSON line (and ``out_json`` when given).
+and timed in interleaved rounds of bare-loop steps on the same batch (``ctx_inpaint.perf.timing.interleaved``, the
+benchmark's timer: the order flipped every round); the reported speed-up is the median of the per-round ratios,
+with their spread and count. Writes one JSON line (and ``out_json`` when given).
 """
 
 from __future__ import annotations
 
 import json
-import statistics
-import time
 from pathlib import Path
 
 import hydra
@@ -23,9 +22,8 @@ from ctx_inpaint.cli import report_user_errors
 from ctx_inpaint.config import CONFIG_DIR
 from ctx_inpaint.config_check import check_config
 from ctx_inpaint.errors import ConfigError
-from ctx_inpaint.perf.loops import autocast_for, plain_step
-from ctx_inpaint.perf.measure import data_rate, device_of, plain_parts, to_device, with_overrides
-from ctx_inpaint.perf.timing import synchronize
+from ctx_inpaint.perf.measure import data_rate, device_of, gan_step_fn, plain_parts, with_overrides
+from ctx_inpaint.perf.timing import interleaved, put_ratio, ratio
 
 
 def paired(cfg: DictConfig, overrides: list[str], rounds: int, steps: int, warmup: int) -> dict:
@@ -38,40 +36,23 @@ def paired(cfg: DictConfig, overrides: list[str], rounds: int, steps: int, warmu
     runners = {}
     for name, conf in (("reference", cfg), ("candidate", with_overrides(cfg, overrides))):
         parts, prepare = plain_parts(conf, masks, device)
-        data = prepare(to_device(batch, device))
-        autocast = autocast_for(conf.trainer.precision, device)
-
-        def step(parts=parts, data=data, autocast=autocast) -> None:
-            with autocast:
-                plain_step(parts, data)
-
-        for _ in range(warmup):
-            step()
-        runners[name] = step
-    rates: dict[str, list[float]] = {"reference": [], "candidate": []}
-    for r in range(rounds):
-        order = ["reference", "candidate"] if r % 2 == 0 else ["candidate", "reference"]
-        for name in order:
-            synchronize(device)
-            t0 = time.perf_counter()
-            for _ in range(steps):
-                runners[name]()
-            synchronize(device)
-            rates[name].append(steps * batch_size / (time.perf_counter() - t0))
-    ratios = [c / r for c, r in zip(rates["candidate"], rates["reference"])]
-    return {
+        runners[name] = gan_step_fn(conf, parts, prepare, batch, toggle=True)
+    timer = interleaved(runners, rounds, warmup, device, inner=steps)
+    speedup = ratio(timer, "reference", "candidate")
+    result = {
         "name": str(cfg.name),
         "candidate": list(overrides),
         "batch_size": batch_size,
         "rounds": rounds,
         "steps_per_round": steps,
-        "reference_images_per_s": statistics.median(rates["reference"]),
-        "candidate_images_per_s": statistics.median(rates["candidate"]),
-        "speedup": statistics.median(ratios),
-        "speedup_min": min(ratios),
-        "speedup_max": max(ratios),
+        "reference_images_per_s": batch_size / timer["median_s"]["reference"],
+        "candidate_images_per_s": batch_size / timer["median_s"]["candidate"],
+        "speedup_min": speedup["spread"][0],
+        "speedup_max": speedup["spread"][1],
         "threads": torch.get_num_threads(),
     }
+    put_ratio(result, "speedup", speedup)
+    return result
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="bench")

@@ -1,6 +1,7 @@
-"""The benchmark's measurements, each on its own: DataLoader, Lightning step, plain PyTorch loop, the straightforward
-fp32 port, FLOPs, inference latency and a short real ``trainer.fit``. ``ctx_inpaint.bench`` (the CLI) and
-``ctx_inpaint.perf.ab`` / ``precision_check`` compose them.
+"""The benchmark's measurements: the steps timed in interleaved rounds (the Lightning step, the bare PyTorch loop,
+the straightforward fp32 port, the bf16 step, batch making, the matmul peak), the ratios derived from those rounds,
+and the absolute figures measured on their own (DataLoader throughput, inference latency, a short real
+``trainer.fit``). ``ctx_inpaint.bench`` (the CLI) and ``ctx_inpaint.perf.ab`` / ``precision_check`` compose them.
 """
 
 from __future__ import annotations
@@ -28,9 +29,9 @@ from ctx_inpaint.config import build_module
 from ctx_inpaint.errors import ConfigError
 from ctx_inpaint.masks import MaskGenerator
 from ctx_inpaint.module import ContextEncoderModule
-from ctx_inpaint.perf.lightning_runs import BatchClock, repeated_loader
+from ctx_inpaint.perf.lightning_runs import BatchClock, InterleavingClock, repeated_loader
 from ctx_inpaint.perf.loops import GanParts, autocast_for, parts_from_module, plain_step
-from ctx_inpaint.perf.timing import median_seconds
+from ctx_inpaint.perf.timing import matmul_flops, median_seconds, put_ratio, ratio
 
 MEASUREMENTS = {"data", "train", "plain", "baseline", "infer", "fit"}
 
@@ -120,12 +121,73 @@ def data_rate(
     return batch_size / statistics.median(groups), first
 
 
-def lightning_rate(cfg: DictConfig, masks: MaskGenerator, batch: dict[str, torch.Tensor]) -> float:
-    """Images/s of ``ContextEncoderModule.training_step`` driven by ``trainer.fit`` on an in-memory batch."""
+def plain_parts(cfg: DictConfig, masks: MaskGenerator, device: torch.device) -> tuple[GanParts, Callable]:
+    """The networks and optimizers of a fresh module, on ``device`` with the module's speed settings."""
+    module = fresh_module(cfg, masks)
+    module.apply_speed_settings(device)
+    module.to(device)
+    return parts_from_module(module), lambda batch: module.format_batch(batch)
+
+
+def gan_step_fn(
+    cfg: DictConfig, parts: GanParts, prepare: Callable, batch: dict[str, torch.Tensor], toggle: bool
+) -> Callable[[], None]:
+    """One bare-loop GAN step of ``parts`` on ``batch`` under ``cfg``'s precision, as a function to time."""
+    device = next(parts.generator.parameters()).device
+    data = prepare(to_device(batch, device))
+    autocast = autocast_for(cfg.trainer.precision, device)
+
+    def step() -> None:
+        with autocast:
+            plain_step(parts, data, toggle=toggle)
+
+    return step
+
+
+def data_step(cfg: DictConfig, masks: MaskGenerator, batch_size: int) -> Callable[[], object]:
+    """One training batch made in this process (``num_workers=0``, one thread): the configured dataset's
+    ``__getitem__`` for a batch of crops and masks, and the collate function, i.e. what one loader worker does
+    per batch.
+
+    The configured loader's workers cannot be timed in rounds: between two pulls they prefetch while the other
+    steps run, so a pull measures a queue pop. Making the batch in the measuring process times the work itself;
+    ``data_over_train`` is then how many times faster one worker makes batches than training consumes them
+    (the loader's own throughput, its workers included, is ``machine_now.data_loader_images_per_s``)."""
+    datamodule = instantiate(
+        cfg.data, masks=masks, batch_size=batch_size, samples_per_epoch=8 * batch_size, num_workers=0
+    )
+    datamodule.setup("fit")
+    loader = datamodule.train_dataloader()
+    state = {"it": iter(loader)}
+
+    def step() -> object:
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)  # as in a loader worker (PyTorch gives each worker one thread)
+        try:
+            return next(state["it"])
+        except StopIteration:  # a new epoch of the same loader: no workers to start
+            state["it"] = iter(loader)
+            return next(state["it"])
+        finally:
+            torch.set_num_threads(threads)
+
+    return step
+
+
+def lightning_interleaved(
+    cfg: DictConfig,
+    masks: MaskGenerator,
+    batch: dict[str, torch.Tensor],
+    others: dict[str, Callable[[], object]],
+    device: torch.device,
+    inner: int | dict[str, int] = 1,
+) -> dict[str, Any]:
+    """``ContextEncoderModule.training_step`` inside ``trainer.fit`` on an in-memory batch, interleaved round by
+    round with ``others`` (:class:`~ctx_inpaint.perf.lightning_runs.InterleavingClock`); the timer's record,
+    the Lightning step named ``lightning``."""
     b = cfg.bench
     module = fresh_module(cfg, masks)
-    clock = BatchClock()
-    n = int(b.warmup) + int(b.repeats) + 1
+    clock = InterleavingClock(others, int(b.rounds), int(b.warmup), device, host="lightning", inner=inner)
     with tempfile.TemporaryDirectory() as tmp:
         trainer = instantiate(
             cfg.trainer,
@@ -135,36 +197,12 @@ def lightning_rate(cfg: DictConfig, masks: MaskGenerator, batch: dict[str, torch
             enable_checkpointing=False,
             enable_progress_bar=False,
             enable_model_summary=False,
-            **one_short_epoch(n),
+            **one_short_epoch(clock.batches),
         )
-        trainer.fit(module, train_dataloaders=repeated_loader(batch, n))
-    rate = batch["image"].shape[0] / clock.median_interval(int(b.warmup))
+        trainer.fit(module, train_dataloaders=repeated_loader(batch, clock.batches))
     del module, trainer
     gc.collect()
-    return rate
-
-
-def plain_parts(cfg: DictConfig, masks: MaskGenerator, device: torch.device) -> tuple[GanParts, Callable]:
-    """The networks and optimizers of a fresh module, on ``device`` with the module's speed settings."""
-    module = fresh_module(cfg, masks)
-    module.apply_speed_settings(device)
-    module.to(device)
-    return parts_from_module(module), lambda batch: module.format_batch(batch)
-
-
-def plain_rate(
-    cfg: DictConfig, parts: GanParts, prepare: Callable, batch: dict[str, torch.Tensor], toggle: bool
-) -> float:
-    device = next(parts.generator.parameters()).device
-    batch = prepare(to_device(batch, device))
-    autocast = autocast_for(cfg.trainer.precision, device)
-
-    def step() -> None:
-        with autocast:
-            plain_step(parts, batch, toggle=toggle)
-
-    b = cfg.bench
-    return batch["image"].shape[0] / median_seconds(step, int(b.warmup), int(b.repeats), device)
+    return clock.result()
 
 
 def count_flops(parts: GanParts, prepare: Callable, batch: dict[str, torch.Tensor]) -> float:
@@ -249,14 +287,102 @@ def machine_info() -> dict[str, Any]:
     return info
 
 
-def derive(r: dict[str, Any]) -> None:
-    """Ratios of the measured figures, for those that were measured."""
-    if "train_images_per_s" in r and "plain_images_per_s" in r:
-        r["lightning_overhead"] = 1.0 - r["train_images_per_s"] / r["plain_images_per_s"]
-    if "train_images_per_s" in r and "baseline_fp32_images_per_s" in r:
-        r["speedup_vs_baseline"] = r["train_images_per_s"] / r["baseline_fp32_images_per_s"]
-    if "train_images_per_s" in r and "data_images_per_s" in r:
-        r["data_over_train"] = r["data_images_per_s"] / r["train_images_per_s"]
-    if "train_images_per_s" in r and "flops_per_image" in r:
-        r["achieved_gflops"] = r["flops_per_image"] * r["train_images_per_s"] / 1e9
-        r["fraction_of_peak"] = r["achieved_gflops"] / r["sgemm_gflops"]
+def cpu_flags() -> set[str]:
+    cpuinfo = Path("/proc/cpuinfo")
+    if not cpuinfo.is_file():
+        return set()
+    for line in cpuinfo.read_text().splitlines():
+        if line.startswith("flags"):
+            return set(line.split(":", 1)[1].split())
+    return set()
+
+
+def bf16_supported(device: torch.device) -> bool:
+    """Native bf16 arithmetic: on CUDA ``torch.cuda.is_bf16_supported()``; on a CPU the AVX512-BF16 or AMX-BF16
+    instructions (``/proc/cpuinfo``) or oneDNN's own check. Without them bf16 is emulated and slower than fp32."""
+    if device.type == "cuda":
+        return bool(torch.cuda.is_bf16_supported())
+    if {"avx512_bf16", "amx_bf16"} & cpu_flags():
+        return True
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def want_bf16(setting: Any, device: torch.device) -> bool:
+    """``bench.bf16``: ``auto`` measures the bf16 figures where the hardware has bf16, ``true`` always (emulated
+    bf16 is slow: the figures then only show the code path works), ``false`` never."""
+    text = str(setting).lower()
+    if text == "auto":
+        return bf16_supported(device)
+    if text in ("true", "false"):
+        return text == "true"
+    raise ConfigError(f"bench.bf16: expected auto, true or false, got {setting!r}")
+
+
+def dtype_name(precision: Any) -> str:
+    """``fp32`` or ``bf16``: the matmul dtype a training precision is compared with."""
+    return "bf16" if str(precision) == "bf16-mixed" else "fp32"
+
+
+# What each timed step is called in the rounds and in ``machine_now`` (images/s at the bench batch).
+STEP_RATES = {
+    "lightning": "train_images_per_s",
+    "plain": "plain_images_per_s",
+    "baseline": "baseline_fp32_images_per_s",
+    "plain_bf16": "plain_bf16_images_per_s",
+    "data": "data_batch_images_per_s",
+}
+
+
+def derive(
+    result: dict[str, Any], now: dict[str, Any], timer: dict[str, Any], batch_size: int, gemm_size: int
+) -> None:
+    """Every ratio of the JSON from the interleaved rounds (median of per-round ratios, spread, rounds) into
+    ``result``; the medians of the absolute times as this machine's figures into ``now``.
+
+    - ``lightning_overhead = 1 - t(plain) / t(lightning)``: the rate the Lightning loop loses;
+    - ``speedup_vs_baseline = t(baseline) / t(plain)`` (the Lightning step if the bare loop was not measured);
+    - ``speedup_bf16_vs_baseline = t(baseline) / t(bf16 bare-loop step)``;
+    - ``data_over_train = t(training step) / t(making one batch)``;
+    - ``fraction_of_peak = (FLOPs/image x batch / t(step)) / (2 n^3 / t(matmul))``: the Lightning step against
+      the matmul of the configured precision's dtype; ``fraction_of_peak_fp32`` / ``_bf16``: the bare-loop step of
+      that dtype against the matmul of that dtype.
+    """
+    sec = timer["median_s"]
+    has = set(sec)
+    for name, key in STEP_RATES.items():
+        if name in has:
+            now[key] = batch_size / sec[name]
+    for dt in ("fp32", "bf16"):
+        if f"matmul_{dt}" in has:
+            now["sgemm_gflops" if dt == "fp32" else "bf16_gemm_gflops"] = (
+                matmul_flops(gemm_size) / sec[f"matmul_{dt}"] / 1e9
+            )
+    configured = dtype_name(result.get("precision"))
+    step = "lightning" if "lightning" in has else ("plain" if "plain" in has else None)
+    if {"lightning", "plain"} <= has:
+        put_ratio(
+            result, "lightning_overhead", ratio(timer, "plain", "lightning", transform=lambda x: 1.0 - x)
+        )
+    fast = "plain" if "plain" in has else step
+    if fast and "baseline" in has:
+        put_ratio(result, "speedup_vs_baseline", ratio(timer, "baseline", fast))
+        result["speedup_vs_baseline_step"] = fast
+    bf16_step = "plain_bf16" if "plain_bf16" in has else (fast if configured == "bf16" else None)
+    if bf16_step and "baseline" in has:
+        put_ratio(result, "speedup_bf16_vs_baseline", ratio(timer, "baseline", bf16_step))
+    if step and "data" in has:
+        put_ratio(result, "data_over_train", ratio(timer, step, "data"))
+    flops = result.get("flops_per_image")
+    if not flops:
+        return
+    scale = flops * batch_size / matmul_flops(gemm_size)
+    if step and f"matmul_{configured}" in has:
+        put_ratio(result, "fraction_of_peak", ratio(timer, f"matmul_{configured}", step, scale=scale))
+        now["achieved_gflops"] = flops * batch_size / sec[step] / 1e9
+    per_dtype = {configured: fast, "bf16": bf16_step} if configured == "fp32" else {"bf16": fast}
+    for dt, name in per_dtype.items():
+        if name and f"matmul_{dt}" in has:
+            put_ratio(result, f"fraction_of_peak_{dt}", ratio(timer, f"matmul_{dt}", name, scale=scale))
