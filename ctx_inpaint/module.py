@@ -258,7 +258,9 @@ class ContextEncoderModule(pl.LightningModule):
     def _write_val_images(self, rows: torch.Tensor) -> None:
         """Append this validation's per-image metrics to ``val_images.csv``: the report's paired comparisons
         (same val crop, two experiments or seeds) need them, the epoch means in metrics.csv cannot give them."""
-        if self.trainer.world_size > 1:  # each rank validated a share of the crops, maybe one fewer than others
+        if (
+            self.trainer.world_size > 1
+        ):  # each rank validated a share of the crops, maybe one fewer than others
             most = int(self.all_gather(torch.tensor(rows.shape[0], device=rows.device)).max())
             pad = rows.new_full((most - rows.shape[0], rows.shape[1]), -1.0)  # index -1: not a crop
             rows = self.all_gather(torch.cat([rows, pad])).flatten(0, 1)
