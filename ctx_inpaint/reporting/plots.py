@@ -108,10 +108,7 @@ def gan_overview(runs: Sequence[Run], path: Path) -> Path | None:
         steps, loss_d = zip(*run.train["loss_d"])
         window = max(1, len(loss_d) // 15)
         ax_l.plot(steps, smooth(loss_d, window), color=color, label=run.name)
-        real = dict(run.train["d_real"])
-        fake = dict(run.train["d_fake"])
-        common = sorted(real.keys() & fake.keys())
-        gap = [real[s] - fake[s] for s in common]
+        common, gap = run.d_gap()
         ax_g.plot(common, smooth(gap, window), color=color, label=run.name)
     ax_l.set_yscale("symlog", linthresh=0.1)
     ax_l.set_xlabel("training step")
@@ -174,11 +171,9 @@ def psnr_bands(experiments: Sequence[Experiment], path: Path, baseline: str = "l
 
 
 def _smoothed_gap(run: Run) -> tuple[np.ndarray, np.ndarray] | None:
-    real, fake = dict(run.train.get("d_real", [])), dict(run.train.get("d_fake", []))
-    steps = sorted(real.keys() & fake.keys())
+    steps, gap = run.d_gap()
     if not steps:
         return None
-    gap = [real[s] - fake[s] for s in steps]
     return np.asarray(steps, dtype=float), smooth(gap, max(1, len(gap) // 15))
 
 

@@ -79,6 +79,12 @@ class Run:
         value = self.record.get("wall_time_s")
         return float(value) if value is not None else None
 
+    def d_gap(self) -> tuple[list[int], list[float]]:
+        """Steps where both D(real) and D(generated) were logged, and D(real) - D(generated) at each."""
+        real, fake = dict(self.train.get("d_real", [])), dict(self.train.get("d_fake", []))
+        steps = sorted(real.keys() & fake.keys())
+        return steps, [real[s] - fake[s] for s in steps]
+
     def best(self) -> EpochMetrics | None:
         finite = [m for m in self.val if math.isfinite(m.psnr)]
         return max(finite, key=lambda m: m.psnr) if finite else None

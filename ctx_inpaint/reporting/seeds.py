@@ -87,12 +87,11 @@ class Experiment:
         discriminator has won outright (the generator's adversarial gradient says little)."""
         out = {}
         for run in self.finished:
-            real, fake = dict(run.train.get("d_real", [])), dict(run.train.get("d_fake", []))
-            steps = sorted(real.keys() & fake.keys())
+            steps, gap = run.d_gap()
             if not steps or run.seed is None:
                 continue
             cut = steps[-1] - fraction * (steps[-1] - steps[0])
-            tail = [real[s] - fake[s] for s in steps if s >= cut]
+            tail = [g for s, g in zip(steps, gap) if s >= cut]
             out[run.seed] = float(np.mean(tail))
         return out
 
