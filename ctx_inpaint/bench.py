@@ -24,6 +24,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 from torch import nn
 
+from ctx_inpaint.allocator import keep_freed_memory
 from ctx_inpaint.cli import report_user_errors
 from ctx_inpaint.config import CONFIG_DIR
 from ctx_inpaint.config_check import check_config
@@ -62,6 +63,9 @@ DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 def run_bench(cfg: DictConfig) -> dict[str, Any]:
     """Every measurement of the issue, in one process; returns the JSON record."""
     b = cfg.bench
+    # Process-wide, as in training: every compared step (the straightforward loop too) runs with it, so no ratio
+    # credits it; its own effect is measured by experiments/perf/time_to_quality/allocator_ab.py.
+    kept = keep_freed_memory(bool(cfg.get("keep_freed_memory", False)))
     if b.threads:
         torch.set_num_threads(int(b.threads))
     device = device_of(cfg)
@@ -92,6 +96,7 @@ def run_bench(cfg: DictConfig) -> dict[str, Any]:
         "_rounds = rounds",
         "rounds": rounds,
         "warmup": warmup,
+        "keep_freed_memory": kept,
     }
     now: dict[str, Any] = {
         "note": MACHINE_NOTE,

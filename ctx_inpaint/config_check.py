@@ -30,6 +30,7 @@ _ABSENT = object()
 RANGES: dict[str, tuple[float, float, bool, bool]] = {
     "optim.generator.lr": (0.0, math.inf, False, True),
     "optim.discriminator.lr": (0.0, math.inf, False, True),
+    "callbacks.model_checkpoint.last_every_s": (0.0, math.inf, False, True),
 }
 # key: lowest allowed integer (Lightning's -1 = no limit for max_epochs / max_steps)
 INTS_AT_LEAST: dict[str, int] = {
@@ -52,7 +53,7 @@ INTS_AT_LEAST: dict[str, int] = {
 CHOICES: dict[str, tuple[str, ...]] = {
     "data.on_bad_image": ("skip", "error"),
 }
-BOOLS = ("overwrite",)
+BOOLS = ("overwrite", "keep_freed_memory")
 
 
 def check_config(cfg: DictConfig) -> None:

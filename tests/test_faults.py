@@ -15,7 +15,7 @@ import pytorch_lightning as pl
 import torch
 from omegaconf import OmegaConf, open_dict
 
-from ctx_inpaint.loading import CheckpointError
+from ctx_inpaint.loading import CheckpointError, load_model
 from ctx_inpaint.training.callbacks import NonFiniteLossError
 from ctx_inpaint.training.checkpointing import AtomicCheckpointIO
 from ctx_inpaint.training.loggers import ResumableCSVLogger, fill_wandb_resume
@@ -36,6 +36,8 @@ RUN = [
     STEP_LR,
 ]
 KILLER = "+callbacks.killer._target_=tests.helper_callbacks.KillAtBatch"
+# These tests kill runs between epoch ends: last.ckpt at every epoch end, not on a clock (tested on its own below).
+EPOCH_END_LAST = "callbacks.model_checkpoint.last_every_s=null"
 
 
 def run_args(run_dir: Path, logger: str, last_every: str) -> list[str]:
@@ -44,6 +46,7 @@ def run_args(run_dir: Path, logger: str, last_every: str) -> list[str]:
         *RUN,
         f"logger={logger}",
         f"callbacks.model_checkpoint.last_every_n_batches={last_every}",
+        EPOCH_END_LAST,
         f"hydra.run.dir={run_dir}",
     ]
 
@@ -132,6 +135,7 @@ def test_last_checkpoint_is_refreshed_mid_epoch(tiny_cfg, save_last: str) -> Non
         "trainer.max_epochs=2",
         f"callbacks.model_checkpoint.save_last={save_last}",
         "callbacks.model_checkpoint.last_every_n_batches=2",
+        EPOCH_END_LAST,
         "+callbacks.spy._target_=tests.helper_callbacks.LastCheckpointSpy",
     )
     train(cfg)
@@ -142,6 +146,41 @@ def test_last_checkpoint_is_refreshed_mid_epoch(tiny_cfg, save_last: str) -> Non
     assert spy.seen == [None, None, 2, 2, 4, 4, 6, 6]
     best = Path(cfg.callbacks.model_checkpoint.dirpath).glob("epoch*.ckpt")
     assert [torch.load(p, weights_only=True)["global_step"] for p in best] in ([4], [8])
+
+
+def test_last_checkpoint_on_a_clock_and_weights_only_best(tiny_cfg) -> None:
+    # last_every_s longer than the run: no last.ckpt until the final epoch end (4 batches per epoch, 3 epochs);
+    # the best file keeps the weights and config for inference but not the optimizer state.
+    cfg = tiny_cfg(
+        "+experiment=l2_1",
+        "data.samples_per_epoch=16",
+        "trainer.max_epochs=3",
+        "callbacks.model_checkpoint.last_every_s=3600",
+        "callbacks.model_checkpoint.best_weights_only=true",
+        "+callbacks.spy._target_=tests.helper_callbacks.LastCheckpointSpy",
+    )
+    train(cfg)
+    assert LastCheckpointSpy.instances[-1].seen == [None] * 12
+    folder = Path(cfg.callbacks.model_checkpoint.dirpath)
+    last = torch.load(folder / "last.ckpt", weights_only=True)
+    assert (last["global_step"], last["epoch"]) == (12, 2) and len(last["optimizer_states"]) == 1
+    (best_path,) = folder.glob("epoch*.ckpt")
+    best = torch.load(best_path, weights_only=True)
+    assert "optimizer_states" not in best and best["state_dict"].keys() == last["state_dict"].keys()
+    assert best_path.stat().st_size < (folder / "last.ckpt").stat().st_size
+    assert load_model(best_path).input_size == 32  # the inference loader takes it
+
+
+def test_last_checkpoint_on_a_short_clock_is_written_after_every_batch(tiny_cfg) -> None:
+    cfg = tiny_cfg(
+        "+experiment=l2_1",
+        "data.samples_per_epoch=16",
+        "trainer.max_epochs=2",
+        "callbacks.model_checkpoint.last_every_s=1e-9",
+        "+callbacks.spy._target_=tests.helper_callbacks.LastCheckpointSpy",
+    )
+    train(cfg)
+    assert LastCheckpointSpy.instances[-1].seen == [None, 1, 2, 3, 4, 5, 6, 7]
 
 
 def test_linked_last_checkpoint_still_follows_the_latest_epoch(tiny_cfg) -> None:
@@ -173,7 +212,7 @@ def test_nonfinite_loss_stops_with_step_and_term_and_keeps_last_good_checkpoint(
         return loss * float("nan") if calls["n"] >= 5 else loss
 
     monkeypatch.setattr(module_mod, "masked_reconstruction", nan_from_fifth_batch)
-    cfg = tiny_cfg("+experiment=l2_0999", "data.samples_per_epoch=12", "trainer.max_epochs=3")
+    cfg = tiny_cfg("+experiment=l2_0999", "data.samples_per_epoch=12", "trainer.max_epochs=3", EPOCH_END_LAST)
     with pytest.raises(NonFiniteLossError) as err:
         train(cfg)
     message = str(err.value)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import random
 import re
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -84,16 +85,37 @@ class ResumableCheckpoint(ModelCheckpoint):
     Args:
         last_every_n_batches: also refresh ``last.ckpt`` every this many training batches, so a kill mid-epoch
             loses at most that many (``null``: at epoch ends only, Lightning's behaviour).
+        last_every_s: refresh ``last.ckpt`` when it is this many seconds old (checked after every training batch
+            and at epoch ends), and at the end of training, instead of at every epoch end: a kill loses at most
+            that much training, and a run of short epochs does not spend its time writing the optimizer state
+            (419 MB for the paper model) at each one. ``null``: every epoch end.
+        best_weights_only: the top-k (best) files hold the weights, config and loop counters but no optimizer
+            state (a third of the size): they are for inference and fine-tuning; resuming uses ``last.ckpt``.
         save_on_sigterm: write ``last.ckpt`` when the process gets SIGTERM; Lightning finishes the current batch,
             then stops the run.
     """
 
     def __init__(
-        self, *args: Any, last_every_n_batches: int | None = None, save_on_sigterm: bool = True, **kw: Any
+        self,
+        *args: Any,
+        last_every_n_batches: int | None = None,
+        last_every_s: float | None = None,
+        best_weights_only: bool = False,
+        save_on_sigterm: bool = True,
+        **kw: Any,
     ):
         super().__init__(*args, **kw)
         self.last_every_n_batches = last_every_n_batches
+        self.last_every_s = last_every_s
+        self.best_weights_only = best_weights_only
         self.save_on_sigterm = save_on_sigterm
+        self._last_written_at: float | None = (
+            None  # time.monotonic() of the latest last.ckpt (or of the fit start)
+        )
+        self._writing_last = False
+        self._last_step_written: int | None = (
+            None  # global step of the latest last.ckpt written by this process
+        )
         self._validation_owed = (
             False  # set while the SIGTERM checkpoint of an interrupted validation is written
         )
@@ -109,11 +131,80 @@ class ResumableCheckpoint(ModelCheckpoint):
         loop = trainer.fit_loop.epoch_loop
         if loop.batch_progress.is_last_batch:  # validation may follow: where the RNG streams stood before it
             self._rng_before_validation = rng_states()
-        if not n or not self.save_last or (loop.total_batch_idx + 1) % n != 0:
-            return
-        if loop.batch_progress.is_last_batch or self._should_skip_saving_checkpoint(trainer):
+        if (
+            loop.batch_progress.is_last_batch
+            or not self.save_last
+            or self._should_skip_saving_checkpoint(trainer)
+        ):
             return  # the epoch-end save follows right after
-        self._save_current_as_last(trainer)
+        if (n and (loop.total_batch_idx + 1) % n == 0) or self._last_due(trainer):
+            self._save_current_as_last(trainer)
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """After an owed validation's resume, the streams restart where they stood before that validation:
+        Lightning's fit start draws once more (a train loader iterator) than the uninterrupted run did there."""
+        self._last_written_at = time.monotonic()
+        if self._rng_at_train_start is not None:
+            _restore_rng(trainer, self._rng_at_train_start)
+            self._rng_at_train_start = None
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """The run's final state is always in last.ckpt, whatever ``last_every_s`` skipped."""
+        if (
+            self.save_last
+            and not (trainer.fast_dev_run or trainer.sanity_checking)
+            and self._last_step_written != trainer.global_step
+        ):
+            self._save_current_as_last(trainer)
+        super().on_train_end(trainer, pl_module)
+
+    def _last_due(self, trainer: pl.Trainer) -> bool:
+        """Whether ``last_every_s`` has passed, by rank 0's clock: every rank must take part in the same saves."""
+        if self.last_every_s is None:
+            return False
+        due = (
+            self._last_written_at is not None
+            and time.monotonic() - self._last_written_at >= self.last_every_s
+        )
+        return bool(trainer.strategy.broadcast(due, src=0)) if trainer.world_size > 1 else due
+
+    def _epoch_end_due(self, trainer: pl.Trainer) -> bool:
+        """At an epoch end: ``last_every_s`` has passed or the run ends after this epoch (its final state is then
+        saved as an epoch end, like every other epoch's; a stop mid-epoch is saved by ``on_train_end``)."""
+        final = trainer.should_stop or (
+            trainer.max_epochs is not None
+            and trainer.max_epochs >= 0
+            and trainer.current_epoch + 1 >= trainer.max_epochs
+        )
+        final = final or (trainer.max_steps is not None and 0 <= trainer.max_steps <= trainer.global_step)
+        return final or self._last_due(trainer)
+
+    def _save_last_checkpoint(self, trainer: pl.Trainer, monitor_candidates: dict[str, Any]) -> None:
+        """Every last.ckpt write (Lightning's after a top-k save, ours) comes here: under ``last_every_s`` the
+        epoch-end ones are skipped until it is due; under ``best_weights_only`` it is a file of its own, never a
+        link to a best file that cannot resume."""
+        if self.last_every_s is not None and not self._writing_last and not self._epoch_end_due(trainer):
+            return
+        mode = self.save_last
+        if self.best_weights_only and mode == "link":
+            self.save_last = True
+        self._writing_last = True
+        try:
+            super()._save_last_checkpoint(trainer, monitor_candidates)
+        finally:
+            self._writing_last, self.save_last = False, mode
+        self._last_written_at = time.monotonic()
+        self._last_step_written = trainer.global_step
+
+    def _save_checkpoint(self, trainer: pl.Trainer, filepath: str) -> None:
+        keep, self.save_weights_only = (
+            self.save_weights_only,
+            self.save_weights_only or (self.best_weights_only and not self._writing_last),
+        )
+        try:
+            super()._save_checkpoint(trainer, filepath)
+        finally:
+            self.save_weights_only = keep
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         super().on_validation_end(trainer, pl_module)
@@ -134,7 +225,8 @@ class ResumableCheckpoint(ModelCheckpoint):
         if (
             self.save_last
             and not self._should_skip_saving_checkpoint(trainer)
-            and self._last_global_step_saved != trainer.global_step
+            and self._last_step_written != trainer.global_step
+            and (self.last_every_s is None or self._epoch_end_due(trainer))
         ):
             self._save_current_as_last(trainer)  # under save_last="link" a link would point at an older epoch
 
@@ -146,7 +238,7 @@ class ResumableCheckpoint(ModelCheckpoint):
             and isinstance(exception, SIGTERMException)
             and self.save_last
             and not trainer.sanity_checking
-            and self._last_global_step_saved != trainer.global_step
+            and self._last_step_written != trainer.global_step
         ):
             self._validation_owed = trainer.validating  # validation inside fit, cut short
             try:
@@ -166,11 +258,11 @@ class ResumableCheckpoint(ModelCheckpoint):
             link = Path(self.format_checkpoint_name(candidates, self.CHECKPOINT_NAME_LAST))
             if link.is_symlink():
                 link.unlink()
-        mode, self.save_last = self.save_last, True
+        mode, self.save_last, self._writing_last = self.save_last, True, True
         try:
             self._save_last_checkpoint(trainer, candidates)
         finally:
-            self.save_last = mode
+            self.save_last, self._writing_last = mode, False
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Lightning keeps absolute paths and drops "best" and "last" when the folder differs (a moved or copied
@@ -201,13 +293,6 @@ class ResumableCheckpoint(ModelCheckpoint):
         _restore_rng(trainer, checkpoint[RNG_KEY])
         if owed:
             self._rng_at_train_start = checkpoint[RNG_KEY]
-
-    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        """After an owed validation's resume, the streams restart where they stood before that validation:
-        Lightning's fit start draws once more (a train loader iterator) than the uninterrupted run did there."""
-        if self._rng_at_train_start is not None:
-            _restore_rng(trainer, self._rng_at_train_start)
-            self._rng_at_train_start = None
 
 
 def _restore_rng(trainer: pl.Trainer, states: dict[str, Any]) -> None:

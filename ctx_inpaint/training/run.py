@@ -15,6 +15,7 @@ import pytorch_lightning as pl
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from ctx_inpaint.allocator import keep_freed_memory
 from ctx_inpaint.config import build_module
 from ctx_inpaint.config_check import check_config
 from ctx_inpaint.errors import UserError
@@ -147,6 +148,7 @@ def _release_frames(err: BaseException) -> None:
 
 
 def _train(cfg: DictConfig, output_dir: Path) -> dict[str, float]:
+    keep_freed_memory(bool(cfg.get("keep_freed_memory", False)))
     pl.seed_everything(cfg.seed, workers=True)
     fill_wandb_group(cfg)
     output_dir.mkdir(parents=True, exist_ok=True)

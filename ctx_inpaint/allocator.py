@@ -1,0 +1,52 @@
+"""glibc malloc tuned for training on CPU: freed memory is kept for the next step instead of returned to the OS.
+
+glibc serves blocks over its mmap threshold (at most 32 MB) with fresh ``mmap`` pages and unmaps them on free.
+The paper model's two dense layers have 16 M weights each, so every training step allocates their 65 MB
+gradients (and other large temporaries) anew: ~40,000 page faults a step, each zeroing a 4 KiB page in the kernel,
+about a quarter of a 2-core CPU step at batch 16 (``experiments/perf/time_to_quality/``). With the threshold
+above any tensor and trimming off, the heap keeps those blocks and the next step reuses them; the process keeps
+its peak footprint, which it needs again at the next step anyway. This is what the jemalloc/tcmalloc
+``LD_PRELOAD`` of PyTorch's CPU tuning guide achieves, without a system package or a wrapper around Python.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import platform
+
+# mallopt(3) parameters (malloc.h)
+M_TRIM_THRESHOLD = -1
+M_TOP_PAD = -2
+M_MMAP_THRESHOLD = -3
+
+KEEP_MMAP_THRESHOLD = 1 << 30  # 1 GiB: above any tensor of these models
+KEEP_TRIM_THRESHOLD = (1 << 31) - 1  # an int: never give the top of the heap back
+KEEP_TOP_PAD = (
+    64 << 20
+)  # grow the heap in 64 MiB steps: fewer brk calls while the first steps find their peak
+
+
+def _glibc() -> ctypes.CDLL | None:
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        return None
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+    except OSError:
+        return None
+
+
+def keep_freed_memory(enabled: bool) -> bool:
+    """With ``enabled``, make this process's glibc malloc keep freed blocks (see the module docstring); returns
+    whether the setting is in effect (False: not glibc, e.g. macOS, or ``enabled`` is false: nothing changed).
+
+    Called once at start-up, before the model is built; DataLoader workers forked later inherit it."""
+    if not enabled:
+        return False
+    libc = _glibc()
+    if libc is None:
+        return False
+    ok = libc.mallopt(M_MMAP_THRESHOLD, KEEP_MMAP_THRESHOLD) == 1
+    ok = libc.mallopt(M_TRIM_THRESHOLD, KEEP_TRIM_THRESHOLD) == 1 and ok
+    ok = libc.mallopt(M_TOP_PAD, KEEP_TOP_PAD) == 1 and ok
+    return ok
