@@ -79,6 +79,20 @@ bench3: bench-data ## make bench's l2_0999 benchmark 3 times in a row; each rati
 	done
 	$(PY) -m ctx_inpaint.perf.agreement $(BENCH_OUT)/bench_three_runs.md $(BENCH3_DIR)/run1.json $(BENCH3_DIR)/run2.json $(BENCH3_DIR)/run3.json
 
+# Time to quality of `make train` (issue 14): two commits side by side, one core each, then the timeline.
+TTQ_BEFORE ?= 8517430
+TTQ_AFTER ?= HEAD
+TTQ_DIR ?= logs/ttq/side_by_side_1
+time-to-quality: ## make train at TTQ_BEFORE and TTQ_AFTER side by side (29 min), then the timeline (experiments/perf/time_to_quality)
+	flock /tmp/ctx_heavy.lock experiments/perf/time_to_quality/run_side_by_side.sh $(TTQ_BEFORE) $(TTQ_AFTER) $(TTQ_DIR) $(ARGS)
+	$(MAKE) time-to-quality-report TTQ_DIR=$(TTQ_DIR)
+
+allocator-ab: ## keep_freed_memory on and off, alternated process by process (experiments/perf/time_to_quality/allocator_ab.json)
+	flock /tmp/ctx_heavy.lock $(PY) experiments/perf/time_to_quality/allocator_ab.py $(ARGS)
+
+time-to-quality-report: ## Regenerate experiments/perf/time_to_quality/timeline.{md,json,png} from the runs in TTQ_DIR
+	$(PY) experiments/perf/time_to_quality/timeline.py $(TTQ_DIR)
+
 GPU_CHECK_OUT ?= experiments/perf/gpu
 gpu-check: ## On a CUDA machine (<= 8 min): bench trainer=gpu at batch 64/256, 300 steps of l2_0999 and random_region, DDP, kill/resume, inpaint/evaluate on cuda
 	$(PY) -m ctx_inpaint.perf.gpu_check --out $(GPU_CHECK_OUT) --device cuda $(ARGS)
@@ -98,7 +112,7 @@ QUALITY_TUNING := model.encoder.width=32 model.decoder.width=32 model.discrimina
 	masks.overlap_weight=1 optim.g_lr_mult=1 \
 	'optim.scheduler={_target_:torch.optim.lr_scheduler.CosineAnnealingLR,_partial_:true,T_max:60}' \
 	trainer.max_epochs=60 trainer.max_time=00:00:29:00 callbacks.model_checkpoint.monitor=null \
-	callbacks.model_checkpoint.save_last=link
+	callbacks.model_checkpoint.save_last=link callbacks.model_checkpoint.last_every_s=null
 quality: ## Regenerate experiments/quality/ tables: evaluate QUALITY_RUN, QUALITY_DEFAULT and QUALITY_TUNED against the baselines
 	$(PY) -m ctx_inpaint.evaluate --checkpoint $(QUALITY_RUN)/checkpoints/last.ckpt --out experiments/quality/campus_cpu --grid 8
 	mkdir -p experiments/quality/campus_cpu/run
@@ -162,4 +176,4 @@ clean: ## Remove run outputs (logs/) and caches, keep .venv
 	rm -rf logs .pytest_cache .ruff_cache
 
 .PHONY: weights weights-train quality-freeform leak-check help install train test lint format clean evaluate quality quality-train quality-train-tuned quality-probes ablations report bench-data bench bench-attempts bench-precision bench-ab bench3 gpu-check
-.PHONY: demo demo-loadtest demo-screenshot
+.PHONY: demo demo-loadtest demo-screenshot time-to-quality time-to-quality-report allocator-ab

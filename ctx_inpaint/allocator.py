@@ -19,6 +19,7 @@ import platform
 M_TRIM_THRESHOLD = -1
 M_TOP_PAD = -2
 M_MMAP_THRESHOLD = -3
+M_MMAP_MAX = -4
 
 KEEP_MMAP_THRESHOLD = 1 << 30  # 1 GiB: above any tensor of these models
 KEEP_TRIM_THRESHOLD = (1 << 31) - 1  # an int: never give the top of the heap back
@@ -38,15 +39,20 @@ def _glibc() -> ctypes.CDLL | None:
 
 def keep_freed_memory(enabled: bool) -> bool:
     """With ``enabled``, make this process's glibc malloc keep freed blocks (see the module docstring); returns
-    whether the setting is in effect (False: not glibc, e.g. macOS, or ``enabled`` is false: nothing changed).
+    whether the setting is in effect (False: not glibc, e.g. macOS or musl, or ``enabled`` is false).
 
-    Called once at start-up, before the model is built; DataLoader workers forked later inherit it."""
+    Process-wide and one-way: call it once at start-up, before the model is built (DataLoader workers forked
+    later inherit it); ``enabled=False`` changes nothing, so a later job of the same process keeps an earlier
+    job's setting."""
     if not enabled:
         return False
     libc = _glibc()
     if libc is None:
         return False
-    ok = libc.mallopt(M_MMAP_THRESHOLD, KEEP_MMAP_THRESHOLD) == 1
-    ok = libc.mallopt(M_TRIM_THRESHOLD, KEEP_TRIM_THRESHOLD) == 1 and ok
-    ok = libc.mallopt(M_TOP_PAD, KEEP_TOP_PAD) == 1 and ok
-    return ok
+    # The threshold first: glibc before 2.35 refuses one above 32 MiB, and any later mallopt would still freeze
+    # the dynamic threshold at its 128 KiB start. There, serving every block from the heap (no mmap) does it.
+    if libc.mallopt(M_MMAP_THRESHOLD, KEEP_MMAP_THRESHOLD) != 1 and libc.mallopt(M_MMAP_MAX, 0) != 1:
+        return False
+    libc.mallopt(M_TRIM_THRESHOLD, KEEP_TRIM_THRESHOLD)
+    libc.mallopt(M_TOP_PAD, KEEP_TOP_PAD)
+    return True

@@ -53,7 +53,7 @@ INTS_AT_LEAST: dict[str, int] = {
 CHOICES: dict[str, tuple[str, ...]] = {
     "data.on_bad_image": ("skip", "error"),
 }
-BOOLS = ("overwrite", "keep_freed_memory")
+BOOLS = ("overwrite", "keep_freed_memory", "callbacks.model_checkpoint.best_weights_only")
 
 
 def check_config(cfg: DictConfig) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import platform
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -17,7 +18,7 @@ from ctx_inpaint.allocator import keep_freed_memory
 on = keep_freed_memory(sys.argv[1] == "1")
 n = 65 * 2**20 // 4  # a 65 MiB float32 tensor, the size of a dense layer's gradient
 faults = []
-for _ in range(12):
+for _ in range(24):  # glibc needs a few rounds (memalign padding) before freed blocks fit again
     before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     torch.empty(n).fill_(1.0)  # allocated, touched, freed
     faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
@@ -39,7 +40,9 @@ def test_kept_memory_is_not_faulted_in_again() -> None:
     on, kept = page_faults(keep=True)
     off, default = page_faults(keep=False)
     assert on and not off
-    assert default >= PAGES // 2  # glibc's default: every large block mapped afresh, every page faulted
+    thp = Path("/sys/kernel/mm/transparent_hugepage/enabled")
+    if not (thp.exists() and "[always]" in thp.read_text()):  # 2 MiB pages would fault 512x less
+        assert default >= PAGES // 2  # glibc's default: every large block mapped afresh, every page faulted
     assert kept < PAGES // 20  # after the first allocations the heap serves them from kept pages
 
 

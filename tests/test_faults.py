@@ -17,7 +17,7 @@ from omegaconf import OmegaConf, open_dict
 
 from ctx_inpaint.loading import CheckpointError, load_model
 from ctx_inpaint.training.callbacks import NonFiniteLossError
-from ctx_inpaint.training.checkpointing import AtomicCheckpointIO
+from ctx_inpaint.training.checkpointing import AtomicCheckpointIO, check_resume
 from ctx_inpaint.training.loggers import ResumableCSVLogger, fill_wandb_resume
 from ctx_inpaint.training.run import train
 from tests.conftest import TINY, compose_config, run_cli
@@ -136,6 +136,7 @@ def test_last_checkpoint_is_refreshed_mid_epoch(tiny_cfg, save_last: str) -> Non
         f"callbacks.model_checkpoint.save_last={save_last}",
         "callbacks.model_checkpoint.last_every_n_batches=2",
         EPOCH_END_LAST,
+        "callbacks.model_checkpoint.best_weights_only=false",  # a link to a best file that can resume
         "+callbacks.spy._target_=tests.helper_callbacks.LastCheckpointSpy",
     )
     train(cfg)
@@ -169,6 +170,11 @@ def test_last_checkpoint_on_a_clock_and_weights_only_best(tiny_cfg) -> None:
     assert "optimizer_states" not in best and best["state_dict"].keys() == last["state_dict"].keys()
     assert best_path.stat().st_size < (folder / "last.ckpt").stat().st_size
     assert load_model(best_path).input_size == 32  # the inference loader takes it
+    with open_dict(cfg):
+        cfg.ckpt_path = str(best_path)
+    with pytest.raises(CheckpointError, match="holds the weights only") as err:
+        check_resume(cfg)  # resuming from it is refused in one line, before any record is touched
+    assert "\n" not in str(err.value) and str(best_path) in str(err.value)
 
 
 def test_last_checkpoint_on_a_short_clock_is_written_after_every_batch(tiny_cfg) -> None:
@@ -189,6 +195,8 @@ def test_linked_last_checkpoint_still_follows_the_latest_epoch(tiny_cfg) -> None
         "+experiment=l2_1",
         "trainer.max_epochs=3",
         "callbacks.model_checkpoint.save_last=link",
+        "callbacks.model_checkpoint.best_weights_only=false",
+        EPOCH_END_LAST,
         "+callbacks.model_checkpoint.every_n_epochs=2",
     )
     train(cfg)

@@ -84,13 +84,14 @@ class ResumableCheckpoint(ModelCheckpoint):
 
     Args:
         last_every_n_batches: also refresh ``last.ckpt`` every this many training batches, so a kill mid-epoch
-            loses at most that many (``null``: at epoch ends only, Lightning's behaviour).
+            loses at most that many (``null``: off).
         last_every_s: refresh ``last.ckpt`` when it is this many seconds old (checked after every training batch
-            and at epoch ends), and at the end of training, instead of at every epoch end: a kill loses at most
-            that much training, and a run of short epochs does not spend its time writing the optimizer state
-            (419 MB for the paper model) at each one. ``null``: every epoch end.
+            and at epoch ends), at the final epoch end and at the end of training, instead of at every epoch end:
+            a kill loses at most that much training, and a run of short epochs does not spend its time writing
+            the optimizer state (419 MB for the paper model) at each one. ``null``: every epoch end. Not with
+            ``save_last="link"`` (the link would outlive the best file it points at).
         best_weights_only: the top-k (best) files hold the weights, config and loop counters but no optimizer
-            state (a third of the size): they are for inference and fine-tuning; resuming uses ``last.ckpt``.
+            state (a third of the size): they are for inference and evaluation; resuming uses ``last.ckpt``.
         save_on_sigterm: write ``last.ckpt`` when the process gets SIGTERM; Lightning finishes the current batch,
             then stops the run.
     """
@@ -105,16 +106,21 @@ class ResumableCheckpoint(ModelCheckpoint):
         **kw: Any,
     ):
         super().__init__(*args, **kw)
+        if last_every_s is not None and self.save_last == "link":
+            raise ValueError(
+                "callbacks.model_checkpoint: save_last=link cannot be combined with last_every_s (the link "
+                "would point at best files that are replaced in between); set last_every_s=null or save_last=true"
+            )
         self.last_every_n_batches = last_every_n_batches
         self.last_every_s = last_every_s
         self.best_weights_only = best_weights_only
         self.save_on_sigterm = save_on_sigterm
         self._last_written_at: float | None = (
-            None  # time.monotonic() of the latest last.ckpt (or of the fit start)
+            None  # monotonic time of the latest last.ckpt, or of the fit start
         )
-        self._writing_last = False
+        self._writing_last = False  # set while a last.ckpt is written (not a top-k file)
         self._last_step_written: int | None = (
-            None  # global step of the latest last.ckpt written by this process
+            None  # global step held by last.ckpt, as far as this process knows
         )
         self._validation_owed = (
             False  # set while the SIGTERM checkpoint of an interrupted validation is written
@@ -133,23 +139,26 @@ class ResumableCheckpoint(ModelCheckpoint):
             self._rng_before_validation = rng_states()
         if (
             loop.batch_progress.is_last_batch
+            or trainer.should_stop  # the run stops here: the final save follows (epoch end or train end)
+            or _max_steps_reached(trainer)
             or not self.save_last
             or self._should_skip_saving_checkpoint(trainer)
         ):
             return  # the epoch-end save follows right after
-        if (n and (loop.total_batch_idx + 1) % n == 0) or self._last_due(trainer):
+        if (n and (loop.total_batch_idx + 1) % n == 0) or self._due(trainer, final=False):
             self._save_current_as_last(trainer)
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         """After an owed validation's resume, the streams restart where they stood before that validation:
         Lightning's fit start draws once more (a train loader iterator) than the uninterrupted run did there."""
+        super().on_train_start(trainer, pl_module)
         self._last_written_at = time.monotonic()
         if self._rng_at_train_start is not None:
             _restore_rng(trainer, self._rng_at_train_start)
             self._rng_at_train_start = None
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        """The run's final state is always in last.ckpt, whatever ``last_every_s`` skipped."""
+        """The run's final state is always in last.ckpt, whatever ``last_every_s`` skipped (a stop mid-epoch)."""
         if (
             self.save_last
             and not (trainer.fast_dev_run or trainer.sanity_checking)
@@ -158,35 +167,38 @@ class ResumableCheckpoint(ModelCheckpoint):
             self._save_current_as_last(trainer)
         super().on_train_end(trainer, pl_module)
 
-    def _last_due(self, trainer: pl.Trainer) -> bool:
-        """Whether ``last_every_s`` has passed, by rank 0's clock: every rank must take part in the same saves."""
+    def _due(self, trainer: pl.Trainer, final: bool) -> bool:
+        """``final`` or ``last_every_s`` passed, decided on rank 0: every rank must take part in the same saves."""
         if self.last_every_s is None:
-            return False
-        due = (
+            return final
+        due = final or (
             self._last_written_at is not None
             and time.monotonic() - self._last_written_at >= self.last_every_s
         )
         return bool(trainer.strategy.broadcast(due, src=0)) if trainer.world_size > 1 else due
 
     def _epoch_end_due(self, trainer: pl.Trainer) -> bool:
-        """At an epoch end: ``last_every_s`` has passed or the run ends after this epoch (its final state is then
-        saved as an epoch end, like every other epoch's; a stop mid-epoch is saved by ``on_train_end``)."""
-        final = trainer.should_stop or (
-            trainer.max_epochs is not None
-            and trainer.max_epochs >= 0
-            and trainer.current_epoch + 1 >= trainer.max_epochs
+        """Whether an epoch-end (or validation-end) refresh of last.ckpt is due under ``last_every_s``: it passed,
+        or the run ends after this epoch (the final state is then saved as an epoch end, like every other)."""
+        at_epoch_end = trainer.fit_loop.epoch_loop.batch_progress.is_last_batch
+        final = at_epoch_end and (
+            trainer.should_stop
+            or (
+                trainer.max_epochs is not None
+                and trainer.max_epochs >= 0
+                and trainer.current_epoch + 1 >= trainer.max_epochs
+            )
         )
-        final = final or (trainer.max_steps is not None and 0 <= trainer.max_steps <= trainer.global_step)
-        return final or self._last_due(trainer)
+        return self._due(trainer, final or _max_steps_reached(trainer))
 
     def _save_last_checkpoint(self, trainer: pl.Trainer, monitor_candidates: dict[str, Any]) -> None:
         """Every last.ckpt write (Lightning's after a top-k save, ours) comes here: under ``last_every_s`` the
-        epoch-end ones are skipped until it is due; under ``best_weights_only`` it is a file of its own, never a
-        link to a best file that cannot resume."""
+        epoch-end ones are skipped until due. A link (``save_last="link"``) is made only to a best file written at
+        this very step that holds the optimizer state; otherwise last.ckpt is a file of its own."""
         if self.last_every_s is not None and not self._writing_last and not self._epoch_end_due(trainer):
             return
         mode = self.save_last
-        if self.best_weights_only and mode == "link":
+        if mode == "link" and (self.best_weights_only or self._last_global_step_saved != trainer.global_step):
             self.save_last = True
         self._writing_last = True
         try:
@@ -284,6 +296,8 @@ class ResumableCheckpoint(ModelCheckpoint):
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict
     ) -> None:
         owed = checkpoint.get(VALIDATION_OWED_KEY)
+        # A SIGTERM before the first batch must not rewrite the state just loaded (and drop an owed validation).
+        self._last_step_written = int(checkpoint.get("global_step", -1))
         self._owed_epoch_means = dict(owed["train_epoch_means"]) if owed else {}
         for logger in trainer.loggers:  # metrics.csv continues instead of starting over
             if hasattr(logger, "mark_resumed"):
@@ -293,6 +307,10 @@ class ResumableCheckpoint(ModelCheckpoint):
         _restore_rng(trainer, checkpoint[RNG_KEY])
         if owed:
             self._rng_at_train_start = checkpoint[RNG_KEY]
+
+
+def _max_steps_reached(trainer: pl.Trainer) -> bool:
+    return trainer.max_steps is not None and 0 <= trainer.max_steps <= trainer.global_step
 
 
 def _restore_rng(trainer: pl.Trainer, states: dict[str, Any]) -> None:
@@ -394,7 +412,7 @@ _preloaded: dict[str, tuple[int, dict[str, Any]]] = {}  # the checkpoint read by
 
 
 class ResumeMismatchError(CheckpointError):
-    """The checkpoint to resume was trained with another architecture or other masks."""
+    """The checkpoint cannot be resumed under this config: another architecture or other masks, or weights only."""
 
 
 def last_checkpoint(dirpath: str | Path) -> Path | None:
@@ -460,6 +478,12 @@ def check_resume(cfg: DictConfig) -> None:
     if path is None:
         return
     ckpt = load_checkpoint(path)  # weights-only; truncated or foreign files are refused here, in one line
+    if "optimizer_states" not in ckpt:
+        raise ResumeMismatchError(
+            f"ckpt_path={cfg.ckpt_path}: {path} holds the weights only (a best file, written without optimizer "
+            "state); resume from the run's last.ckpt (ckpt_path=last), or start from these weights with "
+            "Inpainter.from_checkpoint / ContextEncoderModule.load_from_checkpoint"
+        )
     _preloaded.clear()
     _preloaded[str(path.resolve())] = (path.stat().st_mtime_ns, ckpt)
     differences = config_differences(ckpt[CONFIG_KEY], model_config(cfg))

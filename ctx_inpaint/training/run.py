@@ -14,6 +14,7 @@ from pathlib import Path
 import pytorch_lightning as pl
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.utilities.rank_zero import rank_zero_info
 
 from ctx_inpaint.allocator import keep_freed_memory
 from ctx_inpaint.config import build_module
@@ -148,7 +149,10 @@ def _release_frames(err: BaseException) -> None:
 
 
 def _train(cfg: DictConfig, output_dir: Path) -> dict[str, float]:
-    keep_freed_memory(bool(cfg.get("keep_freed_memory", False)))
+    if cfg.get("keep_freed_memory", False) and not keep_freed_memory(True):
+        rank_zero_info(
+            "[ctx-inpaint] keep_freed_memory: not glibc malloc here; the allocator's defaults stay"
+        )
     pl.seed_everything(cfg.seed, workers=True)
     fill_wandb_group(cfg)
     output_dir.mkdir(parents=True, exist_ok=True)
