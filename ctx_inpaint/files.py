@@ -1,5 +1,6 @@
 """Writing files so that a reader never sees half of one: a kill, a full disk or a concurrent writer leaves the old
-file or the new one. Used for checkpoints and for inpainting results."""
+file or the new one. Used for checkpoints and for inpainting results. Also the names of the run-dir files that
+both the trainer and the (torch-free) report use."""
 
 from __future__ import annotations
 
@@ -8,6 +9,9 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO
+
+# Per-image val metrics, one row per (epoch, val crop), in the run dir: written by the module, read by the report.
+VAL_IMAGES_FILE = "val_images.csv"
 
 
 def atomic_write(path: str | Path, write: Callable[[IO[bytes]], None]) -> None:

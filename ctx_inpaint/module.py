@@ -15,6 +15,7 @@ from torch import nn
 from torchvision.utils import make_grid, save_image
 
 from ctx_inpaint.errors import ConfigError, check_range
+from ctx_inpaint.files import VAL_IMAGES_FILE
 from ctx_inpaint.gan import GanParts, gan_step
 from ctx_inpaint.loading import CONFIG_KEY, check_targets, load_checkpoint
 from ctx_inpaint.losses import check_rec_loss, hole_ssim_loss, masked_reconstruction
@@ -25,7 +26,6 @@ from ctx_inpaint.models.init import dcgan_init
 
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
 
-VAL_IMAGES_FILE = "val_images.csv"  # per-image val metrics, one row per (epoch, val crop), in the run dir
 VAL_IMAGE_KEYS = ("l1", "l2", "psnr", "ssim")
 
 

@@ -25,6 +25,8 @@ CLIS = [
     ["ctx_inpaint.perf.precision_check", "--help"],
     ["ctx_inpaint.perf.jpegs", "--help"],
     ["ctx_inpaint.perf.summary", "--help"],
+    ["ctx_inpaint.demo", "--help"],
+    ["ctx_inpaint.demo.loadtest", "--help"],
 ]
 
 
@@ -60,6 +62,8 @@ def test_wheel_installs_outside_the_checkout_and_every_cli_finds_its_configs(tmp
     }
     in_repo = {p.relative_to(REPO / "conf").as_posix() for p in (REPO / "conf").rglob("*.yaml")}
     assert shipped == in_repo
+    static = {f"ctx_inpaint/demo/static/{p.name}" for p in (REPO / "ctx_inpaint/demo/static").iterdir()}
+    assert static and static <= set(names)  # the demo's page travels with the wheel
 
     # A fresh environment: the wheel alone in its site-packages, this environment's packages (torch...) after it.
     env_dir = tmp_path / "env"
