@@ -83,15 +83,16 @@ bench3: bench-data ## make bench's l2_0999 benchmark 3 times in a row; each rati
 TTQ_BEFORE ?= 8517430
 TTQ_AFTER ?= HEAD
 TTQ_DIR ?= logs/ttq/side_by_side_1
-time-to-quality: ## make train at TTQ_BEFORE and TTQ_AFTER side by side (29 min), then the timeline (experiments/perf/time_to_quality)
+TTQ_RECORD ?= experiments/perf/time_to_quality/make_train
+time-to-quality: ## make train at TTQ_BEFORE and TTQ_AFTER side by side (29 min; overrides in ARGS), then the timeline in TTQ_RECORD
 	flock /tmp/ctx_heavy.lock experiments/perf/time_to_quality/run_side_by_side.sh $(TTQ_BEFORE) $(TTQ_AFTER) $(TTQ_DIR) $(ARGS)
-	$(MAKE) time-to-quality-report TTQ_DIR=$(TTQ_DIR)
+	$(MAKE) time-to-quality-report TTQ_DIR=$(TTQ_DIR) TTQ_RECORD=$(TTQ_RECORD)
+
+time-to-quality-report: ## Regenerate TTQ_RECORD/timeline.{md,json,png} from the runs in TTQ_DIR
+	$(PY) experiments/perf/time_to_quality/timeline.py $(TTQ_DIR) --record $(TTQ_RECORD)
 
 allocator-ab: ## keep_freed_memory on and off, alternated process by process (experiments/perf/time_to_quality/allocator_ab.json)
 	flock /tmp/ctx_heavy.lock $(PY) experiments/perf/time_to_quality/allocator_ab.py $(ARGS)
-
-time-to-quality-report: ## Regenerate experiments/perf/time_to_quality/timeline.{md,json,png} from the runs in TTQ_DIR
-	$(PY) experiments/perf/time_to_quality/timeline.py $(TTQ_DIR)
 
 GPU_CHECK_OUT ?= experiments/perf/gpu
 gpu-check: ## On a CUDA machine (<= 8 min): bench trainer=gpu at batch 64/256, 300 steps of l2_0999 and random_region, DDP, kill/resume, inpaint/evaluate on cuda

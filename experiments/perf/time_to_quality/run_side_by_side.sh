@@ -28,7 +28,7 @@ launch() {
     cd "$work/$side" # python -m runs the package (and conf/) of this checkout
     date +%s.%N >"$out/$side/launched_at"
     OMP_NUM_THREADS=1 taskset -c "$core" "$py" -m ctx_inpaint.train +experiment=campus_cpu \
-      hydra.run.dir="$out/$side/run" callbacks.progress_bar.refresh_rate=0 \
+      hydra.run.dir="$out/$side/run" \
       "+trainer.profiler={_target_:pytorch_lightning.profilers.SimpleProfiler,dirpath:$out/$side,filename:profile}" \
       "$@" >"$out/$side/train.out" 2>&1
     echo $? >"$out/$side/exit_code"
