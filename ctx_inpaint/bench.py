@@ -157,6 +157,7 @@ def build_steps(
     fp32 port (``baseline``), the bare loop in bf16 (``plain_bf16``, when the configured precision is fp32 and
     bf16 is measured) and batch making (``data``). Also the networks the FLOPs are counted on."""
     steps: dict[str, Any] = {}
+    inner: dict[str, int] = {}  # calls per round, timed together
     flops_from = None
     if "plain" in measure:
         parts, prepare = plain_parts(cfg, masks, device)
@@ -176,9 +177,10 @@ def build_steps(
         flops_from = (base_parts, base_prepare)  # counted on the straightforward networks (no compile)
     if "data" in measure:
         steps["data"] = data_step(cfg, masks, int(cfg.bench.batch_size))
+        inner["data"] = int(cfg.bench.data_calls)
     if flops_from is None and measure & {"train", "plain"}:  # same FLOPs; no torch.compile in the way
         flops_from = plain_parts(straightforward_config(cfg), masks, device)
-    return steps, {}, flops_from
+    return steps, inner, flops_from
 
 
 RATIO_ROWS = [

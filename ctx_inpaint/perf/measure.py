@@ -153,8 +153,10 @@ def data_step(cfg: DictConfig, masks: MaskGenerator, batch_size: int) -> Callabl
     steps run, so a pull measures a queue pop. Making the batch in the measuring process times the work itself;
     ``data_over_train`` is then how many times faster one worker makes batches than training consumes them
     (the loader's own throughput, its workers included, is ``machine_now.data_loader_images_per_s``)."""
+    # Enough crops that the rounds never start a new epoch (a fresh iterator) inside a timed call.
+    calls = (int(cfg.bench.rounds) + int(cfg.bench.warmup) + 1) * int(cfg.bench.get("data_calls", 1))
     datamodule = instantiate(
-        cfg.data, masks=masks, batch_size=batch_size, samples_per_epoch=8 * batch_size, num_workers=0
+        cfg.data, masks=masks, batch_size=batch_size, samples_per_epoch=calls * batch_size, num_workers=0
     )
     datamodule.setup("fit")
     loader = datamodule.train_dataloader()
