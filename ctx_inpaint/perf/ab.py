@@ -18,6 +18,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, open_dict
 
+from ctx_inpaint.allocator import keep_freed_memory
 from ctx_inpaint.cli import report_user_errors
 from ctx_inpaint.config import CONFIG_DIR
 from ctx_inpaint.config_check import check_config
@@ -70,9 +71,12 @@ def _main(cfg: DictConfig) -> None:
             "candidate: give the overrides to compare, e.g. '+candidate=\"model.channels_last=true\"'"
         )
     ab = cfg.get("ab") or {}
+    # Process-wide, as in training and the benchmark: both sides run with the configured allocator.
+    kept = keep_freed_memory(bool(cfg.get("keep_freed_memory", False)))
     result = paired(
         cfg, candidate, int(ab.get("rounds", 6)), int(ab.get("steps", 2)), int(ab.get("warmup", 2))
     )
+    result["keep_freed_memory"] = kept
     skip = ("+candidate=", "+out_json=", "+experiment=", "hydra.", "+ab.")
     result["reference_overrides"] = " ".join(
         o for o in HydraConfig.get().overrides.task if not o.startswith(skip)
