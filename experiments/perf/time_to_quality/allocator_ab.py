@@ -57,7 +57,10 @@ print(json.dumps({
 
 def run(keep: bool, steps: int) -> dict:
     out = subprocess.run(
-        [sys.executable, "-c", CHILD, "1" if keep else "0", str(steps)], capture_output=True, text=True, check=True
+        [sys.executable, "-c", CHILD, "1" if keep else "0", str(steps)],
+        capture_output=True,
+        text=True,
+        check=True,
     )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -73,11 +76,18 @@ def main() -> None:
         order = (False, True) if i % 2 == 0 else (True, False)
         got = {keep: run(keep, args.steps) for keep in order}
         ratio = got[False]["seconds_per_step"] / got[True]["seconds_per_step"]
-        pairs.append({"order": ["keep" if k else "default" for k in order], "speedup": ratio, **{
-            ("keep" if k else "default"): v for k, v in got.items()
-        }})
-        print(f"pair {i}: default {got[False]['seconds_per_step']:.3f} s/step, keep "
-              f"{got[True]['seconds_per_step']:.3f} s/step, speed-up {ratio:.2f}", flush=True)
+        pairs.append(
+            {
+                "order": ["keep" if k else "default" for k in order],
+                "speedup": ratio,
+                **{("keep" if k else "default"): v for k, v in got.items()},
+            }
+        )
+        print(
+            f"pair {i}: default {got[False]['seconds_per_step']:.3f} s/step, keep "
+            f"{got[True]['seconds_per_step']:.3f} s/step, speed-up {ratio:.2f}",
+            flush=True,
+        )
     ratios = [p["speedup"] for p in pairs]
 
     def median(side: str, key: str) -> float:
@@ -91,8 +101,16 @@ def main() -> None:
         "speedup_spread": [min(ratios), max(ratios)],
         "pairs_n": len(pairs),
         "median": {
-            side: {k: median(side, k) for k in ("seconds_per_step", "page_faults_per_step", "system_s_per_step",
-                                                "user_s_per_step", "max_rss_mib")}
+            side: {
+                k: median(side, k)
+                for k in (
+                    "seconds_per_step",
+                    "page_faults_per_step",
+                    "system_s_per_step",
+                    "user_s_per_step",
+                    "max_rss_mib",
+                )
+            }
             for side in ("default", "keep")
         },
         "pairs": pairs,

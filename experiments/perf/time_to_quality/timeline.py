@@ -144,7 +144,9 @@ def plot(record: dict[str, Any], path: Path) -> None:
             label=f"{name} ({record['sides'][name]['revision'][:7]})",
         )
     b = record["baselines"]
-    ax.axhline(b["telea_psnr"], color="tab:red", ls="--", lw=1, label=f"OpenCV Telea {b['telea_psnr']:.2f} dB")
+    ax.axhline(
+        b["telea_psnr"], color="tab:red", ls="--", lw=1, label=f"OpenCV Telea {b['telea_psnr']:.2f} dB"
+    )
     ax.axhline(b["ns_psnr"], color="tab:orange", ls=":", lw=1, label=f"OpenCV NS {b['ns_psnr']:.2f} dB")
     ax.set_xlabel("minutes since the process started")
     ax.set_ylabel("val PSNR (dB), hidden pixels")
@@ -184,10 +186,19 @@ def markdown(record: dict[str, Any], command: str) -> str:
 
     lines.append(f"| revision | {s['before']['revision'][:7]} | {s['after']['revision'][:7]} | |")
     row("time to Telea's PSNR (since launch)", hit("telea", "since_launch_s"))
-    row("steps to Telea's PSNR", hit("telea", "step"), f=lambda v: "-" if v is None else f"{v}")
-    row("epochs to Telea's PSNR", lambda x: (x["milestones"]["telea"] or {}).get("epoch", -1) + 1, ratio=False, f=str)
+    row("steps to Telea's PSNR", hit("telea", "step"), f=lambda v: "not reached" if v is None else f"{v}")
+    row(
+        "epochs to Telea's PSNR",
+        lambda x: None if x["milestones"]["telea"] is None else x["milestones"]["telea"]["epoch"] + 1,
+        ratio=False,
+        f=lambda v: "not reached" if v is None else str(v),
+    )
     row(f"time to within {WITHIN_DB} dB of the final", hit("within_0.2dB_of_final", "since_launch_s"))
-    row(f"steps to within {WITHIN_DB} dB of the final", hit("within_0.2dB_of_final", "step"), f=lambda v: f"{v}")
+    row(
+        f"steps to within {WITHIN_DB} dB of the final",
+        hit("within_0.2dB_of_final", "step"),
+        f=lambda v: f"{v}",
+    )
     row("final val PSNR (dB)", lambda x: x["final_psnr"], ratio=False, f=lambda v: f"{v:.2f}")
     row("final val SSIM", lambda x: x["final_ssim"], ratio=False, f=lambda v: f"{v:.4f}")
     row("epochs run", lambda x: x["epochs"], ratio=False, f=str)
@@ -200,7 +211,10 @@ def markdown(record: dict[str, Any], command: str) -> str:
     lines += ["", "Where the fit's time went (SimpleProfiler totals, seconds and share of the fit):", ""]
     lines += ["| phase | before | after |", "|---|---|---|"]
     for phase in s["before"]["phases_s"]:
-        cells = [f"{x['phases_s'][phase]:.1f} ({100 * x['phases_s'][phase] / x['fit_s']:.1f} %)" for x in (s["before"], s["after"])]
+        cells = [
+            f"{x['phases_s'][phase]:.1f} ({100 * x['phases_s'][phase] / x['fit_s']:.1f} %)"
+            for x in (s["before"], s["after"])
+        ]
         lines.append(f"| {phase} | {cells[0]} | {cells[1]} |")
     lines += ["", "Every validation (epoch, step, minutes since launch, val PSNR):", ""]
     lines += ["| epoch | before step | before min | before PSNR | after step | after min | after PSNR |"]
@@ -210,7 +224,11 @@ def markdown(record: dict[str, Any], command: str) -> str:
         cells = [str(epoch)]
         for side in SIDES:
             v = by_epoch[side].get(epoch)
-            cells += ["", "", ""] if v is None else [str(v["step"]), f"{v['since_launch_s'] / 60:.2f}", f"{v['val_psnr']:.2f}"]
+            cells += (
+                ["", "", ""]
+                if v is None
+                else [str(v["step"]), f"{v['since_launch_s'] / 60:.2f}", f"{v['val_psnr']:.2f}"]
+            )
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", "![val PSNR against time](timeline.png)", ""]
     return "\n".join(lines)
