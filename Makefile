@@ -84,12 +84,13 @@ TTQ_BEFORE ?= 8517430
 TTQ_AFTER ?= HEAD
 TTQ_DIR ?= logs/ttq/side_by_side_1
 TTQ_RECORD ?= experiments/perf/time_to_quality/make_train
+TTQ_TITLE ?= make train (campus_cpu)
 time-to-quality: ## make train at TTQ_BEFORE and TTQ_AFTER side by side (29 min; overrides in ARGS), then the timeline in TTQ_RECORD
 	flock /tmp/ctx_heavy.lock experiments/perf/time_to_quality/run_side_by_side.sh $(TTQ_BEFORE) $(TTQ_AFTER) $(TTQ_DIR) $(ARGS)
-	$(MAKE) time-to-quality-report TTQ_DIR=$(TTQ_DIR) TTQ_RECORD=$(TTQ_RECORD)
+	$(MAKE) time-to-quality-report TTQ_DIR=$(TTQ_DIR) TTQ_RECORD=$(TTQ_RECORD) TTQ_TITLE="$(TTQ_TITLE)"
 
 time-to-quality-report: ## Regenerate TTQ_RECORD/timeline.{md,json,png} from the runs in TTQ_DIR
-	$(PY) experiments/perf/time_to_quality/timeline.py $(TTQ_DIR) --record $(TTQ_RECORD)
+	$(PY) experiments/perf/time_to_quality/timeline.py $(TTQ_DIR) --record $(TTQ_RECORD) --title "$(TTQ_TITLE)"
 
 allocator-ab: ## keep_freed_memory on and off, alternated process by process (experiments/perf/time_to_quality/allocator_ab.json)
 	flock /tmp/ctx_heavy.lock $(PY) experiments/perf/time_to_quality/allocator_ab.py $(ARGS)
