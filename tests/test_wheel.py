@@ -9,6 +9,7 @@ import subprocess
 import sys
 import sysconfig
 import zipfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -97,8 +98,10 @@ def test_wheel_installs_outside_the_checkout_and_every_cli_finds_its_configs(tmp
     module_file, config_dir = where.stdout.split()
     assert Path(module_file).is_relative_to(purelib) and Path(config_dir) == purelib / "ctx_inpaint" / "conf"
 
-    for cli in CLIS:
-        proc = _run([str(python), "-m", *cli], elsewhere, env)
+    # Each CLI is a fresh interpreter importing torch: two at a time (the suite's 2 cores), checked in order.
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        procs = list(pool.map(lambda cli: _run([str(python), "-m", *cli], elsewhere, env), CLIS))
+    for cli, proc in zip(CLIS, procs):
         assert proc.returncode == 0, f"{' '.join(cli)}: {proc.stderr[-2000:]}"
         if "== Configuration groups ==" in proc.stdout:  # a Hydra CLI: it found the configs' groups
             assert "model/encoder: alexnet, alexnet_torchvision, paper" in proc.stdout, cli
