@@ -2,8 +2,9 @@
 
 glibc serves blocks over its mmap threshold (at most 32 MB) with fresh ``mmap`` pages and unmaps them on free.
 The paper model's two dense layers have 16 M weights each, so every training step allocates their 65 MB
-gradients (and other large temporaries) anew: ~40,000 page faults a step, each zeroing a 4 KiB page in the kernel,
-about a quarter of a 2-core CPU step at batch 16 (``experiments/perf/time_to_quality/``). With the threshold
+gradients (and other large temporaries) anew: ~42,000 page faults a step, each zeroing a 4 KiB page in the
+kernel, 0.11 s of kernel time in a 0.38 s 2-thread step of campus_cpu; keeping them made that step 1.14x faster
+(``experiments/perf/time_to_quality/allocator_ab.json``). With the threshold
 above any tensor and trimming off, the heap keeps those blocks and the next step reuses them; the process keeps
 its peak footprint, which it needs again at the next step anyway. This is what the jemalloc/tcmalloc
 ``LD_PRELOAD`` of PyTorch's CPU tuning guide achieves, without a system package or a wrapper around Python.
@@ -23,9 +24,8 @@ M_MMAP_MAX = -4
 
 KEEP_MMAP_THRESHOLD = 1 << 30  # 1 GiB: above any tensor of these models
 KEEP_TRIM_THRESHOLD = (1 << 31) - 1  # an int: never give the top of the heap back
-KEEP_TOP_PAD = (
-    64 << 20
-)  # grow the heap in 64 MiB steps: fewer brk calls while the first steps find their peak
+# Grow the heap in 64 MiB steps: fewer brk calls while the first steps find their peak.
+KEEP_TOP_PAD = 64 << 20
 
 
 def _glibc() -> ctypes.CDLL | None:

@@ -154,7 +154,7 @@ def data_step(cfg: DictConfig, masks: MaskGenerator, batch_size: int) -> Callabl
     ``data_over_train`` is then how many times faster one worker makes batches than training consumes them
     (the loader's own throughput, its workers included, is ``machine_now.data_loader_images_per_s``)."""
     # Enough crops that the rounds never start a new epoch (a fresh iterator) inside a timed call.
-    calls = (int(cfg.bench.rounds) + int(cfg.bench.warmup) + 1) * int(cfg.bench.get("data_calls", 1))
+    calls = (int(cfg.bench.rounds) + int(cfg.bench.warmup) + 1) * int(cfg.bench.data_calls)
     datamodule = instantiate(
         cfg.data, masks=masks, batch_size=batch_size, samples_per_epoch=calls * batch_size, num_workers=0
     )

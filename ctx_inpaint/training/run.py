@@ -20,6 +20,7 @@ from ctx_inpaint.allocator import keep_freed_memory
 from ctx_inpaint.config import build_module
 from ctx_inpaint.config_check import check_config
 from ctx_inpaint.errors import UserError
+from ctx_inpaint.files import VAL_IMAGES_FILE
 from ctx_inpaint.masks import MaskGenerator
 from ctx_inpaint.training.checkpointing import check_resume, forget_preloaded
 from ctx_inpaint.training.loggers import ensure_wandb_mode, fill_wandb_group, fill_wandb_resume
@@ -31,7 +32,7 @@ _RANK_VARIABLES = ("RANK", "LOCAL_RANK", "NODE_RANK", "SLURM_PROCID")
 # What a run leaves in its run dir: a fresh run there would delete or mix them.
 RUN_RECORDS = (
     "metrics.csv",
-    "val_images.csv",
+    VAL_IMAGES_FILE,
     "run_status.json",
     "checkpoints",
     "samples",

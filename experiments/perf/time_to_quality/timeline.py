@@ -240,6 +240,16 @@ def main() -> None:
     p.add_argument("--record", type=Path, required=True, help="where the record goes")
     p.add_argument("--title", default="make train (campus_cpu)", help="what the two runs were")
     args = p.parse_args()
+    missing = [
+        str(args.out / n / "run" / "metrics.csv")
+        for n in SIDES
+        if not (args.out / n / "run" / "metrics.csv").is_file()
+    ]
+    if missing:
+        p.exit(
+            2,
+            f"timeline.py: {', '.join(missing)}: not found; OUT must be a folder run_side_by_side.sh wrote\n",
+        )
     sides = {name: side_record(args.out / name) for name in SIDES}
     base = baselines(args.out / "after" / "run" / "checkpoints" / "last.ckpt")
     for side in sides.values():
