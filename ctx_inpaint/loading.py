@@ -184,7 +184,7 @@ def build_generator(config: Mapping[str, Any], source: str = "checkpoint") -> tu
             raise CheckpointError(f"{source}: {CONFIG_KEY} lacks '{key}'")
     check_targets(config, source)
     model = config["model"]
-    for flag in ("mask_channel", "residual"):
+    for flag in ("mask_channel", "residual", "skips"):
         if not isinstance(model.get(flag, False), bool):
             raise CheckpointError(
                 f"{source}: {CONFIG_KEY}.model.{flag} is {model[flag]!r}; expected true or false"
@@ -202,6 +202,7 @@ def build_generator(config: Mapping[str, Any], source: str = "checkpoint") -> tu
             output_size=masks.output_size,
             mask_channel=model.get("mask_channel", False),
             residual=model.get("residual", False),
+            skips=model.get("skips", False),
         )
     except Exception as err:  # a config from another version; keep it to one line
         raise CheckpointError(

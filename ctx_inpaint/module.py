@@ -55,6 +55,7 @@ class ContextEncoderModule(pl.LightningModule):
         compile: bool = False,
         mask_channel: bool = False,
         residual: bool = False,
+        skips: bool = False,
     ) -> None:
         super().__init__()
         lambda_rec = check_range("model.lambda_rec", lambda_rec, 0.0, 1.0)
@@ -74,6 +75,7 @@ class ContextEncoderModule(pl.LightningModule):
             output_size=masks.output_size,
             mask_channel=mask_channel,
             residual=residual,
+            skips=skips,
         )
         self.discriminator: nn.Module | None = None
         if lambda_rec == 1.0 and discriminator is not None:

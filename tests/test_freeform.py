@@ -88,7 +88,7 @@ def test_mask_generator_hide_uses_its_fill() -> None:
     assert telea[:, hole].std(dim=1).min() > 1e-3  # a fill that varies
 
 
-def _generator(mask_channel: bool, residual: bool, in_channels: int) -> Generator:
+def _generator(mask_channel: bool, residual: bool, in_channels: int, skips: bool = False) -> Generator:
     return Generator(
         PaperEncoder(32, width=8, in_channels=in_channels),
         lambda **kw: ChannelwiseFC(**kw),
@@ -96,7 +96,42 @@ def _generator(mask_channel: bool, residual: bool, in_channels: int) -> Generato
         output_size=32,
         mask_channel=mask_channel,
         residual=residual,
+        skips=skips,
     )
+
+
+def test_skip_generator_places_its_output_by_pixel() -> None:
+    """With skips a change of one input pixel reaches the output near that pixel through the full-resolution
+    path; the paper's generator has only its 4x4 code, so a change anywhere moves the whole output."""
+    torch.manual_seed(0)
+    g = _generator(mask_channel=True, residual=True, in_channels=4, skips=True).eval()
+    plain = _generator(mask_channel=True, residual=True, in_channels=4).eval()
+    assert sum(p.numel() for p in g.parameters()) > sum(p.numel() for p in plain.parameters())
+    masked = torch.rand(1, 3, 32, 32) * 2 - 1
+    mask = torch.ones(1, 1, 32, 32)  # all hidden: every output pixel is the network's
+    out = g(masked, mask)
+    assert out.shape == (1, 3, 32, 32)
+    poked = masked.clone()
+    poked[0, :, 16, 16] += 0.5
+    diff = (g(poked, mask) - out).abs()[0].amax(0)
+    assert diff[16, 16] > 0 and diff[16, 16] >= 5 * diff[:4, :4].max()  # local, not spread evenly
+    # The skip decoder's last layer is the 3x3 conv fed with the input; the residual init scales it down.
+    last = g.decoder.net[-2]
+    assert isinstance(last, torch.nn.Conv2d) and last.in_channels == 8 + 4
+    loss = g(masked, mask).square().mean()
+    loss.backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in g.encoder.parameters())
+
+
+def test_skips_refuse_a_centre_model() -> None:
+    with pytest.raises(ConfigError, match="model.skips: needs the paper encoder and a whole-image model"):
+        Generator(
+            PaperEncoder(32, width=8),
+            lambda **kw: ChannelwiseFC(**kw),
+            lambda **kw: Decoder(**kw, width=8),
+            output_size=16,
+            skips=True,
+        )
 
 
 def test_residual_generator_corrects_the_hole_only_and_sees_the_mask() -> None:

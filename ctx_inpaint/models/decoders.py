@@ -1,6 +1,7 @@
 """Up-convolutional decoder: BN + ReLU after every layer but the last, tanh output."""
 
 import math
+from collections.abc import Mapping
 
 import torch
 from torch import nn
@@ -16,6 +17,11 @@ class Decoder(nn.Module):
     4x4 up-convs double it. Channels start at ``width * max_mult`` on the first (smallest) map and halve with
     every doubling down to ``width``, then stay there, as in the released networks (width 64: 512@4, 256@8,
     128@16, 64@32, 3@64 for the centre; 512@4, 256@8, 128@16, 64@32, 64@64, 3@128 for the whole image).
+
+    Beyond the paper (``Generator(skips=True)``): ``skip_channels`` maps a side length to the channels of an encoder
+    feature map that is concatenated to the input of the stride-2 up-conv working at that size, and
+    ``image_channels`` adds a full-resolution 3x3 conv whose input is the last up-conv's ``width`` maps and the
+    generator's input (a U-Net: a bottleneck of 4x4 cannot place a correction to the pixel; skips can).
     """
 
     def __init__(
@@ -28,6 +34,8 @@ class Decoder(nn.Module):
         extra_layer: bool = False,
         out_channels: int = 3,
         matmul: bool = True,
+        skip_channels: Mapping[int, int] | None = None,
+        image_channels: int = 0,
     ) -> None:
         super().__init__()
         floor = max(in_spatial, 4)  # doubling starts at 4x4 at the least, as in the original
@@ -42,6 +50,8 @@ class Decoder(nn.Module):
         def ch(level: int) -> int:  # channels of the map `level` doublings after the first one
             return width * max(max_mult // 2**level, 1)
 
+        skip_channels = dict(skip_channels or {})
+        full_res = extra_layer or image_channels > 0
         layers: list[nn.Module] = []
         c = in_channels
         if start != in_spatial:
@@ -52,17 +62,30 @@ class Decoder(nn.Module):
             c = ch(0)
         for i in range(n_up):
             last = i == n_up - 1
-            nxt = out_channels if last and not extra_layer else ch(i + 1)
-            layers.append(nn.ConvTranspose2d(c, nxt, 4, 2, 1, bias=False))
-            if not (last and not extra_layer):
+            nxt = out_channels if last and not full_res else ch(i + 1)
+            layers.append(nn.ConvTranspose2d(c + skip_channels.get(start * 2**i, 0), nxt, 4, 2, 1, bias=False))
+            if not (last and not full_res):
                 layers += [nn.BatchNorm2d(nxt), nn.ReLU(inplace=True)]
             c = nxt
-        if extra_layer:
+        if full_res:
             # The seed report's "additional layer": one more 3x3 conv block at full resolution.
-            layers.append(nn.Conv2d(c, out_channels, 3, 1, 1, bias=False))
+            layers.append(nn.Conv2d(c + image_channels, out_channels, 3, 1, 1, bias=False))
         layers.append(nn.Tanh())
         self.net = nn.Sequential(*layers)
         self.out_size = out_size
+        self.skip_channels, self.image_channels = skip_channels, image_channels
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
+    def forward(
+        self, x: torch.Tensor, skips: Mapping[int, torch.Tensor] | None = None, image: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """``skips`` (side length -> encoder features) and ``image`` are required when built with
+        ``skip_channels`` / ``image_channels``."""
+        if not self.skip_channels and not self.image_channels:
+            return self.net(x)
+        for layer in self.net:
+            if type(layer) is nn.ConvTranspose2d and x.shape[-1] in self.skip_channels:
+                x = torch.cat([x, skips[x.shape[-1]]], dim=1)
+            elif type(layer) is nn.Conv2d and self.image_channels:
+                x = torch.cat([x, image], dim=1)
+            x = layer(x)
+        return x

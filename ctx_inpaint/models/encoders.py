@@ -35,9 +35,20 @@ class PaperEncoder(nn.Module):
         self.in_channels = in_channels
         self.out_channels = channels[-1]
         self.out_spatial = 4
+        # Channels of the feature map at each side length (input_size / 2, ..., 4): a U-Net decoder's skips.
+        self.skip_channels = {input_size // 2 ** (i + 1): channels[i + 1] for i in range(n_layers)}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)  # (B, out_channels, 4, 4)
+
+    def features(self, x: torch.Tensor) -> dict[int, torch.Tensor]:
+        """Every layer's activation by side length; the smallest (4) is ``forward``'s output."""
+        out: dict[int, torch.Tensor] = {}
+        for layer in self.net:
+            x = layer(x)
+            if isinstance(layer, nn.LeakyReLU):
+                out[x.shape[-1]] = x
+        return out
 
 
 class AlexNetEncoder(nn.Module):
