@@ -63,7 +63,9 @@ class Decoder(nn.Module):
         for i in range(n_up):
             last = i == n_up - 1
             nxt = out_channels if last and not full_res else ch(i + 1)
-            layers.append(nn.ConvTranspose2d(c + skip_channels.get(start * 2**i, 0), nxt, 4, 2, 1, bias=False))
+            layers.append(
+                nn.ConvTranspose2d(c + skip_channels.get(start * 2**i, 0), nxt, 4, 2, 1, bias=False)
+            )
             if not (last and not full_res):
                 layers += [nn.BatchNorm2d(nxt), nn.ReLU(inplace=True)]
             c = nxt
@@ -76,7 +78,10 @@ class Decoder(nn.Module):
         self.skip_channels, self.image_channels = skip_channels, image_channels
 
     def forward(
-        self, x: torch.Tensor, skips: Mapping[int, torch.Tensor] | None = None, image: torch.Tensor | None = None
+        self,
+        x: torch.Tensor,
+        skips: Mapping[int, torch.Tensor] | None = None,
+        image: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """``skips`` (side length -> encoder features) and ``image`` are required when built with
         ``skip_channels`` / ``image_channels``."""
