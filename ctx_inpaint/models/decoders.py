@@ -53,6 +53,9 @@ class Decoder(nn.Module):
         skip_channels = dict(skip_channels or {})
         full_res = extra_layer or image_channels > 0
         layers: list[nn.Module] = []
+        joins: dict[
+            int, int
+        ] = {}  # layer index -> side length of the skip joined to its input (static for ONNX)
         c = in_channels
         if start != in_spatial:
             k = start - in_spatial + 1
@@ -63,6 +66,8 @@ class Decoder(nn.Module):
         for i in range(n_up):
             last = i == n_up - 1
             nxt = out_channels if last and not full_res else ch(i + 1)
+            if start * 2**i in skip_channels:
+                joins[len(layers)] = start * 2**i
             layers.append(
                 nn.ConvTranspose2d(c + skip_channels.get(start * 2**i, 0), nxt, 4, 2, 1, bias=False)
             )
@@ -71,11 +76,13 @@ class Decoder(nn.Module):
             c = nxt
         if full_res:
             # The seed report's "additional layer": one more 3x3 conv block at full resolution.
+            if image_channels:
+                joins[len(layers)] = 0  # 0: the generator's input
             layers.append(nn.Conv2d(c + image_channels, out_channels, 3, 1, 1, bias=False))
         layers.append(nn.Tanh())
         self.net = nn.Sequential(*layers)
         self.out_size = out_size
-        self.skip_channels, self.image_channels = skip_channels, image_channels
+        self.joins = joins
 
     def forward(
         self,
@@ -85,12 +92,11 @@ class Decoder(nn.Module):
     ) -> torch.Tensor:
         """``skips`` (side length -> encoder features) and ``image`` are required when built with
         ``skip_channels`` / ``image_channels``."""
-        if not self.skip_channels and not self.image_channels:
+        if not self.joins:
             return self.net(x)
-        for layer in self.net:
-            if type(layer) is nn.ConvTranspose2d and x.shape[-1] in self.skip_channels:
-                x = torch.cat([x, skips[x.shape[-1]]], dim=1)
-            elif type(layer) is nn.Conv2d and self.image_channels:
-                x = torch.cat([x, image], dim=1)
+        for i, layer in enumerate(self.net):
+            if i in self.joins:
+                size = self.joins[i]
+                x = torch.cat([x, skips[size] if size else image], dim=1)
             x = layer(x)
         return x

@@ -43,11 +43,12 @@ class PaperEncoder(nn.Module):
 
     def features(self, x: torch.Tensor) -> dict[int, torch.Tensor]:
         """Every layer's activation by side length; the smallest (4) is ``forward``'s output."""
+        sizes = iter(self.skip_channels)  # static sizes: under ONNX tracing a shape is a tensor, not a key
         out: dict[int, torch.Tensor] = {}
         for layer in self.net:
             x = layer(x)
             if isinstance(layer, nn.LeakyReLU):
-                out[x.shape[-1]] = x
+                out[next(sizes)] = x
         return out
 
 
