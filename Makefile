@@ -157,8 +157,8 @@ weights-train: ## Train the shipped models into WEIGHTS_RUNS: campus_freeform, t
 	flock /tmp/ctx_heavy.lock $(PY) -m ctx_inpaint.train +experiment=campus_freeform hydra.run.dir=$(WEIGHTS_RUNS)/freeform
 	flock /tmp/ctx_heavy.lock $(PY) -m ctx_inpaint.train +experiment=campus_center hydra.run.dir=$(WEIGHTS_RUNS)/center
 
-weights: ## Export WEIGHTS_RUNS' last checkpoints to ctx_inpaint/pretrained/ (float16 safetensors + JSON, float16 cost measured)
-	$(PY) experiments/quality/freeform/ship.py --runs $(WEIGHTS_RUNS)
+weights: ## Export WEIGHTS_RUNS' last checkpoints to ctx_inpaint/pretrained/ (float16 safetensors + JSON, float16 cost measured); ARGS="--only freeform"
+	$(PY) experiments/quality/freeform/ship.py --runs $(WEIGHTS_RUNS) $(ARGS)
 
 FREEFORM_OUT := experiments/quality/freeform
 FREEFORM_SETS := center,random_region,freeform_thin,freeform_medium,freeform_thick

@@ -49,8 +49,11 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--runs", default="logs/runs/shipped", help="holds freeform/ and center/ run dirs")
     p.add_argument("--out", default=str(PRETRAINED_DIR))
+    p.add_argument(
+        "--only", choices=sorted(PRETRAINED), action="append", help="export this model only (repeatable)"
+    )
     args = p.parse_args()
-    for name in PRETRAINED:
+    for name in args.only or PRETRAINED:
         run = Path(args.runs) / name
         checkpoint = run / "checkpoints" / "last.ckpt"
         status = json.loads((run / "run_status.json").read_text())
