@@ -15,7 +15,8 @@ from tests.conftest import TINY, run_cli
 
 # The tiny network with a wide dense bottleneck (conf/debug/tiny.yaml reads `debug.units`): the bottleneck and the
 # decoder's first layer hold 41 M weights, so every job's weights and Adam state are ~0.5 GB, nearly all in two
-# large tensors each (which the allocator hands back to the system once they are freed).
+# large tensors each (which the allocator hands back to the system when train() ends: release_freed_memory, since
+# keep_freed_memory keeps them for the steps).
 UNITS = 32000
 # Job 2 diverges (NonFiniteLossError): a failed job must leave nothing behind either.
 STATUSES = ["COMPLETED", "COMPLETED", "FAILED", "COMPLETED", "COMPLETED"]

@@ -16,7 +16,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.utilities.rank_zero import rank_zero_info
 
-from ctx_inpaint.allocator import keep_freed_memory
+from ctx_inpaint.allocator import keep_freed_memory, release_freed_memory
 from ctx_inpaint.config import build_module
 from ctx_inpaint.config_check import check_config
 from ctx_inpaint.errors import UserError
@@ -131,6 +131,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
         # Trainer, module, optimizers and data loaders refer to one another: only the cycle collector frees them,
         # and its full collections are rare in a process this size. Freed now, not jobs later.
         gc.collect()
+        release_freed_memory()  # what keep_freed_memory kept for the steps goes back to the OS
 
 
 def _release_frames(err: BaseException) -> None:
