@@ -53,7 +53,14 @@ INTS_AT_LEAST: dict[str, int] = {
 CHOICES: dict[str, tuple[str, ...]] = {
     "data.on_bad_image": ("skip", "error"),
 }
-BOOLS = ("overwrite", "keep_freed_memory", "callbacks.model_checkpoint.best_weights_only")
+BOOLS = (
+    "overwrite",
+    "keep_freed_memory",
+    "callbacks.model_checkpoint.best_weights_only",
+    "model.mask_channel",
+    "model.residual",
+    "model.skips",
+)
 
 
 def check_config(cfg: DictConfig) -> None:

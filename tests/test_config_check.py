@@ -39,6 +39,8 @@ CASES = {
         ["model.discriminator", "0.999", "model/discriminator=dcgan"],
     ),
     "unknown rec loss": (["model.rec_loss=l3"], ["model.rec_loss", "'l3'", "l1, l2"]),
+    "skips not a boolean": (["model.skips=yes"], ["model.skips", "'yes'", "true or false"]),
+    "skips on a centre model": (["model.skips=true"], ["model.skips", "whole-image model"]),
     "unknown encoder": (
         [f"model.encoder._target_={ENC}.Nope"],
         ["model.encoder._target_", "Nope", "alexnet|alexnet_torchvision|paper"],
