@@ -9,7 +9,7 @@ import torch
 from ctx_inpaint.errors import ConfigError, InputError
 from ctx_inpaint.mask_sets import MASK_SETS, area_bin, draw_masks, fingerprint, parse_mask_sets
 from ctx_inpaint.masks import FREEFORM_PRESETS, FreeForm, RandomRegion, classical_fill
-from ctx_inpaint.models.bottlenecks import ChannelwiseFC
+from ctx_inpaint.models.bottlenecks import ChannelwiseFC, DenseBottleneck, NoBottleneck
 from ctx_inpaint.models.decoders import Decoder
 from ctx_inpaint.models.encoders import PaperEncoder
 from ctx_inpaint.models.generator import Generator
@@ -115,12 +115,43 @@ def test_skip_generator_places_its_output_by_pixel() -> None:
     poked[0, :, 16, 16] += 0.5
     diff = (g(poked, mask) - out).abs()[0].amax(0)
     assert diff[16, 16] > 0 and diff[16, 16] >= 5 * diff[:4, :4].max()  # local, not spread evenly
-    # The skip decoder's last layer is the 3x3 conv fed with the input; the residual init scales it down.
+    # Every encoder map is joined once (side length -> layer), and the input (0) to the last 3x3 conv.
+    assert sorted(g.decoder.joins.values()) == sorted([*g.encoder.skip_channels, 0])
+    first = g.decoder.net[0]
+    assert first.in_channels == 2 * g.encoder.out_channels  # the 4x4 code and the encoder's 4x4 map
     last = g.decoder.net[-2]
     assert isinstance(last, torch.nn.Conv2d) and last.in_channels == 8 + 4
     loss = g(masked, mask).square().mean()
     loss.backward()
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in g.encoder.parameters())
+
+
+@pytest.mark.parametrize("size", [8, 64])
+@pytest.mark.parametrize("bottleneck", ["channelwise", "dense", "none"])
+def test_skip_generator_fits_every_size_and_bottleneck(size: int, bottleneck: str) -> None:
+    kinds = {
+        "channelwise": ChannelwiseFC,
+        "dense": lambda **kw: DenseBottleneck(**kw, units=16),
+        "none": NoBottleneck,
+    }
+    g = Generator(
+        PaperEncoder(size, width=4, in_channels=4),
+        kinds[bottleneck],
+        lambda **kw: Decoder(**kw, width=4),
+        output_size=size,
+        mask_channel=True,
+        residual=True,
+        skips=True,
+    )
+    masked, mask = torch.rand(2, 3, size, size) * 2 - 1, torch.ones(2, 1, size, size)
+    g(masked, mask).sum().backward()
+    assert sorted(g.decoder.joins.values()) == sorted([*g.encoder.skip_channels, 0])
+    assert all(p.grad is not None for p in g.parameters())
+
+
+def test_skips_with_extra_layer_are_refused() -> None:
+    with pytest.raises(ValueError, match="model.decoder.extra_layer: already implied by model.skips"):
+        Decoder(in_channels=8, in_spatial=4, out_size=16, width=4, extra_layer=True, image_channels=4)
 
 
 def test_skips_refuse_a_centre_model() -> None:

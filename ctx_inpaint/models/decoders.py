@@ -51,6 +51,11 @@ class Decoder(nn.Module):
             return width * max(max_mult // 2**level, 1)
 
         skip_channels = dict(skip_channels or {})
+        if image_channels and extra_layer:
+            # Both would be the same last 3x3 conv: an ablation toggling it would compare identical networks.
+            raise ValueError(
+                "model.decoder.extra_layer: already implied by model.skips (its last 3x3 conv); set false"
+            )
         full_res = extra_layer or image_channels > 0
         layers: list[nn.Module] = []
         joins: dict[

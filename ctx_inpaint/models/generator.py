@@ -42,7 +42,7 @@ class Generator(nn.Module):
             raise ConfigError(
                 f"model.encoder.in_channels: got {got}; expected {expected} with model.mask_channel={bool(mask_channel)}"
             )
-        if skips and (not hasattr(encoder, "features") or encoder.input_size != output_size):
+        if skips and (not hasattr(encoder, "skip_channels") or encoder.input_size != output_size):
             raise ConfigError(
                 "model.skips: needs the paper encoder and a whole-image model (masks with output_size == "
                 f"input_size); got {type(encoder).__name__}, {encoder.input_size} -> {output_size}"

@@ -61,7 +61,8 @@ def main() -> None:
             "name": name,
             "experiment": EXPERIMENTS[name],
             "training_command": command(run),
-            "made_by": f"make weights-train WEIGHTS_RUNS={args.runs}, then make weights WEIGHTS_RUNS={args.runs}",
+            "made_by": f"make weights-train WEIGHTS_RUNS={args.runs}, then make weights WEIGHTS_RUNS={args.runs}"
+            + "".join(f" ARGS='--only {n}'" for n in args.only or ()),
             "run_status": status,
             "data_attribution": ATTRIBUTION,
             "machine": "2 CPU cores (x86_64), no GPU; torch " + torch.__version__,
