@@ -6,9 +6,10 @@ gradients (and other large temporaries) anew: ~42,000 page faults a step, each z
 kernel, 0.11 s of kernel time in a 0.38 s 2-thread step of campus_cpu; keeping them made that step 1.14x faster
 (``experiments/perf/time_to_quality/allocator_ab.json``). With the threshold
 above any tensor and trimming off, the heap keeps those blocks and the next step reuses them; the process keeps
-its peak footprint, which it needs again at the next step anyway, until the run ends: ``release_freed_memory``
-hands the kept pages back (``training.run.train`` calls it after every job, so a multirun's next job starts lean). This is what the jemalloc/tcmalloc
+its peak footprint, which it needs again at the next step anyway. This is what the jemalloc/tcmalloc
 ``LD_PRELOAD`` of PyTorch's CPU tuning guide achieves, without a system package or a wrapper around Python.
+When the run ends, ``release_freed_memory`` hands the kept pages back (``training.run.train`` calls it after
+every job, so a multirun's next job starts lean).
 """
 
 from __future__ import annotations

@@ -58,9 +58,9 @@ class Decoder(nn.Module):
             )
         full_res = extra_layer or image_channels > 0
         layers: list[nn.Module] = []
-        joins: dict[
-            int, int
-        ] = {}  # layer index -> side length of the skip joined to its input (static for ONNX)
+        # Layer index -> side length of the encoder map joined to its input (0: the generator's input); static,
+        # since under ONNX tracing a shape is a tensor.
+        joins: dict[int, int] = {}
         c = in_channels
         if start != in_spatial:
             k = start - in_spatial + 1
@@ -71,18 +71,17 @@ class Decoder(nn.Module):
         for i in range(n_up):
             last = i == n_up - 1
             nxt = out_channels if last and not full_res else ch(i + 1)
-            if start * 2**i in skip_channels:
-                joins[len(layers)] = start * 2**i
-            layers.append(
-                nn.ConvTranspose2d(c + skip_channels.get(start * 2**i, 0), nxt, 4, 2, 1, bias=False)
-            )
+            side = start * 2**i
+            if side in skip_channels:
+                joins[len(layers)] = side
+            layers.append(nn.ConvTranspose2d(c + skip_channels.get(side, 0), nxt, 4, 2, 1, bias=False))
             if not (last and not full_res):
                 layers += [nn.BatchNorm2d(nxt), nn.ReLU(inplace=True)]
             c = nxt
         if full_res:
             # The seed report's "additional layer": one more 3x3 conv block at full resolution.
             if image_channels:
-                joins[len(layers)] = 0  # 0: the generator's input
+                joins[len(layers)] = 0
             layers.append(nn.Conv2d(c + image_channels, out_channels, 3, 1, 1, bias=False))
         layers.append(nn.Tanh())
         self.net = nn.Sequential(*layers)

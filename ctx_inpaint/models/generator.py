@@ -49,12 +49,12 @@ class Generator(nn.Module):
             )
         self.encoder = encoder
         self.bottleneck = bottleneck(in_channels=encoder.out_channels, in_spatial=encoder.out_spatial)
-        joins = {"skip_channels": encoder.skip_channels, "image_channels": expected} if skips else {}
+        skip_args = {"skip_channels": encoder.skip_channels, "image_channels": expected} if skips else {}
         self.decoder = decoder(
             in_channels=self.bottleneck.out_channels,
             in_spatial=self.bottleneck.out_spatial,
             out_size=output_size,
-            **joins,
+            **skip_args,
         )
         self.input_size = encoder.input_size
         self.output_size = output_size

@@ -18,6 +18,7 @@ import torch
 import yaml
 
 from ctx_inpaint.evaluate import evaluate
+from ctx_inpaint.files import atomic_write
 from ctx_inpaint.weights import PRETRAINED, PRETRAINED_DIR, export_weights
 
 ATTRIBUTION = (
@@ -25,6 +26,8 @@ ATTRIBUTION = (
     "Peter Corke, Machine Vision Toolbox); validated on campus/holdout."
 )
 EXPERIMENTS = {"freeform": "campus_freeform", "center": "campus_center"}
+# What a run dir must hold: the checkpoint to export, then the records copied beside the tables.
+RUN_FILES = ("checkpoints/last.ckpt", "metrics.csv", "run_status.json", ".hydra/overrides.yaml")
 
 
 def command(run: Path) -> str:
@@ -53,7 +56,15 @@ def main() -> None:
         "--only", choices=sorted(PRETRAINED), action="append", help="export this model only (repeatable)"
     )
     args = p.parse_args()
-    for name in args.only or PRETRAINED:
+    names = args.only or list(PRETRAINED)
+    # Every run is checked before anything is written: a missing one must not leave a half-updated pretrained/.
+    for name in names:
+        for needed in RUN_FILES:
+            if not (Path(args.runs) / name / needed).is_file():
+                raise SystemExit(
+                    f"ship.py: {Path(args.runs) / name / needed} is missing; train it with make weights-train"
+                )
+    for name in names:
         run = Path(args.runs) / name
         checkpoint = run / "checkpoints" / "last.ckpt"
         status = json.loads((run / "run_status.json").read_text())
@@ -70,11 +81,12 @@ def main() -> None:
         path, json_path = export_weights(checkpoint, Path(args.out) / f"{name}.safetensors", "float16", extra)
         meta = json.loads(json_path.read_text())
         meta["float16_check"] = fp16_cost(checkpoint, path)
-        json_path.write_text(json.dumps(meta, indent=2, default=str) + "\n")
+        data = (json.dumps(meta, indent=2, default=str) + "\n").encode()
+        atomic_write(json_path, lambda f, data=data: f.write(data))
         records = Path(__file__).resolve().parent / "runs" / name  # the run's own record, beside the tables
         records.mkdir(parents=True, exist_ok=True)
-        for source in (run / "metrics.csv", run / "run_status.json", run / ".hydra" / "overrides.yaml"):
-            shutil.copy(source, records / source.name)
+        for needed in RUN_FILES[1:]:
+            shutil.copy(run / needed, records / Path(needed).name)
         size = path.stat().st_size / 2**20
         print(
             f"{path}: {size:.2f} MiB, {meta['parameters']:,} parameters; float16 check {meta['float16_check']}"
