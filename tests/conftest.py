@@ -68,7 +68,7 @@ def run_cli(
         env=env,
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=1800,
     )
 
 

@@ -33,10 +33,29 @@ class KillAtBatch(Callback):
             os.kill(os.getpid(), self.signum)
 
 
-class LastCheckpointSpy(Callback):
-    """Records, at the start of every training batch, the global step stored in last.ckpt (None: no file)."""
+def current_test() -> str:
+    """The id of the pytest test running now, without its phase (``""`` outside pytest)."""
+    return os.environ.get("PYTEST_CURRENT_TEST", "").rsplit(" (", 1)[0]
 
-    instances: list[LastCheckpointSpy] = []
+
+class SpiesOfThisTest:
+    """``LastCheckpointSpy.instances``: the spies made by the test running now, in order. The list starts empty in
+    every test, so a test whose run made no spy finds none (an IndexError), not an earlier test's."""
+
+    def __get__(self, obj: object, owner: type[LastCheckpointSpy]) -> list[LastCheckpointSpy]:
+        test = current_test()
+        if owner._test != test:
+            owner._test, owner._spies = test, []
+        return owner._spies
+
+
+class LastCheckpointSpy(Callback):
+    """Records, at the start of every training batch, the global step stored in last.ckpt (None: no file).
+    Hydra builds it inside ``train()``; the test reads it back as ``LastCheckpointSpy.instances[-1]``."""
+
+    instances = SpiesOfThisTest()
+    _test: str | None = None
+    _spies: list[LastCheckpointSpy] = []
 
     def __init__(self) -> None:
         self.seen: list[int | None] = []
@@ -92,11 +111,19 @@ class RaiseAtBatch(Callback):
 
 class JobMemory(HydraCallback):
     """A Hydra callback (``+hydra.callbacks.NAME._target_=...``): after every job of a multirun, appends a JSON
-    line to ``out``: the job's number and status, the process's resident memory in MB, and how many
-    ``ContextEncoderModule`` and ``Trainer`` objects are still alive, counted without collecting garbage first."""
+    line to ``out``: the job's number and status, the process's resident memory in MB when the job started
+    (``start_rss_mb``), at its peak (``peak_mb``; None where the kernel cannot reset the peak) and when it ended
+    (``rss_mb``), and how many ``ContextEncoderModule`` and ``Trainer`` objects are still alive, counted without
+    collecting garbage first."""
 
     def __init__(self, out: str) -> None:
         self.out = out
+        self.start_rss_mb: float | None = None
+        self.peak_known = False
+
+    def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self.start_rss_mb = resident_mb()
+        self.peak_known = reset_peak()
 
     def on_job_end(self, config: DictConfig, job_return: Any = None, **kwargs: Any) -> None:
         from ctx_inpaint.module import ContextEncoderModule
@@ -104,6 +131,8 @@ class JobMemory(HydraCallback):
         record: dict[str, Any] = {
             "job": int(config.hydra.job.num),
             "status": job_return.status.name if job_return is not None else None,
+            "start_rss_mb": self.start_rss_mb,
+            "peak_mb": resident_mb("VmHWM") if self.peak_known else None,
             "rss_mb": resident_mb(),
         }
         with warnings.catch_warnings():  # isinstance on some torch objects warns of deprecated names
@@ -117,9 +146,20 @@ class JobMemory(HydraCallback):
             f.write(json.dumps(record) + "\n")
 
 
-def resident_mb() -> float:
-    """This process's resident memory (VmRSS) in MB (Linux)."""
+def resident_mb(field: str = "VmRSS") -> float:
+    """This process's resident memory (``VmRSS``), or its peak (``VmHWM``), in MB (Linux)."""
     for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
+        if line.startswith(f"{field}:"):
             return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmRSS in /proc/self/status")
+    raise RuntimeError(f"no {field} in /proc/self/status")
+
+
+def reset_peak() -> bool:
+    """Reset this process's peak resident memory (VmHWM) to its current one (Linux 4.0+); False where the
+    kernel does not allow it."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        return False
+    return True

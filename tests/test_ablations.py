@@ -258,7 +258,7 @@ def test_submitit_local_launcher_runs_a_sweep_job(tmp_path: Path) -> None:
         "masks.target_size=16", "masks.overlap=2", "model.encoder.width=8", "model.decoder.width=8",
         "model.bottleneck.units=32",
     ]  # fmt: skip
-    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=240)
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=1800)
     assert proc.returncode == 0, proc.stderr[-3000:]
     runs = list((tmp_path / "multiruns").glob("*/0_l2_1"))
     assert len(runs) == 1

@@ -3,6 +3,7 @@ release_freed_memory gives them back at the end of a run."""
 
 from __future__ import annotations
 
+import os
 import platform
 import subprocess
 import sys
@@ -25,7 +26,8 @@ for _ in range(24):  # glibc needs a few rounds (memalign padding) before freed 
     faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
 print(int(on), max(faults[-5:]))
 """
-PAGES = 65 * 2**20 // 4096
+# The tensor's pages: page faults are counted in this machine's pages (4 KiB on x86, up to 64 KiB on arm64).
+PAGES = 65 * 2**20 // os.sysconf("SC_PAGE_SIZE")
 
 
 def page_faults(keep: bool) -> tuple[bool, int]:
@@ -38,6 +40,9 @@ def page_faults(keep: bool) -> tuple[bool, int]:
 
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="mallopt is glibc's")
 def test_kept_memory_is_not_faulted_in_again() -> None:
+    """Page faults are counted by the kernel, not timed: the same on a fast or a loaded machine. The bars are
+    fractions of the tensor's own pages: half (every page faulted afresh, give or take prefaulting) and 1/20
+    (a few pages of bookkeeping around a kept block)."""
     on, kept = page_faults(keep=True)
     off, default = page_faults(keep=False)
     assert on and not off
@@ -48,26 +53,34 @@ def test_kept_memory_is_not_faulted_in_again() -> None:
 
 
 RELEASE = """
-import sys, torch
+import os, sys, torch
 from ctx_inpaint.allocator import keep_freed_memory, release_freed_memory
-def rss_mb():
-    return int(open("/proc/self/statm").read().split()[1]) * 4096 / 2**20
+def rss():
+    return int(open("/proc/self/statm").read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 assert keep_freed_memory(True)
-tensors = [torch.ones(2**20 * i) for i in range(8, 40, 4)]  # 8 blocks of 32-156 MiB, touched
-peak = rss_mb()
+start = rss()
+tensors = [torch.ones(2**20 * i) for i in range(8, 40, 4)]  # 8 blocks of 32-144 MiB, touched: 704 MiB
+peak = rss()
 del tensors
-kept = rss_mb()
+kept = rss()
 assert release_freed_memory()
-print(peak, kept, rss_mb())
+print(start, peak, kept, rss())
 """
+TENSOR_BYTES = sum(range(8, 40, 4)) * 2**20 * 4
 
 
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="malloc_trim is glibc's")
 def test_released_memory_leaves_the_process() -> None:
+    """Every bar is a fraction of what the tensors added to the resident size, measured in the same process."""
     out = subprocess.run([sys.executable, "-c", RELEASE], capture_output=True, text=True, check=True)
-    peak, kept, released = map(float, out.stdout.split())
-    assert kept > peak - 100  # keep_freed_memory: freed blocks stay resident
-    assert released < kept - 600  # of the ~750 MiB freed, nearly all goes back
+    start, peak, kept, released = map(int, out.stdout.split())
+    added = peak - start
+    assert added > 0.95 * TENSOR_BYTES  # the premise: the tensors were resident (torch.ones touched them)
+    # keep_freed_memory: freeing them gives back at most 15 %: glibc's default unmaps every one of these blocks
+    # (all over its 32 MiB mmap threshold), i.e. 100 %.
+    assert peak - kept < 0.15 * added
+    # release_freed_memory: at least 80 % goes back; what stays is the heap's bookkeeping and partly used pages.
+    assert kept - released > 0.8 * added
 
 
 def test_keep_freed_memory_must_be_a_boolean(tiny_cfg) -> None:

@@ -7,9 +7,10 @@ import math
 import os
 import subprocess
 import sys
-import time
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -25,11 +26,11 @@ from ctx_inpaint.models.dense import set_matmul
 from ctx_inpaint.models.encoders import AlexNetEncoder, PaperEncoder
 from ctx_inpaint.models.generator import Generator
 from ctx_inpaint.perf import agreement
-from ctx_inpaint.perf.lightning_runs import InterleavingClock, repeated_loader
+from ctx_inpaint.perf.lightning_runs import BatchClock, InterleavingClock, repeated_loader
 from ctx_inpaint.perf.loops import parts_from_module, plain_step
 from ctx_inpaint.perf.measure import derive, straightforward_config, with_overrides
 from ctx_inpaint.perf.summary import write_summary
-from ctx_inpaint.perf.timing import interleaved, put_ratio, ratio, round_order
+from ctx_inpaint.perf.timing import interleaved, median_seconds, put_ratio, ratio, round_order
 from tests.conftest import TINY, write_images
 from tests.test_data import make_dm
 
@@ -81,7 +82,7 @@ def test_bench_cli_prints_every_key_and_sweeps_sizes(tmp_path: Path) -> None:
     """bf16 forced on (emulated where the CPU lacks it): every ratio, its spread and rounds, and the sweep."""
     env = {**os.environ, "CTX_INPAINT_LOG_DIR": str(tmp_path / "logs"), "WANDB_MODE": "disabled"}
     cmd = [sys.executable, "-m", "ctx_inpaint.bench", "+experiment=l2_0999", *TINY_BENCH, "bench.bf16=true"]
-    done = subprocess.run([*cmd, "--sizes"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    done = subprocess.run([*cmd, "--sizes"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=1800)
     assert done.returncode == 0, done.stderr[-3000:]
     lines = done.stdout.strip().splitlines()
     result = json.loads(lines[-1])
@@ -123,7 +124,7 @@ def test_bench_cli_prints_every_key_and_sweeps_sizes(tmp_path: Path) -> None:
         "bench.measure=[plain,baseline]",
         f"bench.out_json={tmp_path / 'sub.json'}",
     ]
-    done = subprocess.run(sub, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    done = subprocess.run(sub, cwd=ROOT, env=env, capture_output=True, text=True, timeout=1800)
     assert done.returncode == 0, done.stderr[-3000:]
     part = json.loads((tmp_path / "sub.json").read_text())
     assert part["speedup_vs_baseline_step"] == "plain" and part["speedup_vs_baseline_rounds"] == 3
@@ -133,59 +134,105 @@ def test_bench_cli_prints_every_key_and_sweeps_sizes(tmp_path: Path) -> None:
 
 
 # ---- the interleaved timer ----------------------------------------------------------------------------------
-def sleeper(seconds: float, calls: list[str] | None = None, name: str = ""):
-    def fn() -> None:
-        if calls is not None:
-            calls.append(name)
-        time.sleep(seconds)
+class FakeClock:
+    """Time that passes only when a fake step says so: the timers' arithmetic is checked exactly (binary fractions
+    of a second, so every sum and difference is exact in floating point), however fast or loaded the machine is."""
 
-    return fn
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def step(self, costs: list[float], calls: list[str] | None = None, name: str = "") -> Callable[[], None]:
+        """A step whose n-th call takes ``costs[n]`` seconds of this clock (the last cost repeats)."""
+        left = list(costs)
+
+        def fn() -> None:
+            if calls is not None:
+                calls.append(name)
+            self.now += left.pop(0) if len(left) > 1 else left[0]
+
+        return fn
 
 
 def test_interleaved_ratio_of_steps_of_known_cost() -> None:
-    """10 ms against 20 ms: the median per-round ratio is about 2, inside its spread, over every round."""
+    """The machine's speed drifts 8x over the rounds, yet every round's ratio is the steps' true one; the warm-up
+    (8 s each, untimed) counts nowhere; the ratio is the median of the per-round ratios, with their spread."""
+    clock = FakeClock()
+    fast = [8.0, 0.25, 0.5, 0.25, 1.0, 0.125, 0.25]
+    slow = [8.0, 0.5, 1.0, 0.75, 2.0, 0.25, 0.375]  # per-round ratios 2, 2, 3, 2, 2, 1.5
     timer = interleaved(
-        {"fast": sleeper(0.010), "slow": sleeper(0.020)}, rounds=6, warmup=1, device=torch.device("cpu")
+        {"fast": clock.step(fast), "slow": clock.step(slow)},
+        rounds=6,
+        warmup=1,
+        device=torch.device("cpu"),
+        clock=clock,
     )
-    assert timer["rounds"] == 6 and len(timer["seconds"]["fast"]) == 6
+    assert timer["rounds"] == 6
+    assert timer["seconds"] == {"fast": fast[1:], "slow": slow[1:]}
+    assert timer["median_s"] == {"fast": 0.25, "slow": 0.625}
     r = ratio(timer, "slow", "fast")
-    assert 1.6 < r["value"] < 2.4 and r["rounds"] == 6 and len(r["per_round"]) == 6
-    assert r["spread"][0] <= r["value"] <= r["spread"][1]
-    assert 0.009 < timer["median_s"]["fast"] < 0.015
+    assert r == {"value": 2.0, "spread": [1.5, 3.0], "rounds": 6, "per_round": [2.0, 2.0, 3.0, 2.0, 2.0, 1.5]}
     out: dict = {}
     put_ratio(out, "speedup", r)
-    assert out == {"speedup": r["value"], "speedup_spread": r["spread"], "speedup_rounds": 6}
+    assert out == {"speedup": 2.0, "speedup_spread": [1.5, 3.0], "speedup_rounds": 6}
     scaled = ratio(timer, "slow", "fast", scale=0.5, transform=lambda x: 1 - x)
-    assert scaled["value"] == pytest.approx(1 - 0.5 * r["value"])
+    assert scaled["per_round"] == [0.0, 0.0, -0.5, 0.0, 0.0, 0.25] and scaled["value"] == 0.0
+    assert clock.now == sum(fast) + sum(slow)  # every call ran once, the warm-up included
 
 
 def test_interleaved_flips_the_order_every_round_and_repeats_inner_calls() -> None:
     calls: list[str] = []
-    fns = {"a": sleeper(0, calls, "a"), "b": sleeper(0, calls, "b")}
-    timer = interleaved(fns, rounds=4, warmup=1, device=torch.device("cpu"), inner={"b": 2})
+    clock = FakeClock()
+    fns = {"a": clock.step([0.25], calls, "a"), "b": clock.step([0.5], calls, "b")}
+    timer = interleaved(fns, rounds=4, warmup=1, device=torch.device("cpu"), inner={"b": 2}, clock=clock)
     assert timer["order"] == [["a", "b"], ["b", "a"], ["a", "b"], ["b", "a"]]
     assert calls == ["a", "b"] + ["a", "b", "b", "b", "b", "a", "a", "b", "b", "b", "b", "a"]
+    # b's two calls a round are timed together and divided: seconds per call, not per round.
+    assert timer["seconds"] == {"a": [0.25] * 4, "b": [0.5] * 4}
     # Three steps rotate: over three rounds each runs once in every position.
-    three = interleaved({n: sleeper(0) for n in "xyz"}, rounds=3, warmup=0, device=torch.device("cpu"))
+    three = interleaved(
+        {n: clock.step([0.0]) for n in "xyz"}, rounds=3, warmup=0, device=torch.device("cpu"), clock=clock
+    )
     assert three["order"] == [["x", "y", "z"], ["y", "z", "x"], ["z", "x", "y"]]
     assert round_order(["p", "q"], 7) == ["q", "p"]
     with pytest.raises(ValueError, match="bench.rounds"):
         interleaved(fns, rounds=0, warmup=0, device=torch.device("cpu"))
 
 
+def test_median_seconds_and_batch_clock_skip_the_warm_up() -> None:
+    clock = FakeClock()
+    assert median_seconds(clock.step([9.0, 1.0, 3.0, 2.0]), 1, 3, torch.device("cpu"), clock) == 2.0
+    batches = BatchClock(clock)
+    trainer = SimpleNamespace(strategy=SimpleNamespace(root_device=torch.device("cpu")))
+    for cost in (9.0, 1.0, 3.0, 2.0, 0.0):  # four iterations, then the stamp that closes the last
+        batches.on_train_batch_start(trainer, None)
+        clock.now += cost
+    assert batches.median_interval(warmup=1) == 2.0
+
+
 def test_the_lightning_host_time_excludes_the_steps_run_inside_its_iteration() -> None:
-    """InterleavingClock driven as trainer.fit drives it: the host's iteration (30 ms) is measured between its
-    stamps minus the other steps (10 ms) that ran inside the interval, whichever side of the host they ran."""
+    """InterleavingClock driven as trainer.fit drives it: the host's iteration is measured between its stamps
+    minus the other steps (0.25 s each) that ran inside the interval, whichever side of the host they ran. The
+    host's cost differs in every round, so a round mapped to the wrong interval shows too."""
     calls: list[str] = []
-    clock = InterleavingClock(
-        {"plain": sleeper(0.010, calls, "plain")}, rounds=4, warmup=1, device=torch.device("cpu")
+    clock = FakeClock()
+    interleaving = InterleavingClock(
+        {"plain": clock.step([0.25], calls, "plain")},
+        rounds=4,
+        warmup=1,
+        device=torch.device("cpu"),
+        clock=clock,
     )
-    for _ in range(clock.batches):
-        clock.on_train_batch_start(None, None)
+    host = [8.0, 0.5, 0.75, 1.0, 1.25, 8.0]  # warm-up, four rounds, the closing iteration
+    assert interleaving.batches == len(host)
+    for cost in host:
+        interleaving.on_train_batch_start(None, None)
         calls.append("lightning")
-        time.sleep(0.030)  # the Lightning step
-        clock.on_train_batch_end(None, None)
-    timer = clock.result()
+        clock.now += cost  # the Lightning step
+        interleaving.on_train_batch_end(None, None)
+    timer = interleaving.result()
     assert timer["order"] == [["lightning", "plain"], ["plain", "lightning"]] * 2
     # warm-up (plain after the host), then rounds: L P | P L | L P | P L, and the closing iteration
     assert calls == [
@@ -202,8 +249,11 @@ def test_the_lightning_host_time_excludes_the_steps_run_inside_its_iteration() -
         "lightning",
         "lightning",
     ]
-    assert all(0.028 < t < 0.060 for t in timer["seconds"]["lightning"]), timer["seconds"]
-    assert 2.0 < ratio(timer, "lightning", "plain")["value"] < 4.5
+    # Round 0's interval holds two plain calls (round 0's after the host, round 1's before it): without the
+    # subtraction it would read 1.0, not 0.5.
+    assert timer["seconds"] == {"lightning": [0.5, 0.75, 1.0, 1.25], "plain": [0.25] * 4}
+    r = ratio(timer, "lightning", "plain")
+    assert r["per_round"] == [2.0, 3.0, 4.0, 5.0] and r["value"] == 3.5
 
 
 def test_ratios_of_the_json_come_from_the_rounds() -> None:

@@ -141,7 +141,7 @@ def test_cli_prints_one_line_and_exits_nonzero_before_training(tmp_path: Path) -
         env=env,
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=1800,
     )
     assert proc.returncode == 1
     lines = [line for line in proc.stderr.splitlines() if line.strip()]

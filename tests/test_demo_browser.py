@@ -96,7 +96,7 @@ def test_upload_brush_inpaint_and_check_every_result(site, tmp_path: Path) -> No
             js(chrome, "Number(document.body.dataset.done || 0)") > done
             or "error" in js(chrome, "document.getElementById('status').className")
         ),
-        timeout=300,
+        timeout=1800,
         what="the three results",
     )
     assert "Done" in status(chrome), status(chrome)

@@ -8,6 +8,7 @@ import io
 import json
 import os
 import signal
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -16,7 +17,7 @@ import torch
 from omegaconf import OmegaConf, open_dict
 
 from ctx_inpaint.loading import CheckpointError, load_model
-from ctx_inpaint.training.callbacks import NonFiniteLossError
+from ctx_inpaint.training.callbacks import NonFiniteLossError, RunStatus
 from ctx_inpaint.training.checkpointing import AtomicCheckpointIO, check_resume
 from ctx_inpaint.training.loggers import ResumableCSVLogger, fill_wandb_resume
 from ctx_inpaint.training.run import train
@@ -499,19 +500,30 @@ def test_a_resume_the_config_cannot_continue_is_refused_before_any_record_change
     assert [r["epoch"] for r in read_rows(run_dir / "metrics.csv") if "val/psnr" in r] == ["0", "1"]
 
 
-def test_run_status_wall_time_counts_every_attempt(tiny_cfg) -> None:
-    """Issue 15.11: after a resume, wall_time_s was the resumed part's only."""
+def test_run_status_wall_time_counts_every_attempt(tiny_cfg, monkeypatch) -> None:
+    """Issue 15.11: after a resume, wall_time_s was the resumed part's only. The resumed attempt runs on a fake
+    clock that reads ``start`` when the fit starts and ``start + 2.5`` at every later reading: an attempt of
+    exactly 2.5 s, whatever the machine's speed (a real clock's few milliseconds rounded to nothing)."""
     cfg = tiny_cfg("+experiment=l2_1")
     train(cfg)
-    path = Path(cfg.paths.output_dir) / "run_status.json"
+    run_dir = Path(cfg.paths.output_dir)
+    path = run_dir / "run_status.json"
     first = json.loads(path.read_text())
     first["wall_time_s"] = 1000.0  # as if the first attempt had run for 1000 s
     path.write_text(json.dumps(first))
+    start = 1_800_000_000.0
+    readings = iter([start])
+    fake = partial(RunStatus, clock=lambda: next(readings, start + 2.5))
+    monkeypatch.setattr("ctx_inpaint.training.callbacks.RunStatus", fake)  # what the config's _target_ names
     train(tiny_cfg("+experiment=l2_1", "ckpt_path=last", "trainer.max_epochs=2"))
     record = json.loads(path.read_text())
     assert record["status"] == "finished" and record["attempts"] == 2
-    assert 1000.0 < record["wall_time_s"] < 1000.0 + 120.0
+    assert record["wall_time_s"] == 1002.5
     assert record["started_at"] == first["started_at"]
+    # metrics.csv's time/wall_s at the resumed epoch's validation counts the first attempt too.
+    with open(run_dir / "metrics.csv", newline="") as f:
+        walls = [r["time/wall_s"] for r in csv.DictReader(f) if r.get("val/psnr")]
+    assert float(walls[-1]) == 1002.5
 
 
 def test_train_log_keeps_lightning_messages_the_closing_line_and_one_line_errors(
@@ -710,3 +722,74 @@ def test_a_run_dir_that_cannot_be_written_is_refused_in_one_line(tmp_path: Path,
     assert line.startswith(
         f"ctx-inpaint: error: hydra.sweep.dir: cannot create or write {read_only} (not writable)"
     )
+
+
+def test_a_resume_with_another_optimizer_is_refused_before_any_record_changes(tiny_cfg, capsys) -> None:
+    """Issue 24, 3.5: optim=sgd after adam ended in ``KeyError: 'momentum'`` after metrics.csv was rewritten. Now
+    one line names the key, and nothing of the run changes; older checkpoints (without the optimizer classes) are
+    told apart by their optimizer state. The learning rate may change."""
+    from ctx_inpaint.training.checkpointing import OPTIM_KEY, ResumeMismatchError
+
+    cfg = tiny_cfg("+experiment=l2_1")
+    train(cfg)
+    run_dir = Path(cfg.paths.output_dir)
+    before = _records(run_dir)
+    sgd = tiny_cfg("+experiment=l2_1", "ckpt_path=last", "trainer.max_epochs=2", "optim=sgd")
+    expected = (
+        "ckpt_path=last: the run's optim.generator._target_ is torch.optim.adam.Adam, the new config has "
+        "torch.optim.SGD; resume with the settings the checkpoint was trained with, or start a new run in another "
+        "hydra.run.dir"
+    )
+    assert _one_error_line(capsys, lambda: train(sgd)) == f"ctx-inpaint: error: {expected}"
+    assert _records(run_dir) == before
+
+    last = run_dir / "checkpoints" / "last.ckpt"
+    ckpt = torch.load(last, weights_only=True)
+    assert ckpt[OPTIM_KEY] == {"optimizers": ["torch.optim.adam.Adam"], "schedulers": []}
+    del ckpt[OPTIM_KEY]  # as checkpoints written before it
+    torch.save(ckpt, last)
+    with pytest.raises(
+        ResumeMismatchError, match=r"the run's optim.generator._target_ is an optimizer with .*betas"
+    ):
+        train(sgd)
+    train(tiny_cfg("+experiment=l2_1", "ckpt_path=last", "trainer.max_epochs=2", "optim.generator.lr=1e-5"))
+    assert [r["epoch"] for r in read_rows(run_dir / "metrics.csv") if "val/psnr" in r] == ["0", "1"]
+
+
+def test_overwrite_deletes_only_what_a_run_wrote(tiny_cfg, caplog) -> None:
+    """Issue 24, 3.10: overwrite=true deleted the whole checkpoints/ and samples/ folders, whatever else was in
+    them. Now only our checkpoints, sample grids and records go; other files stay (one line names them) and do
+    not make a run dir count as used."""
+    cfg = tiny_cfg("+experiment=l2_1")
+    run_dir = Path(cfg.paths.output_dir)
+    (run_dir / "checkpoints").mkdir(parents=True)
+    (run_dir / "samples").mkdir()
+    (run_dir / "checkpoints" / "notes.txt").write_text("mine")
+    (run_dir / "checkpoints" / "pretrained.ckpt").write_text("mine")
+    (run_dir / "samples" / "figure.png").write_text("mine")
+    train(cfg)  # foreign files alone are not a run: no refusal
+    ours = sorted(p.name for p in (run_dir / "checkpoints").glob("*.ckpt") if p.name != "pretrained.ckpt")
+    assert ours[-1] == "last.ckpt" and (run_dir / "samples" / "epoch_0000.png").exists()
+    with open_dict(cfg):
+        cfg.overwrite = True
+        cfg.trainer.max_epochs = 2
+    train(cfg)
+    assert (run_dir / "checkpoints" / "notes.txt").read_text() == "mine"
+    assert (run_dir / "checkpoints" / "pretrained.ckpt").read_text() == "mine"
+    assert (run_dir / "samples" / "figure.png").read_text() == "mine"
+    assert torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["epoch"] == 1  # the new run's
+    assert sorted(p.name for p in (run_dir / "samples").glob("epoch_*")) == [
+        "epoch_0000.png",
+        "epoch_0001.png",
+    ]
+    assert [r["epoch"] for r in read_rows(run_dir / "metrics.csv") if "val/psnr" in r] == ["0", "1"]
+    assert "kept checkpoints/notes.txt, checkpoints/pretrained.ckpt, samples/figure.png" in caplog.text
+
+
+@pytest.mark.parametrize("seed", [2**32, 2**64 + 5])
+def test_a_seed_numpy_cannot_take_is_refused_in_one_line(tiny_cfg, capsys, seed: int) -> None:
+    """Issue 24, 3.10: seeds above 2^32-1 collapsed to 0 (older Lightning) or failed with a traceback."""
+    cfg = tiny_cfg("+experiment=l2_1", f"seed={seed}")
+    line = _one_error_line(capsys, lambda: train(cfg))
+    assert line == f"ctx-inpaint: error: seed: got {seed}; expected an integer from 0 to 4294967295 (2^32-1)"
+    assert not Path(cfg.paths.output_dir).exists()

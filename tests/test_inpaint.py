@@ -178,7 +178,7 @@ def test_cli_subprocess_center_mode(region_ckpt: Path, tmp_path: Path) -> None:
         cwd=REPO,
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=1800,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     out = np.asarray(Image.open(tmp_path / "out" / "p.png"))

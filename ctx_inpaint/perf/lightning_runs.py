@@ -12,19 +12,28 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import Callback
 
-from ctx_inpaint.perf.timing import check_rounds, inner_of, record, round_order, synchronize, timed_call
+from ctx_inpaint.perf.timing import (
+    Clock,
+    check_rounds,
+    inner_of,
+    record,
+    round_order,
+    synchronize,
+    timed_call,
+)
 
 
 class BatchClock(Callback):
     """Stamps every training-batch start; consecutive stamps span one whole loop iteration (fetching the batch,
     moving it, the step with its optimizers and logging, every hook). ``n`` batches give ``n - 1`` intervals."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Clock = time.perf_counter) -> None:
+        self.clock = clock
         self.stamps: list[float] = []
 
     def _stamp(self, trainer: pl.Trainer) -> None:
         synchronize(trainer.strategy.root_device)
-        self.stamps.append(time.perf_counter())
+        self.stamps.append(self.clock())
 
     def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: Any) -> None:
         self._stamp(trainer)
@@ -51,7 +60,8 @@ class InterleavingClock(Callback):
     the timed segments of the other steps that ran inside it. Nothing else runs in the interval, so the
     subtraction leaves exactly Lightning's own iteration, measured between the other steps of the same round.
     The first ``warmup`` iterations run every other step once, untimed; ``trainer.fit`` needs
-    ``warmup + rounds + 1`` batches (the last one only closes the last interval).
+    ``warmup + rounds + 1`` batches (the last one only closes the last interval). Stamps and segments are read
+    from ``clock`` (tests pass a fake one).
     """
 
     def __init__(
@@ -62,12 +72,13 @@ class InterleavingClock(Callback):
         device: torch.device,
         host: str = "lightning",
         inner: int | Mapping[str, int] = 1,
+        clock: Clock = time.perf_counter,
     ) -> None:
         check_rounds(rounds, warmup)
         if host in others:
             raise ValueError(f"bench: {host!r} is the host step and one of the others")
         self.others, self.rounds, self.warmup = dict(others), int(rounds), int(warmup)
-        self.device, self.host, self.inner = device, host, inner
+        self.device, self.host, self.inner, self.clock = device, host, inner, clock
         self.names = [host, *self.others]
         self.iteration = 0
         self.stamps: list[float] = []
@@ -88,7 +99,7 @@ class InterleavingClock(Callback):
         with torch.enable_grad():
             for name in names:
                 n = inner_of(self.inner, name)
-                start, seconds = timed_call(self.others[name], self.device, n)
+                start, seconds = timed_call(self.others[name], self.device, n, self.clock)
                 self.segments.append((start, start + seconds * n))
                 self.seconds[name].append(seconds)
 
@@ -99,7 +110,7 @@ class InterleavingClock(Callback):
             self.order.append(order)
             self._run(order[: order.index(self.host)])
         synchronize(self.device)
-        self.stamps.append(time.perf_counter())
+        self.stamps.append(self.clock())
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: Any) -> None:
         r = self._round()

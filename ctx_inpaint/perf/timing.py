@@ -8,6 +8,9 @@ round, where both saw the same machine, and reports the median of those per-roun
 (lowest and highest) and the number of rounds. Hosts that cannot be called as a function (the Lightning step
 inside ``trainer.fit``) feed their own per-round times into the same record (:func:`record` and
 ``perf.lightning_runs.InterleavingClock``), so every ratio is computed the same way.
+
+Every timer takes its ``clock`` as an argument (``time.perf_counter`` by default): the tests drive a fake clock
+and check the arithmetic exactly, whatever the speed or the load of the machine they run on.
 """
 
 from __future__ import annotations
@@ -21,6 +24,8 @@ import torch
 
 from ctx_inpaint.errors import ConfigError
 
+Clock = Callable[[], float]  # seconds, e.g. time.perf_counter
+
 
 def synchronize(device: torch.device) -> None:
     """Wait for queued GPU work, so wall time covers it (a no-op on CPU)."""
@@ -28,7 +33,13 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def median_seconds(fn: Callable[[], object], warmup: int, repeats: int, device: torch.device) -> float:
+def median_seconds(
+    fn: Callable[[], object],
+    warmup: int,
+    repeats: int,
+    device: torch.device,
+    clock: Clock = time.perf_counter,
+) -> float:
     """Median wall time of ``fn`` over ``repeats`` calls after ``warmup`` untimed ones (absolute figures only)."""
     if repeats < 1:
         raise ConfigError(f"bench: expected at least 1 timed repeat, got {repeats}")
@@ -37,10 +48,10 @@ def median_seconds(fn: Callable[[], object], warmup: int, repeats: int, device: 
     synchronize(device)
     times = []
     for _ in range(repeats):
-        t0 = time.perf_counter()
+        t0 = clock()
         fn()
         synchronize(device)
-        times.append(time.perf_counter() - t0)
+        times.append(clock() - t0)
     return statistics.median(times)
 
 
@@ -51,14 +62,16 @@ def round_order(names: Sequence[str], r: int) -> list[str]:
     return [*names[k:], *names[:k]]
 
 
-def timed_call(fn: Callable[[], object], device: torch.device, inner: int = 1) -> tuple[float, float]:
+def timed_call(
+    fn: Callable[[], object], device: torch.device, inner: int = 1, clock: Clock = time.perf_counter
+) -> tuple[float, float]:
     """(start, seconds per call) of ``inner`` calls of ``fn``, CUDA synchronised on both sides."""
     synchronize(device)
-    t0 = time.perf_counter()
+    t0 = clock()
     for _ in range(inner):
         fn()
     synchronize(device)
-    return t0, (time.perf_counter() - t0) / inner
+    return t0, (clock() - t0) / inner
 
 
 def inner_of(inner: int | Mapping[str, int], name: str) -> int:
@@ -95,10 +108,11 @@ def interleaved(
     warmup: int,
     device: torch.device,
     inner: int | Mapping[str, int] = 1,
+    clock: Clock = time.perf_counter,
 ) -> dict[str, Any]:
     """Time the named steps in interleaved rounds: ``warmup`` untimed rounds, then ``rounds`` rounds in which
     every step runs ``inner`` times (an int, or per name) in the order :func:`round_order` gives, each timed on
-    its own with ``perf_counter`` (CUDA synchronised around it). Returns :func:`record`'s dict: ``seconds[name]``
+    its own with ``clock`` (CUDA synchronised around it). Returns :func:`record`'s dict: ``seconds[name]``
     is the per-round time of one call, ``median_s[name]`` its median; :func:`ratio` compares two steps."""
     check_rounds(rounds, warmup)
     names = list(fns)
@@ -114,7 +128,7 @@ def interleaved(
         this = round_order(names, r)
         order.append(this)
         for name in this:
-            seconds[name].append(timed_call(fns[name], device, inner_of(inner, name))[1])
+            seconds[name].append(timed_call(fns[name], device, inner_of(inner, name), clock)[1])
     return record(seconds, order)
 
 

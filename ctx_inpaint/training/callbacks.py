@@ -8,6 +8,7 @@ import math
 import os
 import platform
 import time
+from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from ctx_inpaint.cli import say
 from ctx_inpaint.errors import UserError, check_range
+from ctx_inpaint.files import atomic_write
 
 
 class NonFiniteLossError(UserError, RuntimeError):
@@ -61,7 +63,9 @@ class RunStatus(Callback):
 
     FILENAME = "run_status.json"
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        # Injectable so tests check the wall-time arithmetic on a fake clock, whatever the machine's speed.
+        self.clock = clock
         self._start: float | None = None
         self._started_at: str | None = None
         self._earlier_s = 0.0  # wall time of the attempts before this resume
@@ -70,12 +74,13 @@ class RunStatus(Callback):
     def _write(self, trainer: pl.Trainer, status: str, **extra: object) -> None:
         if not trainer.is_global_zero:
             return
-        now = time.time()
+        now = self.clock()
         record = {
             "status": status,
             "started_at": self._started_at,
             "updated_at": datetime.fromtimestamp(now, timezone.utc).isoformat(timespec="seconds"),
-            "wall_time_s": round(self._earlier_s + now - self._start, 1) if self._start is not None else None,
+            # Milliseconds: a short run's time does not round to zero.
+            "wall_time_s": round(self._earlier_s + now - self._start, 3) if self._start is not None else None,
             "attempts": self._attempt,
             "epochs_completed": int(trainer.current_epoch),
             "max_epochs": trainer.max_epochs,
@@ -83,12 +88,12 @@ class RunStatus(Callback):
             "machine": _machine(trainer),
             **extra,
         }
-        path = Path(trainer.default_root_dir) / self.FILENAME
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(record, indent=2))
+        text = json.dumps(record, indent=2).encode()
+        # Atomic: a kill or a full disk mid-write leaves the previous record, never half a JSON file.
+        atomic_write(Path(trainer.default_root_dir) / self.FILENAME, lambda f: f.write(text))
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._start = time.time()
+        self._start = self.clock()
         self._started_at = datetime.fromtimestamp(self._start, timezone.utc).isoformat(timespec="seconds")
         if trainer.ckpt_path is not None:
             self._continue_record(Path(trainer.default_root_dir) / self.FILENAME)
@@ -103,9 +108,20 @@ class RunStatus(Callback):
             return
         if not isinstance(earlier, dict):
             return
-        self._earlier_s = float(earlier.get("wall_time_s") or 0.0)
-        self._started_at = earlier.get("started_at") or self._started_at
-        self._attempt = int(earlier.get("attempts") or 1) + 1
+        wall, started, attempts = (
+            earlier.get("wall_time_s"),
+            earlier.get("started_at"),
+            earlier.get("attempts"),
+        )
+        # a damaged record (hand-edited, wrong types) costs the earlier time, never the run
+        if isinstance(wall, (int, float)) and not isinstance(wall, bool) and wall >= 0:
+            self._earlier_s = float(wall)
+        if isinstance(started, str) and started:
+            self._started_at = started
+        if isinstance(attempts, int) and not isinstance(attempts, bool) and attempts >= 1:
+            self._attempt = attempts + 1
+        else:
+            self._attempt = 2  # a record exists, so this is at least the second attempt
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._write(trainer, "running")
@@ -114,7 +130,7 @@ class RunStatus(Callback):
         """``time/wall_s`` beside each epoch's val metrics in metrics.csv (all attempts of a resumed run
         together): the time a run took to reach a quality is read from the record, not estimated."""
         if self._start is not None and not trainer.sanity_checking:
-            wall = self._earlier_s + time.time() - self._start
+            wall = self._earlier_s + self.clock() - self._start
             pl_module.log("time/wall_s", wall, on_step=False, on_epoch=True, sync_dist=False)
 
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
