@@ -1,6 +1,7 @@
 """The one policy of every CLI: a user error (bad config, data, checkpoint, flag, a diverged run) ends with one line
-``ctx-inpaint: error: ...`` on stderr and exit status 1; anything else is a bug and keeps its traceback. SIGTERM
-(after its checkpoint) exits with status 143.
+``ctx-inpaint: error: ...`` on stderr and exit status 1; anything else is a bug and keeps its traceback. A run
+stopped by SIGTERM or SIGINT (Ctrl-C) ends with one line naming the checkpoint it left and how to resume, and the
+status a shell gives a process that signal ended: 143 or 130.
 """
 
 from __future__ import annotations
@@ -9,9 +10,11 @@ import argparse
 import errno
 import logging
 import os
+import signal
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,12 +25,59 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 from pytorch_lightning.utilities.exceptions import SIGTERMException
+from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
 from ctx_inpaint.errors import UserError, instantiation_message, one_line
 
 PREFIX = "ctx-inpaint: error:"
 USER_ERROR_EXIT = 1
 SIGTERM_EXIT = 143  # 128 + SIGTERM, what a shell reports for a process the signal ended
+SIGINT_EXIT = 130  # 128 + SIGINT (Ctrl-C)
+STOP_EXITS = {int(signal.SIGTERM): SIGTERM_EXIT, int(signal.SIGINT): SIGINT_EXIT}
+
+
+@dataclass
+class StopRecord:
+    """What a stop signal did to the run in this process, for its closing line: set by
+    ``training.checkpointing`` (the handlers and the save), read by ``report_user_errors``."""
+
+    signum: int | None = None  # the first SIGTERM or SIGINT
+    run_dir: str | None = None
+    checkpoint: str | None = None  # the last.ckpt a resume continues from (None: none written)
+    step: int | None = None  # the global step it holds
+    epoch: int | None = None
+    written: bool = False  # written at the stop (False: it already held that step, or nothing was written)
+    validation_owed: bool = False  # the stop cut a validation short: the resume runs it first
+    aborted: bool = False  # a second Ctrl-C cut the stop itself short
+
+    def reset(self, run_dir: str | None = None) -> None:
+        self.__init__(run_dir=run_dir)  # type: ignore[misc]
+
+    def exit_status(self) -> int:
+        return STOP_EXITS.get(self.signum or 0, SIGTERM_EXIT)
+
+    def line(self) -> str:
+        """One line: which signal, what ``last.ckpt`` holds (the step, so the signal's save can be told from an
+        earlier one), and the command that resumes."""
+        name = signal.Signals(self.signum).name if self.signum else "SIGTERM"
+        head = f"[ctx-inpaint] stopped by {name}"
+        if self.aborted:
+            head += (
+                " (a second Ctrl-C cut the shutdown short)"
+                if self.written
+                else ", aborted by a second Ctrl-C before the stop's checkpoint was written"
+            )
+        if self.checkpoint is None:
+            where = "no last.ckpt written yet"
+        else:
+            verb = "wrote" if self.written else "kept"
+            owed = ", its validation to be rerun" if self.validation_owed else ""
+            where = f"{verb} {self.checkpoint} at global step {self.step} (epoch {self.epoch}{owed})"
+        run_dir = self.run_dir or "<this run dir>"
+        return f"{head}: {where}; resume with the same command plus hydra.run.dir={run_dir} ckpt_path=last"
+
+
+STOP = StopRecord()
 
 
 # Libraries that log through handlers of their own unless the root logger had one when they were imported.
@@ -85,13 +135,15 @@ def report_user_errors() -> Iterator[None]:
     """
     try:
         yield
-    except SIGTERMException:
-        say(
-            "[ctx-inpaint] stopped by SIGTERM after writing last.ckpt; resume with the same command plus "
-            "hydra.run.dir=<this run dir> ckpt_path=last",
-            file=sys.stderr,
-        )
-        sys.exit(SIGTERM_EXIT)
+    except SIGTERMException:  # Lightning's stop at a batch boundary, for SIGTERM and (ours) SIGINT alike
+        _say_stop()
+        sys.exit(STOP.exit_status())
+    except KeyboardInterrupt:  # a second Ctrl-C, or one outside the run's handlers
+        _interrupted()
+    except SystemExit as err:
+        if not isinstance(err.__context__, KeyboardInterrupt):
+            raise
+        _interrupted()  # Lightning's own Ctrl-C path ends in sys.exit(1)
     except (UserError, OmegaConfBaseException) as err:  # checkpoints, data, diverged runs are UserErrors
         _exit_with(err)
     except InstantiationException as err:  # a constructor refused its arguments
@@ -100,6 +152,22 @@ def report_user_errors() -> Iterator[None]:
         if err.errno not in DISK_ERRORS:
             raise  # anything else is a bug
         _exit_with(disk_message(err))
+
+
+def _interrupted() -> None:
+    """Ctrl-C that Lightning's batch-boundary stop did not take: one line and status 130, no traceback."""
+    if STOP.signum is None:  # before the run's handlers were installed: nothing trained
+        STOP.signum = int(signal.SIGINT)
+    else:  # a second Ctrl-C (the handler set this too)
+        STOP.aborted = True
+    _say_stop()
+    sys.exit(SIGINT_EXIT)
+
+
+def _say_stop() -> None:
+    """The closing line of a stopped run, once: by rank 0 (the other DDP ranks stop with it, silently)."""
+    if getattr(rank_zero_only, "rank", 0) == 0:
+        say(STOP.line(), file=sys.stderr)
 
 
 # What a full disk, a quota or a read-only folder raise: the user frees space or picks another place.

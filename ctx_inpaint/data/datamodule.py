@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import threading
 import time
+from functools import partial
+from typing import Any
 
 import pytorch_lightning as pl
 import torch
+from lightning_fabric.utilities.seed import pl_worker_init_function
 from torch.utils.data import DataLoader
 
 from ctx_inpaint.data.datasets import FixedValDataset, ImageStore, RandomCropDataset
@@ -14,6 +20,55 @@ from ctx_inpaint.data.samplers import UnpaddedDistributedSampler
 from ctx_inpaint.data.screening import Screener
 from ctx_inpaint.data.sources import resolve_files
 from ctx_inpaint.masks import MaskGenerator
+
+# ---- loader workers leave SIGINT and SIGTERM to the main process ----------------------------------------------
+# Ctrl-C, `kill -- -PGID` and SLURM's pre-emption signal the whole process group. A worker that died of it (torch's
+# worker handler re-raises SIGTERM; SIGINT ends its loop) made the main process fail with "DataLoader worker (pid N)
+# is killed by signal" at whatever it was doing, instead of finishing its step and writing last.ckpt.
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+_CAN_WAIT = hasattr(signal, "pthread_sigmask") and hasattr(signal, "sigwaitinfo")
+
+
+class SignalSafeDataLoader(DataLoader):
+    """A ``DataLoader`` whose worker processes never act on SIGINT or SIGTERM from anyone but the loader itself.
+
+    The workers are started with both signals blocked (no moment in which a group signal can end one), and
+    ``worker_init`` keeps them blocked; the loader still shuts them down as usual (and a worker that fails to
+    join still ends on the loader's ``terminate()``, see ``_exit_on_the_loaders_sigterm``)."""
+
+    def _get_iterator(self) -> Any:
+        if self.num_workers == 0 or not _CAN_WAIT:
+            return super()._get_iterator()
+        previous = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)  # workers inherit the mask
+        try:
+            return super()._get_iterator()
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, previous)  # what came meanwhile is delivered now
+
+
+def worker_init(worker_id: int, rank: int = 0) -> None:
+    """Every loader worker's init: SIGINT and SIGTERM stay blocked, a thread takes them (see
+    ``_exit_on_the_loaders_sigterm``), then Lightning's per-worker seeding (what ``seed_everything(workers=True)``
+    adds to a loader without a ``worker_init_fn``) when the run asked for it."""
+    if _CAN_WAIT:
+        signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+        threading.Thread(
+            target=_exit_on_the_loaders_sigterm, args=(os.getppid(),), daemon=True, name="stop-signals"
+        ).start()
+    else:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if int(os.environ.get("PL_SEED_WORKERS", 0)):
+        pl_worker_init_function(worker_id, rank=rank)
+
+
+def _exit_on_the_loaders_sigterm(parent: int) -> None:
+    """Take the worker's SIGINT and SIGTERM: a SIGTERM from the main process (the loader's ``terminate()`` of a
+    worker that did not stop when asked, or multiprocessing's at exit) ends it at once, as torch's own worker
+    handler does; the group's signals (from a terminal, ``kill -- -PGID``, a scheduler) are the main process's."""
+    while True:
+        info = signal.sigwaitinfo(STOP_SIGNALS)
+        if info.si_signo == signal.SIGTERM and info.si_pid == parent:
+            os._exit(0)
 
 
 class InpaintingDataModule(pl.LightningDataModule):
@@ -129,7 +184,8 @@ class InpaintingDataModule(pl.LightningDataModule):
         return trainer is not None and trainer.strategy.root_device.type == "cuda"
 
     def train_dataloader(self) -> DataLoader:
-        return DataLoader(
+        rank = self.trainer.global_rank if self.trainer is not None else 0
+        return SignalSafeDataLoader(
             self.train_set,
             batch_size=self.batch_size,
             shuffle=False,  # every index is already a fresh random crop
@@ -137,6 +193,7 @@ class InpaintingDataModule(pl.LightningDataModule):
             num_workers=self.num_workers,
             pin_memory=self._pin(),
             persistent_workers=self.persistent_workers,
+            worker_init_fn=partial(worker_init, rank=rank) if self.num_workers > 0 else None,
         )
 
     def val_dataloader(self) -> DataLoader:
@@ -145,7 +202,7 @@ class InpaintingDataModule(pl.LightningDataModule):
         if trainer is not None and trainer.world_size > 1:
             # Disjoint shares, none repeated: the reduced metrics are the whole val set's.
             sampler = UnpaddedDistributedSampler(self.val_set, trainer.world_size, trainer.global_rank)
-        return DataLoader(
+        return SignalSafeDataLoader(
             self.val_set,
             batch_size=self.val_batch_size,
             sampler=sampler,

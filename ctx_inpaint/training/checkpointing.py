@@ -1,8 +1,10 @@
 """Checkpointing: a run survives ``kill -9``, pre-emption and a kill during a save, and resumes where it was.
 
 - ``ResumableCheckpoint``: Lightning's ``ModelCheckpoint`` plus a ``last.ckpt`` every few batches (not only at
-  epoch ends), one more on SIGTERM (what clusters send before pre-emption), and the RNG states, so the random
-  crops carry on instead of repeating.
+  epoch ends), one more on SIGTERM (what clusters send before pre-emption) or SIGINT (Ctrl-C), and the RNG states,
+  so the random crops carry on instead of repeating.
+- ``catch_stop_signals`` and ``StopOnSignal``: SIGTERM and SIGINT, to the process or its whole group, stop a run at
+  the next batch boundary through Lightning's own SIGTERM flag; a second Ctrl-C aborts at once.
 - ``AtomicCheckpointIO``: the Trainer's checkpoint writer and reader. Writes go to a hidden temporary file next to
   the target, are flushed, then ``os.replace``d (readers see the old file or the new one, never half of one);
   reads go through ``loading.load_checkpoint`` (weights-only, one-line refusals), once.
@@ -16,22 +18,28 @@ from __future__ import annotations
 
 import random
 import re
+import signal
+import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 import numpy as np
 import pytorch_lightning as pl
 import torch
+from hydra.utils import instantiate
 from lightning_fabric.utilities.cloud_io import get_filesystem
 from lightning_fabric.utilities.types import _PATH
 from omegaconf import DictConfig, OmegaConf
-from pytorch_lightning.callbacks import ModelCheckpoint
+from pytorch_lightning.callbacks import Callback, ModelCheckpoint
 from pytorch_lightning.plugins.io import TorchCheckpointIO
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 from pytorch_lightning.utilities.rank_zero import rank_zero_info
 
+from ctx_inpaint.cli import STOP
 from ctx_inpaint.config import model_config
 from ctx_inpaint.files import atomic_write
 from ctx_inpaint.loading import CONFIG_KEY, CheckpointError, load_checkpoint
@@ -39,6 +47,8 @@ from ctx_inpaint.loading import CONFIG_KEY, CheckpointError, load_checkpoint
 RNG_KEY = "ctx_inpaint_rng"
 # In a checkpoint taken by SIGTERM during validation: that epoch's validation and epoch end are still owed.
 VALIDATION_OWED_KEY = "ctx_inpaint_validation_owed"
+# The classes of the optimizers and schedulers that made the checkpoint's states (a resume must use the same).
+OPTIM_KEY = "ctx_inpaint_optim"
 
 
 # ---- RNG states as plain tensors and numbers (checkpoints must load with torch.load(weights_only=True)) ----
@@ -92,8 +102,9 @@ class ResumableCheckpoint(ModelCheckpoint):
             ``save_last="link"`` (the link would outlive the best file it points at).
         best_weights_only: the top-k (best) files hold the weights, config and loop counters but no optimizer
             state (a third of the size): they are for inference and evaluation; resuming uses ``last.ckpt``.
-        save_on_sigterm: write ``last.ckpt`` when the process gets SIGTERM; Lightning finishes the current batch,
-            then stops the run.
+        save_on_sigterm: write ``last.ckpt`` when the run is stopped by SIGTERM or SIGINT (``catch_stop_signals``):
+            the current batch finishes (a validation stops at its next batch and is owed to the resume), then the
+            run stops. Nothing is written when last.ckpt already holds that step or nothing was trained yet.
     """
 
     def __init__(
@@ -122,6 +133,8 @@ class ResumableCheckpoint(ModelCheckpoint):
         self._last_step_written: int | None = (
             None  # global step held by last.ckpt, as far as this process knows
         )
+        self._last_epoch_written: int | None = None  # and its epoch
+        self._last_owes_validation = False  # and whether it owes that epoch's validation
         self._validation_owed = (
             False  # set while the SIGTERM checkpoint of an interrupted validation is written
         )
@@ -207,6 +220,8 @@ class ResumableCheckpoint(ModelCheckpoint):
             self._writing_last, self.save_last = False, mode
         self._last_written_at = time.monotonic()
         self._last_step_written = trainer.global_step
+        self._last_epoch_written = trainer.current_epoch
+        self._last_owes_validation = self._validation_owed
 
     def _save_checkpoint(self, trainer: pl.Trainer, filepath: str) -> None:
         keep, self.save_weights_only = (
@@ -245,11 +260,20 @@ class ResumableCheckpoint(ModelCheckpoint):
     def on_exception(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException
     ) -> None:
+        """A stop (SIGTERM or SIGINT, raised by Lightning as ``SIGTERMException``) writes last.ckpt, atomically,
+        unless it already holds this step or nothing was trained; the CLI's closing line names what it holds."""
+        if not isinstance(exception, SIGTERMException | KeyboardInterrupt):
+            super().on_exception(trainer, pl_module, exception)
+            return
+        self._record_stop(
+            written=False
+        )  # what a resume finds if the save below does not happen or is cut short
         if (
             self.save_on_sigterm
             and isinstance(exception, SIGTERMException)
             and self.save_last
             and not trainer.sanity_checking
+            and trainer.global_step > 0
             and self._last_step_written != trainer.global_step
         ):
             self._validation_owed = trainer.validating  # validation inside fit, cut short
@@ -257,10 +281,16 @@ class ResumableCheckpoint(ModelCheckpoint):
                 self._save_current_as_last(trainer)
             finally:
                 self._validation_owed = False
-            rank_zero_info(
-                f"[ctx-inpaint] SIGTERM: saved {self.last_model_path} at global step {trainer.global_step}"
-            )
+            self._record_stop(written=True)
         super().on_exception(trainer, pl_module, exception)
+
+    def _record_stop(self, written: bool) -> None:
+        """Tell the CLI's closing line which last.ckpt a resume continues from, and its step."""
+        if self._last_step_written is None:
+            return
+        STOP.checkpoint = self.last_model_path or str(Path(self.dirpath or ".") / "last.ckpt")
+        STOP.step, STOP.epoch = self._last_step_written, self._last_epoch_written
+        STOP.written, STOP.validation_owed = written, self._last_owes_validation
 
     def _save_current_as_last(self, trainer: pl.Trainer) -> None:
         """Write the current state to last.ckpt, also under ``save_last="link"`` (whose link would point at an
@@ -287,6 +317,10 @@ class ResumableCheckpoint(ModelCheckpoint):
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict
     ) -> None:
         checkpoint[RNG_KEY] = rng_states()
+        checkpoint[OPTIM_KEY] = {
+            "optimizers": [_class_name(type(opt)) for opt in trainer.optimizers],
+            "schedulers": [_class_name(type(config.scheduler)) for config in trainer.lr_scheduler_configs],
+        }
         if self._validation_owed:
             _owe_validation(checkpoint, trainer)
             if self._rng_before_validation is not None:
@@ -298,6 +332,8 @@ class ResumableCheckpoint(ModelCheckpoint):
         owed = checkpoint.get(VALIDATION_OWED_KEY)
         # A SIGTERM before the first batch must not rewrite the state just loaded (and drop an owed validation).
         self._last_step_written = int(checkpoint.get("global_step", -1))
+        self._last_epoch_written = int(checkpoint.get("epoch", -1))
+        self._last_owes_validation = owed is not None
         self._owed_epoch_means = dict(owed["train_epoch_means"]) if owed else {}
         for logger in trainer.loggers:  # metrics.csv continues instead of starting over
             if hasattr(logger, "mark_resumed"):
@@ -370,6 +406,87 @@ def _moved_to(state: dict[str, Any], dirpath: str | None) -> dict[str, Any]:
     return moved
 
 
+# ---- stop signals: SIGTERM (pre-emption, scancel, kill) and SIGINT (Ctrl-C) stop a run the same resumable way ----
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+class _StopSignals:
+    """The process's SIGTERM and SIGINT handler while a run is under way (``catch_stop_signals``).
+
+    The first signal sets Lightning's own stop flag (what its SIGTERM handler sets, checked at every batch
+    boundary): the step under way finishes, ``ResumableCheckpoint`` writes last.ckpt and the CLI exits with one
+    line. SIGINT takes the same path: a KeyboardInterrupt would unwind Lightning mid-step and leave no checkpoint.
+    A second Ctrl-C aborts at once (KeyboardInterrupt: a checkpoint being written is abandoned and its temporary
+    file removed, the previous last.ckpt stays whole); later signals are ignored, so the abort can clean up.
+    Only in the launching process: a DDP rank it started gets a group's Ctrl-C twice (from the terminal and passed
+    on by rank 0), and is ended by rank 0's abort anyway."""
+
+    def __init__(self) -> None:
+        self.trainer: pl.Trainer | None = None
+        self.may_abort = True
+
+    def handle(self, signum: int, frame: FrameType | None) -> None:
+        if STOP.signum is None:
+            STOP.signum = int(signum)
+            self.request()
+        elif signum == signal.SIGINT and self.may_abort and not STOP.aborted:
+            STOP.aborted = True
+            raise KeyboardInterrupt
+
+    def request(self) -> None:
+        """Raise Lightning's stop flag on the attached trainer (again after fit registered its handlers, which
+        clears it), and pass the signal on to the DDP ranks its launcher started, as Lightning does for SIGTERM."""
+        trainer = self.trainer
+        if trainer is None or STOP.signum is None:
+            return
+        connector = trainer._signal_connector
+        if not connector.received_sigterm and trainer.strategy.launcher is not None:
+            trainer.strategy.launcher.kill(STOP.signum)
+        connector.received_sigterm = True
+
+
+_SIGNALS = _StopSignals()
+
+
+@contextmanager
+def catch_stop_signals(run_dir: str | Path, launching: bool = True) -> Iterator[None]:
+    """Handle SIGTERM and SIGINT for the life of a run (see ``_StopSignals``; Lightning's SIGTERM handler, set at
+    fit start, calls this one too); the previous handlers come back afterwards. Resets ``cli.STOP``. ``launching``:
+    False in the DDP ranks the launching process started (they never abort on a second Ctrl-C)."""
+    STOP.reset(str(run_dir))
+    _SIGNALS.may_abort = launching
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signal handlers belong to the main thread
+        return
+    previous = {signum: signal.getsignal(signum) for signum in STOP_SIGNALS}
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, _SIGNALS.handle)
+    try:
+        yield
+    finally:
+        _SIGNALS.trainer = None
+        for signum, handler in previous.items():
+            signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
+
+
+class StopOnSignal(Callback):
+    """Connects the trainer to ``catch_stop_signals`` (``run.train`` adds it to every run): a signal that came
+    before the training loop (while data was screened, workers started or a checkpoint loaded) stops the run
+    before its first batch, with nothing trained and nothing written."""
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        _SIGNALS.trainer = trainer
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if STOP.signum is not None:
+            _SIGNALS.request()
+            raise SIGTERMException
+
+    def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if _SIGNALS.trainer is trainer:
+            _SIGNALS.trainer = None
+
+
 # ---- atomic writes, safe reads ----------------------------------------------------------------------
 class CheckpointWriteError(CheckpointError):
     """A checkpoint could not be written (a full disk, a quota); the previous file of that name is intact."""
@@ -398,6 +515,37 @@ def _write_failure(path: str | Path, reason: str) -> str:
         f"{path}: could not write the checkpoint ({reason}); the previous file of that name, if any, is intact; "
         "free some space, then resume with ckpt_path=last"
     )
+
+
+# files.atomic_write's temporary file of a checkpoint: ".<name>.ckpt.tmp-<pid>-<thread>".
+_TEMPORARY = re.compile(r"^\..+\.ckpt\.tmp-\d+-\d+$")
+
+
+def remove_stale_temporaries(dirpath: str | Path) -> list[Path]:
+    """Delete the temporary files that saves killed mid-write (SIGKILL, a node lost) left in ``dirpath``.
+
+    Called while the run dir's lock is held (``run.train``): no other process writes there, so every such file is
+    a dead save's, as large as a checkpoint (419 MB for the paper model) and never to be completed."""
+    folder = Path(dirpath)
+    if not folder.is_dir():
+        return []
+    stale = [p for p in folder.iterdir() if _TEMPORARY.match(p.name) and p.is_file()]
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return stale
+
+
+def own_checkpoint_name(filename: str | None) -> re.Pattern[str]:
+    """The names ``ResumableCheckpoint`` gives files in its folder: ``last.ckpt``, the best files after the
+    ``filename`` template (``epoch{epoch:03d}-psnr{val/psnr:.2f}``: any value in each field), either with
+    Lightning's ``-vN`` suffix, and a killed save's temporary file. ``overwrite=true`` deletes these only."""
+    template = filename or "{epoch}-{step}"
+    best = "".join(
+        ".+" if part.startswith("{") else re.escape(part)
+        for part in re.split(r"(\{[^}]*\})", template)
+        if part
+    )
+    return re.compile(rf"^(?:(?:last|{best})(?:-v\d+)?\.ckpt|{_TEMPORARY.pattern[1:-1]})$")
 
 
 def _is_local(path: _PATH) -> bool:
@@ -486,7 +634,7 @@ def check_resume(cfg: DictConfig) -> None:
         )
     _preloaded.clear()
     _preloaded[str(path.resolve())] = (path.stat().st_mtime_ns, ckpt)
-    differences = config_differences(ckpt[CONFIG_KEY], model_config(cfg))
+    differences = config_differences(ckpt[CONFIG_KEY], model_config(cfg)) + optimizer_differences(ckpt, cfg)
     if not differences:
         return
     whose = "the run's" if cfg.ckpt_path == "last" else "the checkpoint's"
@@ -498,6 +646,65 @@ def check_resume(cfg: DictConfig) -> None:
         f"ckpt_path={cfg.ckpt_path}: {whose} {shown}{more}; resume with the settings the checkpoint was trained "
         "with, or start a new run in another hydra.run.dir"
     )
+
+
+def _class_name(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def optimizer_differences(ckpt: Mapping[str, Any], cfg: DictConfig) -> list[tuple[str, Any, Any]]:
+    """``(key, stored, current)`` for an optimizer or scheduler of another class than the one whose state the
+    checkpoint holds: Lightning would load Adam's state into SGD and fail at the first step (``KeyError:
+    'momentum'``), after metrics.csv was rewritten. Checkpoints name their classes (``OPTIM_KEY``); for older
+    ones, another optimizer shows in the state's hyperparameters (each side has keys the other lacks). The
+    learning rates and other values may change; a scheduler may be added or dropped."""
+    stored = ckpt.get(OPTIM_KEY) or {}
+    states = ckpt.get("optimizer_states") or []
+    keys = ["optim.generator"] + (["optim.discriminator"] if len(states) > 1 else [])
+    differences = []
+    built: torch.optim.Optimizer | None = None
+    for index, key in enumerate(keys):
+        optimizer = _build_optimizer(cfg, key)
+        if index == 0:
+            built = optimizer
+        if optimizer is None:
+            continue
+        target = OmegaConf.select(cfg, f"{key}._target_")
+        names = stored.get("optimizers") or []
+        if index < len(names):
+            if names[index] != _class_name(type(optimizer)):
+                differences.append((f"{key}._target_", names[index], target))
+            continue
+        groups = (states[index].get("param_groups") if index < len(states) else None) or [{}]
+        have, want = set(groups[0]) - _BOOKKEEPING, set(optimizer.param_groups[0]) - _BOOKKEEPING
+        if have - want and want - have:
+            differences.append(
+                (f"{key}._target_", f"an optimizer with {', '.join(sorted(have - want))}", target)
+            )
+    schedulers, node = stored.get("schedulers") or [], OmegaConf.select(cfg, "optim.scheduler")
+    if schedulers and node is not None and built is not None:
+        try:
+            scheduler = instantiate(node)(built)
+        except Exception:  # noqa: BLE001 - whatever it is, the run itself reports it
+            scheduler = None
+        if scheduler is not None and schedulers[0] != _class_name(type(scheduler)):
+            differences.append(("optim.scheduler._target_", schedulers[0], node.get("_target_")))
+    return differences
+
+
+# Keys torch and the schedulers keep in every param group, whatever the optimizer.
+_BOOKKEEPING = frozenset({"params", "param_names", "initial_lr", "lr"})
+
+
+def _build_optimizer(cfg: DictConfig, key: str) -> torch.optim.Optimizer | None:
+    """The optimizer ``cfg``'s ``key`` builds, over one scalar parameter (None when it cannot be built so)."""
+    node = OmegaConf.select(cfg, key)
+    if node is None:
+        return None
+    try:
+        return instantiate(node)([torch.nn.Parameter(torch.zeros(1))])
+    except Exception:  # noqa: BLE001 - the run builds it again and reports what is wrong
+        return None
 
 
 def forget_preloaded() -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import fcntl
 import gc
 import os
-import shutil
+import re
 import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -19,14 +19,22 @@ from pytorch_lightning.utilities.rank_zero import rank_zero_info
 from ctx_inpaint.allocator import keep_freed_memory, release_freed_memory
 from ctx_inpaint.config import build_module
 from ctx_inpaint.config_check import check_config
-from ctx_inpaint.errors import UserError
+from ctx_inpaint.errors import ConfigError, UserError
 from ctx_inpaint.files import VAL_IMAGES_FILE
 from ctx_inpaint.masks import MaskGenerator
-from ctx_inpaint.training.checkpointing import check_resume, forget_preloaded
+from ctx_inpaint.training.checkpointing import (
+    StopOnSignal,
+    catch_stop_signals,
+    check_resume,
+    forget_preloaded,
+    own_checkpoint_name,
+    remove_stale_temporaries,
+)
 from ctx_inpaint.training.loggers import ensure_wandb_mode, fill_wandb_group, fill_wandb_resume
 
 LOCK_FILE = ".run.lock"
 _RANK_VARIABLES = ("RANK", "LOCAL_RANK", "NODE_RANK", "SLURM_PROCID")
+MAX_SEED = 2**32 - 1  # numpy's seeds (seed_everything refuses, older Lightning silently used 0)
 
 
 # What a run leaves in its run dir: a fresh run there would delete or mix them.
@@ -48,17 +56,36 @@ class RunDirUsedError(UserError):
     """A fresh run was asked for in a run dir that already holds a run."""
 
 
-def _present(path: Path) -> bool:
-    return path.is_file() or (path.is_dir() and any(path.iterdir()))
+# The sample grids the module writes into samples/ (one per validated epoch).
+SAMPLE_NAME = re.compile(r"^epoch_\d{4,}\.png$")
+
+
+def own_files(cfg: DictConfig, run_dir: Path, name: str) -> list[Path]:
+    """The files of the run record ``name`` that a run wrote: the file itself, or in ``checkpoints/`` and
+    ``samples/`` our checkpoints (``last.ckpt``, best files by ``callbacks.model_checkpoint.filename``, a killed
+    save's temporary file) and sample grids only; anything else a user put there is not the run's."""
+    path = run_dir / name
+    if name not in ("checkpoints", "samples"):
+        return [path] if path.is_file() else []
+    if not path.is_dir():
+        return []
+    pattern = (
+        own_checkpoint_name(OmegaConf.select(cfg, "callbacks.model_checkpoint.filename", default=None))
+        if name == "checkpoints"
+        else SAMPLE_NAME
+    )
+    return sorted(p for p in path.iterdir() if pattern.match(p.name) and (p.is_file() or p.is_symlink()))
 
 
 def claim_run_dir(cfg: DictConfig, run_dir: Path) -> None:
     """A fresh run (no ``ckpt_path``) in a run dir that holds a run is refused in one line, unless
     ``overwrite=true``, which deletes that run's records first: metrics.csv would be deleted and checkpoints
-    mixed (``last.ckpt`` beside ``last-v1.ckpt``) otherwise."""
+    mixed (``last.ckpt`` beside ``last-v1.ckpt``) otherwise. Only what a run wrote is deleted: other files in
+    ``checkpoints/`` or ``samples/`` stay (one line names them), and do not count as a run."""
     if cfg.get("ckpt_path") is not None or not _launching_process():
         return
-    found = [name for name in RUN_RECORDS if _present(run_dir / name)]
+    records = {name: own_files(cfg, run_dir, name) for name in RUN_RECORDS}
+    found = [name for name, files in records.items() if files]
     if not found:
         return
     if not cfg.get("overwrite", False):
@@ -66,12 +93,41 @@ def claim_run_dir(cfg: DictConfig, run_dir: Path) -> None:
             f"{run_dir}: already holds a run ({', '.join(found)}); resume it with ckpt_path=last, choose another "
             "hydra.run.dir, or pass overwrite=true to delete that run's records and start over"
         )
-    for name in found:
-        path = run_dir / name
-        if path.is_dir():
-            shutil.rmtree(path)
-        else:
+    for files in records.values():
+        for path in files:
             path.unlink()
+    kept = []
+    for name in ("checkpoints", "samples"):
+        folder = run_dir / name
+        if folder.is_dir() and not folder.is_symlink():
+            if any(folder.iterdir()):
+                kept += sorted(str(p.relative_to(run_dir)) for p in folder.iterdir())
+            else:
+                folder.rmdir()
+    if kept:
+        shown = ", ".join(kept[:3]) + (f" and {len(kept) - 3} more" if len(kept) > 3 else "")
+        rank_zero_info(f"[ctx-inpaint] overwrite=true: kept {shown}, not written by a run")
+
+
+def check_seed(cfg: DictConfig) -> None:
+    """``seed`` must be one numpy can take: Lightning's ``seed_everything`` fails with a traceback above 2^32-1
+    (older versions used 0 instead, so seeds 2^32 and 0 gave the same run)."""
+    seed = cfg.get("seed")
+    if isinstance(seed, int) and not isinstance(seed, bool) and not 0 <= seed <= MAX_SEED:
+        raise ConfigError(f"seed: got {seed}; expected an integer from 0 to {MAX_SEED} (2^32-1)")
+
+
+def _remove_dead_saves(cfg: DictConfig) -> None:
+    """A save killed mid-write (SIGKILL) left its temporary file: a checkpoint's size, never completed."""
+    dirpath = OmegaConf.select(cfg, "callbacks.model_checkpoint.dirpath", default=None)
+    if dirpath is None or not _launching_process():
+        return
+    removed = remove_stale_temporaries(dirpath)
+    if removed:
+        rank_zero_info(
+            f"[ctx-inpaint] removed {len(removed)} temporary file(s) of a save that was killed: "
+            + ", ".join(p.name for p in removed[:3])
+        )
 
 
 def _launching_process() -> bool:
@@ -117,11 +173,14 @@ def train(cfg: DictConfig) -> dict[str, float]:
     one process, do not add up (see ``_release_frames``)."""
     try:
         check_config(cfg)  # refuse bad keys/values before anything is built or written
+        check_seed(cfg)
         output_dir = Path(cfg.paths.output_dir)
-        with run_dir_lock(output_dir):
+        # SIGTERM and SIGINT stop the run at a batch boundary with last.ckpt written (checkpointing).
+        with run_dir_lock(output_dir), catch_stop_signals(output_dir, _launching_process()):
             # A checkpoint the config cannot continue is refused before any record is touched.
             check_resume(cfg)
             claim_run_dir(cfg, output_dir)
+            _remove_dead_saves(cfg)
             return _train(cfg, output_dir)
     except BaseException as err:
         _release_frames(err)
@@ -170,6 +229,7 @@ def _train(cfg: DictConfig, output_dir: Path) -> dict[str, float]:
         ensure_wandb_mode()
     loggers = [instantiate(c) for c in logger_cfgs.values() if c is not None]
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
+    callbacks.append(StopOnSignal())  # SIGTERM/SIGINT before the first batch stop the run there
     trainer: pl.Trainer = instantiate(cfg.trainer, logger=loggers, callbacks=callbacks)
     try:
         # ckpt_path=last: Lightning resumes from the newest last.ckpt, or starts from scratch when there is none;
