@@ -56,6 +56,15 @@ def import_onnxruntime():
 
 def export_onnx(model: LoadedModel, out: str | Path, opset: int = 17) -> Path:
     """Write the generator to ``out`` (atomically) with a dynamic batch axis and the config as metadata."""
+    out = Path(out)
+    blob = onnx_bytes(model, opset)
+    atomic_write(out, lambda f: f.write(blob))
+    return out
+
+
+def onnx_bytes(model: LoadedModel, opset: int = 17) -> bytes:
+    """The generator as a checked ONNX model (``export_onnx``'s content), for writers that check it before it
+    replaces their target (``ctx_inpaint.export``)."""
     import_onnxruntime()
     import onnx
 
@@ -82,9 +91,19 @@ def export_onnx(model: LoadedModel, out: str | Path, opset: int = 17) -> Path:
     entry = proto.metadata_props.add()
     entry.key, entry.value = CONFIG_KEY, json.dumps(model.config, default=str)
     onnx.checker.check_model(proto)
-    out = Path(out)
-    atomic_write(out, lambda f: f.write(proto.SerializeToString()))
-    return out
+    return proto.SerializeToString()
+
+
+def is_exported_graph(path: str | Path) -> bool:
+    """Whether ``path`` is an ONNX graph this module wrote (it carries the model config in its metadata): the only
+    kind of existing file an export may replace."""
+    import onnx
+
+    try:
+        proto = onnx.load(str(path), load_external_data=False)
+    except Exception:  # noqa: BLE001 - whatever the parser refuses is not a graph of ours
+        return False
+    return any(p.key == CONFIG_KEY for p in proto.metadata_props) and len(proto.graph.node) > 0
 
 
 def session(path: str | Path):

@@ -10,10 +10,12 @@ import argparse
 import shlex
 import sys
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timezone
 from pathlib import Path
 
 from ctx_inpaint.cli import ArgumentParser, report_user_errors
+from ctx_inpaint.errors import InputError, one_line
+from ctx_inpaint.files import blocking_file
 from ctx_inpaint.reporting import claims
 from ctx_inpaint.reporting.grid import image_grid
 from ctx_inpaint.reporting.plots import gan_bands, gan_curves, gan_overview, psnr_bands, psnr_vs_epoch
@@ -74,17 +76,23 @@ def _machine_line(runs: Sequence[Run]) -> str:
     )
 
 
+def _when(text: str) -> datetime:
+    """A record's ISO time (checked when read) as an aware time: records without a zone are taken as UTC."""
+    value = datetime.fromisoformat(text)
+    return value if value.tzinfo is not None else value.replace(tzinfo=timezone.utc)
+
+
 def _wall_lines(runs: Sequence[Run]) -> list[str]:
     starts = [r.record["started_at"] for r in runs if r.record.get("started_at")]
     ends = [r.record["updated_at"] for r in runs if r.record.get("updated_at")]
     total = sum(r.wall_time_s or 0.0 for r in runs)
     lines = [f"- Sum of the runs' fit times: {fmt_duration(total)}"]
     if starts and ends:
-        span = (datetime.fromisoformat(max(ends)) - datetime.fromisoformat(min(starts))).total_seconds()
+        first, last = min(starts, key=_when), max(ends, key=_when)
+        span = (_when(last) - _when(first)).total_seconds()
         lines.insert(
             0,
-            f"- Sweep wall time (first fit start {min(starts)} to last record {max(ends)}): "
-            f"{fmt_duration(span)}",
+            f"- Sweep wall time (first fit start {first} to last record {last}): {fmt_duration(span)}",
         )
     return lines
 
@@ -96,8 +104,15 @@ def build_report(
     n_images: int = 6,
     notes: Path | None = None,
 ) -> Path:
-    """Write report.md and its figures; returns the Markdown path."""
+    """Write report.md and its figures; returns the Markdown path. Every input is read, and ``out_dir`` checked,
+    before anything is written."""
     runs = load_sweep(sweep_dir)
+    notes_text = read_notes(notes) if notes is not None else ""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise InputError(f"--out: {out_dir} is a file; expected a folder for report.md and its figures")
+    blocker = blocking_file(out_dir)
+    if blocker is not None:
+        raise InputError(f"--out: {out_dir} cannot be created: {blocker} is a file; expected a folder there")
     out_dir.mkdir(parents=True, exist_ok=True)
     max_epochs = max((r.max_epochs or len(r.val) for r in runs), default=0)
     epochs = epochs or chosen_epochs(max_epochs)
@@ -146,7 +161,7 @@ def build_report(
         "",
     ]
     if notes is not None:
-        md += [notes.read_text().strip(), ""]
+        md += [notes_text.strip(), ""]
     judged = claims.judge_all(experiments)
     md += [
         "## The seed report's claims",
@@ -214,6 +229,18 @@ def build_report(
     path = out_dir / "report.md"
     path.write_text("\n".join(md).rstrip() + "\n")
     return path
+
+
+def read_notes(path: Path) -> str:
+    """The ``--notes`` Markdown, or one line naming it when it cannot be read as text."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise InputError(
+            f"--notes: {path} is not UTF-8 text ({one_line(err)[:120]}); expected a Markdown file"
+        ) from None
+    except OSError as err:
+        raise InputError(f"--notes: {path} cannot be read ({err.strerror or one_line(err)})") from None
 
 
 def parse_epochs(text: str) -> list[int]:

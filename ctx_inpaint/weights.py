@@ -59,6 +59,15 @@ def load_any(spec: str | Path, device: str | torch.device = "cpu") -> LoadedMode
     return load_model(path, device)
 
 
+def source_files(spec: str | Path) -> list[Path]:
+    """The files ``load_any(spec)`` reads (a ``.safetensors`` and its ``.json``, or a ``.ckpt``), without reading
+    them: a writer checks its output against these so that it never replaces the model it was given."""
+    path = Path(spec).expanduser()
+    if str(spec) in PRETRAINED and not path.is_file():
+        path = PRETRAINED_DIR / f"{spec}.safetensors"
+    return [path, path.with_suffix(".json")] if path.suffix == ".safetensors" else [path]
+
+
 def export_weights(
     checkpoint: str | Path, out: str | Path, dtype: str = "float16", extra: dict[str, Any] | None = None
 ) -> tuple[Path, Path]:

@@ -24,7 +24,7 @@ from ctx_inpaint.demo.__main__ import main  # noqa: E402
 from ctx_inpaint.demo.app import create_app  # noqa: E402
 from ctx_inpaint.demo.registry import ModelRegistry, checkpoint_models  # noqa: E402
 from ctx_inpaint.errors import InputError  # noqa: E402
-from ctx_inpaint.inference import Inpainter  # noqa: E402
+from ctx_inpaint.inference import Inpainter, max_windows  # noqa: E402
 from ctx_inpaint.weights import PRETRAINED_DIR  # noqa: E402
 from tests.conftest import exit_status  # noqa: E402
 
@@ -86,6 +86,14 @@ def test_the_centre_model_and_a_jpeg_of_another_size(client: TestClient) -> None
     assert resp.status_code == 200, resp.text
     assert resp.headers["x-inpaint-model"] == "center"
     check_result(resp.content, decoded, hidden)
+
+
+@functools.cache
+def gif_bomb() -> bytes:
+    """A 5 KB GIF: 200 frames of 1x1 on a 2000x2000 canvas (2.4 GB when every frame was decoded)."""
+    from tests.test_bounded_inference import gif_bomb as make
+
+    return make(2000, 2000, 200)
 
 
 @functools.cache
@@ -196,6 +204,16 @@ BAD = {
         413,
         "image: 20000x20000 is 400,000,000 pixels, over the server's limit of 4,000,000",
     ),
+    "GIF frame bomb (200 frames of 1x1 on a 2000x2000 canvas)": (
+        lambda c: c.post("/api/inpaint", files=files(gif_bomb(), png(HIDDEN))),
+        413,
+        "image: 2000x2000 x 200 frames is 800,000,000 pixels, over the server's limit of 4,000,000",
+    ),
+    "mask whose header cannot be the photo's size": (
+        lambda c: c.post("/api/inpaint", files=files(png(IMAGE), png(np.ones((1500, 1500), bool)))),
+        422,
+        "mask: 1500x1500 differs from the image's 64x48",
+    ),
     "decompression bomb as the mask": (
         lambda c: c.post("/api/inpaint", files=files(png(IMAGE), bomb())),
         413,
@@ -267,14 +285,14 @@ class Counting:
         self.calls = 0
         self.lock = threading.Lock()
 
-    def __call__(self, image, hole):
+    def __call__(self, image, hole, **kwargs):
         with self.lock:
             self.active += 1
             self.calls += 1
             self.most = max(self.most, self.active)
         time.sleep(0.05)
         try:
-            return self.inpainter(image, hole)
+            return self.inpainter(image, hole, **kwargs)
         finally:
             with self.lock:
                 self.active -= 1
@@ -370,3 +388,69 @@ def test_the_cli_help_and_its_one_line_errors(capsys, tmp_path: Path) -> None:
         assert exit_status(main, ["--port", str(port)]) == 1
     err = capsys.readouterr().err.strip()
     assert f"--port: cannot listen on 127.0.0.1:{port}" in err and "\n" not in err
+
+
+def test_a_mask_that_cannot_fit_the_photo_is_refused_from_its_header(monkeypatch) -> None:
+    """A 320x240 photo with a 9000x9000 mask (within the pixel limit) was refused only after the mask was decoded
+    (+750 MB): now from the headers, neither file decoded."""
+    import ctx_inpaint.demo.app as app_module
+
+    decoded: list[str] = []
+    real = app_module.decode_rgb
+    monkeypatch.setattr(
+        app_module,
+        "decode_rgb",
+        lambda data, name, limit=None: decoded.append(name) or real(data, name, limit),
+    )
+    client = TestClient(create_app({"freeform": "freeform"}, max_pixels=100_000_000))
+    buffer = io.BytesIO()
+    Image.new("1", (9000, 9000), 1).save(buffer, format="PNG")
+    resp = client.post("/api/inpaint", files=files(png(photo(320, 240)), buffer.getvalue()))
+    assert resp.status_code == 422, resp.text
+    assert resp.json()["detail"].startswith("mask: 9000x9000 differs from the image's 320x240; expected")
+    assert decoded == [], f"decoded before the refusal: {decoded}"
+
+
+def counting_windows(monkeypatch) -> list[int]:
+    """The side of every window the model runs on, in any Inpainter of this process."""
+    sides: list[int] = []
+    real = Inpainter._run_window
+
+    def run_window(self, image, remaining, top, left, side):
+        sides.append(side)
+        return real(self, image, remaining, top, left, side)
+
+    monkeypatch.setattr(Inpainter, "_run_window", run_window)
+    return sides
+
+
+def test_a_full_mask_on_a_50000x1_strip_is_answered_with_bounded_windows(
+    client: TestClient, monkeypatch
+) -> None:
+    """A bare 500 before (40-52 GB asked in _crop_padded): now the photo filled, a few 128-px windows."""
+    sides = counting_windows(monkeypatch)
+    image, hidden = photo(50000, 1, seed=2), np.ones((1, 50000), bool)
+    resp = client.post("/api/inpaint", files=files(png(image), png(hidden)))
+    assert resp.status_code == 200, resp.text
+    assert np.asarray(Image.open(io.BytesIO(resp.content))).shape == (1, 50000, 3)
+    assert 0 < len(sides) <= max_windows(1, 50000) and max(sides) <= 128
+
+
+def test_a_request_whose_client_left_stops_before_the_next_window(client: TestClient, monkeypatch) -> None:
+    """The fill asks whether the client is still there before each window: gone, no window runs, the answer is
+    499 (to nobody) and the model is free for the next request."""
+    from starlette.requests import Request
+
+    sides = counting_windows(monkeypatch)
+
+    async def gone(self) -> bool:
+        return True
+
+    with monkeypatch.context() as m:
+        m.setattr(Request, "is_disconnected", gone)
+        resp = client.post("/api/inpaint", files=files(png(IMAGE), png(HIDDEN)))
+    assert resp.status_code == 499 and resp.json()["detail"].startswith("request: the client disconnected")
+    assert sides == []
+    good = client.post("/api/inpaint", files=files(png(IMAGE), png(HIDDEN)))
+    assert good.status_code == 200 and sides
+    check_result(good.content, IMAGE, HIDDEN)

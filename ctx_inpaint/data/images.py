@@ -38,9 +38,14 @@ def max_pixels() -> int:
     return value
 
 
-def image_size(source: Path | bytes) -> tuple[int, int] | None:
-    """(width, height) from an image's header (a file or its bytes), nothing decoded; ``None`` when PIL does not
-    know the format (the decoders then say what is wrong)."""
+# Formats whose frames are all canvas-sized once decoded: their files count every frame's pixels.
+ANIMATED_FORMATS = ("GIF", "PNG", "WEBP")
+
+
+def image_info(source: Path | bytes) -> tuple[int, int, int] | None:
+    """(width, height, frames) from an image's header (a file or its bytes), no pixel decoded; ``frames`` is 1
+    except for animations (GIF, APNG, WebP), whose frames are counted from their headers. ``None`` when PIL
+    does not know the format (the decoders then say what is wrong)."""
     with _PIL_LIMIT_LOCK:  # the server decodes in threads: one toggle of PIL's global limit at a time
         try:
             with warnings.catch_warnings():
@@ -48,24 +53,42 @@ def image_size(source: Path | bytes) -> tuple[int, int] | None:
                 saved, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None  # our limit, our message
                 try:
                     with Image.open(_opened(source)) as pil:  # reads the header only
-                        return pil.size
+                        frames = 1
+                        if pil.format in ANIMATED_FORMATS:
+                            frames = max(1, int(getattr(pil, "n_frames", 1)))  # walks frame headers
+                        return pil.size[0], pil.size[1], frames
                 finally:
                     Image.MAX_IMAGE_PIXELS = saved
         except Exception:  # noqa: BLE001 - not an image PIL knows: the decoders below say so
             return None
 
 
+def image_size(source: Path | bytes) -> tuple[int, int] | None:
+    """(width, height) from an image's header (a file or its bytes), nothing decoded; ``None`` when PIL does not
+    know the format (the decoders then say what is wrong)."""
+    info = image_info(source)
+    return None if info is None else info[:2]
+
+
+def describe_pixels(width: int, height: int, frames: int) -> tuple[str, int]:
+    """``("WxH", pixels)``, or ``("WxH x N frames", pixels of every frame)`` for an animation: what a limit
+    message says and what it counts."""
+    what = f"{width}x{height}" if frames == 1 else f"{width}x{height} x {frames} frames"
+    return what, width * height * frames
+
+
 def check_pixels(source: Path | bytes, name: str | None = None, limit: int | None = None) -> None:
     """Refuse an image whose header claims more pixels than ``limit`` (default ``max_pixels()``), before anything
-    is decoded; the one-line ``DataError`` starts with ``name`` (default: the path)."""
+    is decoded; an animation's pixels are those of all its frames (a 3 KB GIF can hold hundreds of frames on a
+    large canvas). The one-line ``DataError`` starts with ``name`` (default: the path)."""
     limit = max_pixels() if limit is None else limit
-    size = image_size(source)
-    if size is None:
+    info = image_info(source)
+    if info is None:
         return
-    width, height = size
-    if width * height > limit:
+    what, pixels = describe_pixels(*info)
+    if pixels > limit:
         raise DataError(
-            f"{name or source}: {width}x{height} is {width * height:,} pixels, over the limit of {limit:,} "
+            f"{name or source}: {what} is {pixels:,} pixels, over the limit of {limit:,} "
             f"(set {MAX_PIXELS_ENV} to allow larger images)"
         )
 
@@ -76,7 +99,8 @@ def load_rgb(path: str | Path) -> torch.Tensor:
     Every reader of user images (training sources, inpaint, evaluate, the demo's uploads through
     ``decode_rgb``) comes here: images over the pixel limit are refused before decoding, and animated files (GIF,
     APNG, multi-page TIFF) give their first frame. torchvision's decoder handles the usual files; PIL takes what
-    it refuses (CMYK JPEGs, 16-bit PNGs...).
+    it refuses (CMYK JPEGs, 16-bit PNGs...) and every GIF (torchvision's GIF decoder expands every frame to the
+    canvas: 200 frames of 1x1 on a 2000x2000 canvas are 2.4 GB), so only the first frame is ever decoded.
     """
     path = Path(path)
     check_pixels(path)
@@ -94,31 +118,51 @@ def _opened(source: Path | bytes):
     return io.BytesIO(source) if isinstance(source, bytes) else source
 
 
-def _decode(source: Path | bytes, name: str) -> torch.Tensor:
+def _is_gif(source: Path | bytes) -> bool:
+    if isinstance(source, bytes):
+        return source[:4] == b"GIF8"
     try:
-        encoded = (
-            str(source)
-            if isinstance(source, Path)
-            else torch.frombuffer(bytearray(source), dtype=torch.uint8)
-        )
-        img = decode_image(encoded, mode=ImageReadMode.RGB, apply_exif_orientation=True)
-        if img.dim() == 4:  # an animated GIF: (frames, 3, H, W)
-            img = img[0]
-        if img.dtype == torch.uint8:
-            return img.contiguous()
-    except (RuntimeError, ValueError):
-        pass
+        with open(source, "rb") as f:
+            return f.read(4) == b"GIF8"
+    except OSError:
+        return False
+
+
+def _decode(source: Path | bytes, name: str) -> torch.Tensor:
+    if not _is_gif(source):  # GIFs: PIL, first frame only (see load_rgb)
+        try:
+            encoded = (
+                str(source)
+                if isinstance(source, Path)
+                else torch.frombuffer(bytearray(source), dtype=torch.uint8)
+            )
+            img = decode_image(encoded, mode=ImageReadMode.RGB, apply_exif_orientation=True)
+            if img.dim() == 4:  # several frames: (frames, 3, H, W)
+                img = img[0]
+            if img.dtype == torch.uint8:
+                return img.contiguous()
+        except (RuntimeError, ValueError):
+            pass
     try:
         with Image.open(_opened(source)) as pil:
-            pil.seek(0)  # the first frame of a multi-frame file
+            pil.seek(0)  # the first frame of a multi-frame file; no other frame is decoded
             pil = ImageOps.exif_transpose(pil)
-            if pil.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-                pil = Image.fromarray(_high_depth_to_uint8(np.asarray(pil), pil.mode))
-            arr = np.asarray(pil.convert("RGB"), dtype=np.uint8)
+            arr = np.asarray(pil_as_8bit(pil).convert("RGB"), dtype=np.uint8)
     except Exception as err:  # PIL raises many types for bad files
         reason = re.sub(r" ?<_io\.BytesIO object at 0x[0-9a-fA-F]+>", "", " ".join(str(err).split()))
         raise DataError(f"{name}: not a readable image ({reason or type(err).__name__})") from err
     return torch.from_numpy(arr.copy()).permute(2, 0, 1).contiguous()
+
+
+HIGH_DEPTH_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
+
+
+def pil_as_8bit(pil: Image.Image) -> Image.Image:
+    """A 16-bit, 32-bit integer or float grey image as 8-bit ``L``, its range scaled to 0..255 (PIL's own
+    ``convert`` clips them: a 16-bit photo would come out nearly white); other images as they are."""
+    if pil.mode in HIGH_DEPTH_MODES:
+        return Image.fromarray(_high_depth_to_uint8(np.asarray(pil), pil.mode))
+    return pil
 
 
 def _high_depth_to_uint8(arr: np.ndarray, mode: str) -> np.ndarray:

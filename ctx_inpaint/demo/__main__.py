@@ -2,7 +2,8 @@
 
 Open the printed address in a browser: upload a photo (or pick an embedded example), paint the hole, and compare
 the model with OpenCV's Telea and Navier-Stokes fills. ``POST /api/inpaint`` is the API (docs at ``/docs``).
-Binds to 127.0.0.1 (this machine only) unless ``--host`` says otherwise.
+Binds to 127.0.0.1 (this machine only) unless ``--host`` says otherwise, and answers only requests for its own
+names from its own page (``guard``): ``--allow-host`` and ``--allow-origin`` open it to more.
 """
 
 from __future__ import annotations
@@ -44,6 +45,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--max-jobs", type=int, default=2, help="requests decoding and filling at once (default 2)"
     )
+    p.add_argument(
+        "--allow-host",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="also answer requests for this host name or address (repeatable; * = any). By default only "
+        "localhost, 127.0.0.1, [::1], --host and the address a request came in on: a page elsewhere cannot "
+        "reach the demo by DNS rebinding",
+    )
+    p.add_argument(
+        "--allow-origin",
+        action="append",
+        default=[],
+        metavar="URL",
+        help="also serve requests that pages from this origin (scheme://host[:port]) send (repeatable; * = any). "
+        "By default only the demo's own page: other sites cannot make the browser drive it",
+    )
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1... (default: cuda if available)")
     return p.parse_args(argv)
 
@@ -56,10 +74,11 @@ def main(argv: list[str] | None = None) -> int:
 
             from ctx_inpaint.demo.app import create_app
             from ctx_inpaint.demo.registry import DEFAULT_MODELS, ModelRegistry, checkpoint_models
-            from ctx_inpaint.demo.server import LOOPBACK, bind, serve, url_of
+            from ctx_inpaint.demo.server import LOOPBACK, WILDCARDS, bind, serve, url_of
         except ImportError as err:
             raise InputError(f"the demo needs {err.name or 'its packages'}: {DEMO_EXTRA}") from None
         from ctx_inpaint.data.images import max_pixels
+        from ctx_inpaint.demo.guard import check_allowed_hosts, check_allowed_origins
         from ctx_inpaint.inference import pick_device
 
         if not (math.isfinite(args.max_upload_mb) and args.max_upload_mb > 0):
@@ -68,6 +87,10 @@ def main(argv: list[str] | None = None) -> int:
             raise InputError(f"--max-pixels: got {args.max_pixels}; expected a positive number of pixels")
         if args.max_jobs < 1:
             raise InputError(f"--max-jobs: got {args.max_jobs}; expected a whole number >= 1")
+        origins = check_allowed_origins(args.allow_origin)
+        # The name it is bound to is its own (a wildcard address names no host: --allow-host does).
+        bound = () if args.host in WILDCARDS else (args.host,)
+        hosts = check_allowed_hosts(bound, "--host") + check_allowed_hosts(args.allow_host)
         pixels = (
             max_pixels() if args.max_pixels is None else args.max_pixels
         )  # CTX_INPAINT_MAX_PIXELS checked now
@@ -79,7 +102,12 @@ def main(argv: list[str] | None = None) -> int:
         for name in {registry.default, *extra}:
             registry.load(name)
         app = create_app(
-            registry=registry, max_upload_mb=args.max_upload_mb, max_pixels=pixels, max_jobs=args.max_jobs
+            registry=registry,
+            max_upload_mb=args.max_upload_mb,
+            max_pixels=pixels,
+            max_jobs=args.max_jobs,
+            allow_hosts=hosts,
+            allow_origins=origins,
         )
         sock = bind(args.host, args.port)
     url = url_of(sock)

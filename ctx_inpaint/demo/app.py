@@ -11,16 +11,21 @@ Every bad request gets a 4xx whose JSON ``detail`` is one line naming the field 
 a file or an image over the limits, 404 for an unknown model, 422 for the rest); the server keeps serving. At
 most ``max_jobs`` requests decode and fill at once (the others wait, their uploads spooled to disk by the
 multipart parser), and each model is called by one request at a time (``registry``), so memory stays bounded
-under any load.
+under any load. Per request too: both files' headers are checked before any pixel is decoded (the pixel limit,
+every frame of an animation counted, and a mask that cannot be the photo's size), the fill's windows and model
+calls are bounded by the photo (``Inpainter.plan``), and a fill whose client disconnected stops before its next
+window (499), freeing the model.
 """
 
 # No ``from __future__ import annotations`` here: FastAPI reads the route parameters' annotations at run time.
 import io
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Literal
 
+import anyio
 import numpy as np
 import torch
 from fastapi import FastAPI, File, Form, HTTPException, Request, UploadFile
@@ -34,18 +39,20 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ctx_inpaint import __version__
 from ctx_inpaint.baselines import opencv_uint8
-from ctx_inpaint.data.images import decode_rgb, image_size
+from ctx_inpaint.data.images import decode_rgb, describe_pixels, image_info
 from ctx_inpaint.data.images import max_pixels as default_max_pixels
 from ctx_inpaint.demo.examples import example_photos
+from ctx_inpaint.demo.guard import OriginGuard
 from ctx_inpaint.demo.registry import ModelLoadError, ModelRegistry, UnknownModelError
 from ctx_inpaint.errors import InputError, UserError, one_line
-from ctx_inpaint.inference import mask_to_bool
+from ctx_inpaint.inference import Cancelled, mask_to_bool
 
 STATIC = Path(__file__).resolve().parent / "static"
 METHODS = ("model", "telea", "ns")
 METHOD_TITLES = {"telea": "OpenCV Telea", "ns": "OpenCV Navier-Stokes"}
 DEFAULT_MAX_UPLOAD_MB = 20.0
 DEFAULT_MAX_JOBS = 2
+CLIENT_GONE = 499  # nginx's "client closed request": what a stopped fill answers, to nobody
 # The page's policy: this server only (results are blob: URLs, the empty favicon a data: URL).
 CSP = (
     "default-src 'self'; img-src 'self' blob: data:; connect-src 'self' blob:; script-src 'self'; "
@@ -115,10 +122,13 @@ def create_app(
     max_pixels: int | None = None,
     max_jobs: int = DEFAULT_MAX_JOBS,
     registry: ModelRegistry | None = None,
+    allow_hosts: tuple[str, ...] = (),
+    allow_origins: tuple[str, ...] = (),
 ) -> FastAPI:
     """The demo app. ``models``: name -> shipped name or checkpoint path (default: ``freeform``, ``center``; the
     first is the default model); ``max_upload_mb``: per uploaded file; ``max_pixels``: per image (default
-    ``CTX_INPAINT_MAX_PIXELS`` or 100 megapixels); ``max_jobs``: requests decoding and filling at once."""
+    ``CTX_INPAINT_MAX_PIXELS`` or 100 megapixels); ``max_jobs``: requests decoding and filling at once;
+    ``allow_hosts``, ``allow_origins``: served besides this server's own names and page (``guard``)."""
     if not (isinstance(max_upload_mb, int | float) and max_upload_mb > 0):
         raise InputError(f"max_upload_mb: got {max_upload_mb!r}; expected a number of MB > 0")
     if not (isinstance(max_jobs, int) and max_jobs >= 1):
@@ -144,6 +154,8 @@ def create_app(
     app.state.registry = registry
     app.state.settings = {"max_upload_mb": max_upload_mb, "max_pixels": pixel_limit, "max_jobs": max_jobs}
     app.add_middleware(BodyLimit, max_bytes=2 * file_limit + 2**20, max_upload_mb=max_upload_mb)
+    # Added last, so outermost: a request from another site is refused before its body is read.
+    app.add_middleware(OriginGuard, allow_hosts=allow_hosts, allow_origins=allow_origins)
 
     @app.exception_handler(RequestValidationError)
     async def one_line_validation(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -180,6 +192,7 @@ def create_app(
         },
     )
     def inpaint(
+        request: Request,
         image: Annotated[
             UploadFile,
             File(description="the photo, any size: PNG, JPEG, WebP, BMP, TIFF, GIF (first frame)..."),
@@ -203,11 +216,17 @@ def create_app(
         except UnknownModelError as err:
             raise _error(404, str(err)) from None
         with jobs:  # bounded: uploads wait here on disk, not decoded in memory
-            photo = _decode(_read(image, "image", file_limit, max_upload_mb), "image", pixel_limit)
-            hole = _decode_mask(_read(mask, "mask", file_limit, max_upload_mb), photo, pixel_limit)
+            image_data = _read(image, "image", file_limit, max_upload_mb)
+            mask_data = _read(mask, "mask", file_limit, max_upload_mb)
+            # Both headers before any pixel: a mask that cannot fit the photo is refused undecoded.
+            image_header = _check_header(image_data, "image", pixel_limit)
+            mask_header = _check_header(mask_data, "mask", pixel_limit)
+            _check_sizes(image_header, mask_header)
+            photo = _decode(image_data, "image", pixel_limit)
+            hole = _decode_mask(mask_data, photo, pixel_limit)
             try:
                 if method == "model":
-                    filled, seconds = registry.inpaint(model, photo, hole)
+                    filled, seconds = registry.inpaint(model, photo, hole, should_stop=_client_gone(request))
                     out = filled.permute(1, 2, 0).numpy()
                 else:
                     start = time.perf_counter()
@@ -215,6 +234,10 @@ def create_app(
                         np.ascontiguousarray(photo.permute(1, 2, 0).numpy()), hole.numpy(), method
                     )
                     seconds = time.perf_counter() - start
+            except Cancelled:  # nobody is waiting for the answer; the model is free for the next request
+                raise _error(
+                    CLIENT_GONE, "request: the client disconnected; the fill was stopped (expected nothing)"
+                ) from None
             except ModelLoadError as err:
                 raise _error(503, str(err)) from None
             except UserError as err:
@@ -284,19 +307,41 @@ def _read(upload: UploadFile, name: str, limit: int, limit_mb: float) -> bytes:
     return data
 
 
-def _decode(data: bytes, name: str, pixel_limit: int) -> torch.Tensor:
-    """(3, H, W) uint8, the way every reader of user images decodes (``decode_rgb``); a header claiming more
-    than ``pixel_limit`` pixels (a decompression bomb) is refused (413) before anything is decoded."""
+def _check_header(data: bytes, name: str, pixel_limit: int) -> tuple[int, int] | None:
+    """(width, height) from the file's header, nothing decoded: an empty file is refused (422), and so is (413)
+    a header claiming more than ``pixel_limit`` pixels (a decompression bomb; an animation counts every
+    frame). ``None`` when the format is not known from a header (the decoder then says what is wrong)."""
     if not data:
         raise _error(422, f"{name}: the file is empty; expected {EXPECTED[name]}")
-    size = image_size(data)
-    if size is not None and size[0] * size[1] > pixel_limit:
-        w, h = size
+    info = image_info(data)
+    if info is None:
+        return None
+    what, pixels = describe_pixels(*info)
+    if pixels > pixel_limit:
         raise _error(
             413,
-            f"{name}: {w}x{h} is {w * h:,} pixels, over the server's limit of {pixel_limit:,} "
+            f"{name}: {what} is {pixels:,} pixels, over the server's limit of {pixel_limit:,} "
             "(--max-pixels or CTX_INPAINT_MAX_PIXELS); expected a smaller image",
         )
+    return info[0], info[1]
+
+
+def _check_sizes(image: tuple[int, int] | None, mask: tuple[int, int] | None) -> None:
+    """Refuse (422) a mask whose header size cannot be the photo's, before either is decoded (a 9000x9000 mask
+    for a 320x240 photo was decoded first, +750 MB). Either orientation passes here: EXIF may turn one of them,
+    and the decoded sizes are compared again."""
+    if image is None or mask is None or mask in (image, image[::-1]):
+        return
+    raise _error(
+        422,
+        f"mask: {mask[0]}x{mask[1]} differs from the image's {image[0]}x{image[1]}; "
+        "expected a mask of the image's size",
+    )
+
+
+def _decode(data: bytes, name: str, pixel_limit: int) -> torch.Tensor:
+    """(3, H, W) uint8, the way every reader of user images decodes (``decode_rgb``), once ``_check_header``
+    passed its header."""
     try:
         return decode_rgb(data, name, pixel_limit)
     except UserError as err:
@@ -319,6 +364,19 @@ def _decode_mask(data: bytes, photo: torch.Tensor, pixel_limit: int) -> torch.Te
             422, "mask: no hole (no pixel is white, > 127); expected white where the photo should be filled"
         )
     return hole
+
+
+def _client_gone(request: Request) -> Callable[[], bool]:
+    """Whether the request's client has disconnected, asked from the worker thread that runs the route (the
+    fill checks it before each window, so a request nobody waits for stops holding the model)."""
+
+    def gone() -> bool:
+        try:
+            return bool(anyio.from_thread.run(request.is_disconnected))
+        except RuntimeError:  # not in a worker thread of an event loop: nobody to ask
+            return False
+
+    return gone
 
 
 def encode_png(image: np.ndarray) -> bytes:

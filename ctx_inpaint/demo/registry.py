@@ -126,15 +126,22 @@ class ModelRegistry:
                 raise ModelLoadError(f"model: {entry.name!r} could not be loaded ({message})") from err
         return entry.inpainter
 
-    def inpaint(self, name: str, image: torch.Tensor, hole: torch.Tensor) -> tuple[torch.Tensor, float]:
+    def inpaint(
+        self,
+        name: str,
+        image: torch.Tensor,
+        hole: torch.Tensor,
+        should_stop: Callable[[], bool] | None = None,
+    ) -> tuple[torch.Tensor, float]:
         """``image`` (3, H, W) uint8 with ``hole`` (H, W) bool filled by model ``name``, and the call's seconds (not
         counting a first load or the wait): one call at a time per model (other requests for it wait here; other
-        models and the OpenCV fills run meanwhile)."""
+        models and the OpenCV fills run meanwhile). The work is bounded by the photo (``Inpainter.plan``) and
+        ``should_stop`` (the client gone) ends it between windows with ``Cancelled``, releasing the model."""
         entry = self.get(name)
         with entry.lock:
             inpainter = self._loaded(entry)
             start = time.perf_counter()
-            out = inpainter(image, hole)
+            out = inpainter(image, hole, should_stop=should_stop)
             seconds = time.perf_counter() - start
             entry.calls += 1
             entry.seconds += seconds

@@ -14,6 +14,7 @@ from fastapi import FastAPI
 from ctx_inpaint.errors import InputError
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
+WILDCARDS = ("0.0.0.0", "::", "")  # every interface: no one name of this server
 
 
 def bind(host: str, port: int) -> socket.socket:

@@ -10,6 +10,7 @@ patches / regions) get their own masked-input and truth rows.
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,20 +52,29 @@ def split_sample_grid(array: np.ndarray, size: int) -> dict[str, np.ndarray] | N
     return tiles
 
 
+SAMPLE_FILE = re.compile(r"^epoch_(\d+)\.png$")
+
+
 def last_samples(run: Run) -> Samples | None:
-    """The run's last saved validation grid (its final epoch, or the last one before it stopped)."""
+    """The run's last readable validation grid (its final epoch, or the last one before it stopped): a grid cut
+    short by a kill mid-save, or a stray file, is passed over for the one before it."""
     if run.path is None:
         return None
-    files = sorted((run.path / "samples").glob("epoch_*.png"))
     size = (run.config.get("data") or {}).get("input_size")
-    if not files or size is None:
+    found = [(SAMPLE_FILE.match(p.name), p) for p in (run.path / "samples").glob("epoch_*.png")]
+    files = sorted((int(m.group(1)), p) for m, p in found if m)
+    if size is None:
         return None
-    array = np.asarray(Image.open(files[-1]).convert("RGB"))
-    tiles = split_sample_grid(array, int(size))
-    if tiles is None:
-        return None
-    epoch = int(files[-1].stem.split("_")[-1]) + 1
-    return Samples(epoch=epoch, **tiles)
+    for epoch, path in reversed(files):
+        try:
+            with Image.open(path) as image:
+                array = np.asarray(image.convert("RGB"))
+        except (OSError, SyntaxError, ValueError):  # what PIL raises for truncated or foreign files
+            continue
+        tiles = split_sample_grid(array, int(size))
+        if tiles is not None:
+            return Samples(epoch=epoch + 1, **tiles)
+    return None
 
 
 def _key(samples: Samples, n: int) -> str:

@@ -6,7 +6,9 @@ import csv
 import json
 import math
 import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -96,12 +98,144 @@ class Run:
         return next((m for m in self.val if m.epoch == epoch), None)
 
 
-def _read_yaml(path: Path) -> dict[str, Any]:
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _is_time(value: object) -> bool:
+    if not isinstance(value, str):
+        return False
     try:
-        data = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError):
+        datetime.fromisoformat(value)
+    except ValueError:
+        return False
+    return True
+
+
+# What each kind of value the report reads must be (None, a missing key, always passes).
+KINDS: dict[str, Callable[[object], bool]] = {
+    "a mapping": lambda v: isinstance(v, dict),
+    "a list": lambda v: isinstance(v, list),
+    "a list of numbers": lambda v: isinstance(v, list) and all(_is_number(x) for x in v),
+    "an integer": _is_int,
+    "a positive integer": lambda v: _is_int(v) and v > 0,
+    "a number": _is_number,
+    "a string": lambda v: isinstance(v, str),
+    "a single value": lambda v: not isinstance(v, dict | list),
+    "an ISO 8601 time": _is_time,
+}
+# The keys of a run's config the report reads, parents before children.
+CONFIG_SHAPE = {
+    "name": "a single value",
+    "seed": "an integer",
+    "trainer": "a mapping",
+    "trainer.max_epochs": "an integer",
+    "data": "a mapping",
+    "data.input_size": "a positive integer",
+    "budget": "a mapping",
+    "budget.name": "a single value",
+    "ablation": "a mapping",
+    "ablation.axis": "a single value",
+    "ablation.seed_psnr": "a list of numbers",
+    "masks": "a mapping",
+    "masks._target_": "a single value",
+    "model": "a mapping",
+    "model.lambda_rec": "a number",
+    "model.encoder": "a mapping",
+    "model.encoder._target_": "a single value",
+    "model.encoder.widths": "a list",
+    "model.decoder": "a mapping",
+    "model.discriminator": "a mapping",
+}
+STATUS_SHAPE = {
+    "status": "a string",
+    "wall_time_s": "a number",
+    "started_at": "an ISO 8601 time",
+    "updated_at": "an ISO 8601 time",
+    "machine": "a mapping",
+}
+MULTIRUN_SHAPE = {
+    "name": "a single value",
+    "hydra": "a mapping",
+    "hydra.sweeper": "a mapping",
+    "hydra.sweeper.params": "a mapping",
+    "hydra.overrides": "a mapping",
+    "hydra.overrides.task": "a list",
+}
+
+
+def check_shape(path: Path, data: dict[str, Any], shape: dict[str, str]) -> None:
+    """Refuse (one line naming the file and the key) a value of another kind than the report reads: a damaged or
+    hand-edited file would otherwise end in a traceback far from its cause."""
+    for key, kind in shape.items():
+        value: Any = data
+        for part in key.split("."):
+            value = value.get(part) if isinstance(value, dict) else None
+        if value is not None and not KINDS[kind](value):
+            shown = repr(value)
+            shown = shown if len(shown) <= 60 else shown[:57] + "..."
+            raise DataError(f"{path}: {key} is {shown}; expected {kind}")
+
+
+def _read_text(path: Path, what: str) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise DataError(f"{path}: not UTF-8 text ({one_line(err)[:120]}); expected {what}") from None
+    except OSError as err:
+        raise DataError(
+            f"{path}: cannot be read ({err.strerror or one_line(err)}); expected {what}"
+        ) from None
+
+
+def read_mapping(path: Path, what: str, shape: dict[str, str], unresolved: bool = False) -> dict[str, Any]:
+    """A YAML (``.json``: JSON) mapping; ``{}`` when the file is missing or an empty YAML file, one line naming the
+    file when it is not valid, not a mapping, or holds a key of another kind than ``shape`` says. ``unresolved``:
+    the file may hold OmegaConf interpolations (``${...}``), read as unknown (None)."""
+    if not path.is_file():
         return {}
-    return data if isinstance(data, dict) else {}
+    text = _read_text(path, what)
+    try:
+        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    except (ValueError, yaml.YAMLError) as err:
+        kind = "JSON" if path.suffix == ".json" else "YAML"
+        raise DataError(f"{path}: not valid {kind} ({one_line(err)[:120]}); expected {what}") from None
+    if data is None and path.suffix != ".json":
+        return {}
+    if not isinstance(data, dict):
+        raise DataError(f"{path}: holds a {type(data).__name__} ({str(data)[:40]}); expected {what}")
+    if unresolved:
+        data = _without_interpolations(data)
+    check_shape(path, data, shape)
+    return data
+
+
+def _without_interpolations(value: Any) -> Any:
+    """``value`` with every ``${...}`` string (Hydra's unresolved ``.hydra/config.yaml``) replaced by None."""
+    if isinstance(value, dict):
+        return {k: _without_interpolations(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_without_interpolations(v) for v in value]
+    return None if isinstance(value, str) and "${" in value else value
+
+
+def read_config(run_dir: Path) -> dict[str, Any]:
+    """The run's config: ``config_resolved.yaml`` (interpolations resolved), else Hydra's ``.hydra/config.yaml``
+    (a run that stopped before training wrote the resolved one; its interpolations are unknown values)."""
+    what = "the mapping of the run's config that training writes"
+    return read_mapping(run_dir / "config_resolved.yaml", what, CONFIG_SHAPE) or read_mapping(
+        run_dir / ".hydra" / "config.yaml", what, CONFIG_SHAPE, unresolved=True
+    )
+
+
+def read_multirun(sweep_dir: Path) -> dict[str, Any]:
+    return read_mapping(
+        sweep_dir / "multirun.yaml", "the mapping Hydra writes for a multirun", MULTIRUN_SHAPE
+    )
 
 
 def _float(text: str | None) -> float | None:
@@ -119,23 +253,68 @@ def _int(text: str | None) -> int | None:
     return int(value) if value is not None and math.isfinite(value) else None
 
 
+# Columns every metrics.csv of Lightning's CSVLogger has, and those of the module's val_images.csv.
+METRICS_COLUMNS = ("epoch", "step")
+VAL_IMAGES_COLUMNS = ("epoch", "index", *VAL_KEYS)
+METRICS_WHAT = (
+    "the CSV training writes (a header of step, epoch and metric names, then one row per logged step)"
+)
+
+
+def _rows(path: Path, required: Sequence[str], what: str) -> list[dict[str | None, str | None]]:
+    """The file's rows, refused in one line when it is not UTF-8 CSV or its header lacks a ``required`` column;
+    an empty file (a run killed before its first log) has no rows."""
+    try:
+        with path.open(newline="", encoding="utf-8") as f:
+            reader = csv.DictReader(f)
+            rows = list(reader)
+            header = reader.fieldnames
+    except (csv.Error, UnicodeDecodeError, OSError) as err:
+        raise DataError(
+            f"{path}: not a readable {path.name} ({type(err).__name__}: {one_line(err)[:160]}); expected {what}"
+        ) from None
+    if header is None:
+        return []
+    missing = [c for c in required if c not in header]
+    if missing:
+        raise DataError(f"{path}: its header lacks {', '.join(missing)}; expected {what}")
+    return rows
+
+
+def _check_numeric(
+    path: Path, rows: list[dict[str | None, str | None]], columns: Sequence[str], what: str
+) -> None:
+    """A column with values of which not one is a number is not the file training writes (single odd values are
+    skipped: a kill mid-write leaves half a row)."""
+    for column in columns:
+        cells = [row.get(column) for row in rows]
+        cells = [c for c in cells if isinstance(c, str) and c != ""]
+        if cells and all(_float(c) is None for c in cells):
+            shown = cells[0] if len(cells[0]) <= 30 else cells[0][:27] + "..."
+            raise DataError(
+                f"{path}: column {column} holds no number (first value {shown!r}); expected {what}"
+            )
+
+
 def read_metrics(path: Path) -> tuple[list[EpochMetrics], dict[str, list[tuple[int, float]]]]:
     """Lightning's CSVLogger file: val metrics per epoch and every ``train/*`` series against the step."""
     val: dict[int, dict[str, float]] = {}
     train: dict[str, list[tuple[int, float]]] = {}
-    with path.open(newline="") as f:
-        for row in csv.DictReader(f):
-            epoch, step = _int(row.get("epoch")), _int(row.get("step"))
-            for key, text in row.items():
-                if key is None or not isinstance(text, str):  # fields beyond the header, or missing ones
-                    continue
-                value = _float(text)
-                if value is None:
-                    continue
-                if key.startswith("val/") and key[4:] in VAL_KEYS and epoch is not None:
-                    val.setdefault(epoch + 1, {})[key[4:]] = value
-                elif key.startswith("train/") and step is not None:
-                    train.setdefault(key[6:], []).append((step, value))
+    rows = _rows(path, METRICS_COLUMNS, METRICS_WHAT)
+    read = [k for k in (rows[0] if rows else {}) if isinstance(k, str) and k.startswith(("val/", "train/"))]
+    _check_numeric(path, rows, [*METRICS_COLUMNS, *read], METRICS_WHAT)
+    for row in rows:
+        epoch, step = _int(row.get("epoch")), _int(row.get("step"))
+        for key, text in row.items():
+            if key is None or not isinstance(text, str):  # fields beyond the header, or missing ones
+                continue
+            value = _float(text)
+            if value is None:
+                continue
+            if key.startswith("val/") and key[4:] in VAL_KEYS and epoch is not None:
+                val.setdefault(epoch + 1, {})[key[4:]] = value
+            elif key.startswith("train/") and step is not None:
+                train.setdefault(key[6:], []).append((step, value))
     epochs = [
         EpochMetrics(epoch=e, **{k: v.get(k, math.nan) for k in VAL_KEYS})
         for e, v in sorted(val.items())
@@ -147,14 +326,16 @@ def read_metrics(path: Path) -> tuple[list[EpochMetrics], dict[str, list[tuple[i
 def read_val_images(path: Path) -> dict[int, dict[int, dict[str, float]]]:
     """The module's ``val_images.csv``: per-crop val metrics of every validation. A validation run again after a
     resume appends its rows again; the last row of an (epoch, crop) wins. Rows that do not parse are skipped."""
+    what = "the CSV training writes (epoch, index, l1, l2, psnr, ssim)"
+    rows = _rows(path, VAL_IMAGES_COLUMNS, what)
+    _check_numeric(path, rows, VAL_IMAGES_COLUMNS, what)
     out: dict[int, dict[int, dict[str, float]]] = {}
-    with path.open(newline="") as f:
-        for row in csv.DictReader(f):
-            epoch, index = _int(row.get("epoch")), _int(row.get("index"))
-            values = {k: _float(row.get(k)) for k in VAL_KEYS}
-            if epoch is None or index is None or any(v is None for v in values.values()):
-                continue
-            out.setdefault(epoch, {})[index] = values  # type: ignore[assignment]
+    for row in rows:
+        epoch, index = _int(row.get("epoch")), _int(row.get("index"))
+        values = {k: _float(row.get(k)) for k in VAL_KEYS}
+        if epoch is None or index is None or any(v is None for v in values.values()):
+            continue
+        out.setdefault(epoch, {})[index] = values  # type: ignore[assignment]
     return out
 
 
@@ -196,34 +377,17 @@ def load_run(run_dir: Path) -> Run:
     match = RUN_DIR.match(run_dir.name)
     num, name = (int(match.group(1)), match.group(2)) if match else (-1, run_dir.name)
     run = Run(num=num, name=name, path=run_dir)
-    run.config = _read_yaml(run_dir / "config_resolved.yaml") or _read_yaml(
-        run_dir / ".hydra" / "config.yaml"
-    )
+    run.config = read_config(run_dir)
     run.name = str(run.config.get("name", name))
-    status_file = run_dir / "run_status.json"
-    if status_file.is_file():
-        try:
-            run.record = json.loads(status_file.read_text())
-        except json.JSONDecodeError:
-            run.record = {}
+    run.record = read_mapping(
+        run_dir / "run_status.json", "the JSON object training writes (status, times, machine)", STATUS_SHAPE
+    )
     metrics = run_dir / "metrics.csv"
     if metrics.is_file():
-        try:
-            run.val, run.train = read_metrics(metrics)
-        except (csv.Error, UnicodeDecodeError, OSError) as err:
-            raise DataError(
-                f"{metrics}: not a readable metrics.csv ({type(err).__name__}: {one_line(err)[:160]}); expected the "
-                "CSV training writes (a header of step, epoch and metric names, then one row per logged step)"
-            ) from None
+        run.val, run.train = read_metrics(metrics)
     images = run_dir / VAL_IMAGES_FILE
     if images.is_file():
-        try:
-            run.images = read_val_images(images)
-        except (csv.Error, UnicodeDecodeError, OSError) as err:
-            raise DataError(
-                f"{images}: not a readable per-image val file ({type(err).__name__}: {one_line(err)[:160]}); "
-                "expected the CSV training writes (epoch, index, l1, l2, psnr, ssim)"
-            ) from None
+        run.images = read_val_images(images)
     classify(run)
     return run
 
@@ -242,7 +406,7 @@ def planned_jobs(sweep_dir: Path) -> list[PlannedJob]:
     """Every job the sweep asked for, from ``multirun.yaml`` (the sweeper's params, then the command's overrides,
     expanded as Hydra's basic sweeper does: the product of the swept values, in order). Empty when the file is
     missing or holds a sweep this cannot expand (another sweeper's syntax)."""
-    cfg = _read_yaml(sweep_dir / "multirun.yaml")
+    cfg = read_multirun(sweep_dir)
     hydra_cfg = cfg.get("hydra") or {}
     params = (hydra_cfg.get("sweeper") or {}).get("params") or {}
     arguments = [f"{k}={v}" for k, v in params.items()] + task_overrides(sweep_dir)
@@ -276,7 +440,7 @@ def _job_name(overrides: list[str], default: str) -> str:
 
 
 def task_overrides(sweep_dir: Path) -> list[str]:
-    cfg = _read_yaml(sweep_dir / "multirun.yaml")
+    cfg = read_multirun(sweep_dir)
     return [str(o) for o in ((cfg.get("hydra") or {}).get("overrides") or {}).get("task") or []]
 
 
