@@ -25,8 +25,8 @@ from omegaconf import DictConfig
 from torch import nn
 
 from ctx_inpaint.allocator import keep_freed_memory
-from ctx_inpaint.cli import report_user_errors
-from ctx_inpaint.config import CONFIG_DIR
+from ctx_inpaint.cli import fail, report_user_errors
+from ctx_inpaint.config import CONFIG_DIR, override_problem
 from ctx_inpaint.config_check import check_config
 from ctx_inpaint.errors import ConfigError
 from ctx_inpaint.masks import MaskGenerator
@@ -300,4 +300,6 @@ def main(cfg: DictConfig) -> None:
 
 if __name__ == "__main__":
     sys.argv = _expand_sizes_flag(sys.argv)
+    if (problem := override_problem(sys.argv[1:], "bench")) is not None:
+        fail(problem)  # one line, before Hydra starts, as train
     main()

@@ -22,6 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 from ctx_inpaint.config import build_module, group_options
 from ctx_inpaint.data.sources import resolve_files
 from ctx_inpaint.errors import ConfigError, check_number, check_range, instantiation_message, keyed
+from ctx_inpaint.masks import FreeForm, RandomRegion
 from ctx_inpaint.targets import importable, walk_targets
 
 _ABSENT = object()
@@ -31,15 +32,22 @@ RANGES: dict[str, tuple[float, float, bool, bool]] = {
     "optim.generator.lr": (0.0, math.inf, False, True),
     "optim.discriminator.lr": (0.0, math.inf, False, True),
     "callbacks.model_checkpoint.last_every_s": (0.0, math.inf, False, True),
+    "masks.scale": (0.0, math.inf, False, True),
 }
 # key: lowest allowed integer (Lightning's -1 = no limit for max_epochs / max_steps)
 INTS_AT_LEAST: dict[str, int] = {
     "data.input_size": 1,
     "data.short_side": 1,
     "data.batch_size": 1,
+    "data.val_batch_size": 1,  # null: data.batch_size
     "data.samples_per_epoch": 1,
     "data.val_crops_per_image": 1,
     "data.num_workers": 0,
+    "masks.max_patches": 1,
+    "masks.noise_size": 1,
+    "bench.batch_size": 1,
+    "bench.gemm_size": 1,
+    "bench.threads": 0,
     "model.encoder.width": 1,
     "model.decoder.width": 1,
     "model.bottleneck.units": 1,
@@ -50,17 +58,29 @@ INTS_AT_LEAST: dict[str, int] = {
     "trainer.max_epochs": -1,
     "trainer.max_steps": -1,
 }
+# What null means where null is allowed (the checks above skip null).
+NULL_MEANS: dict[str, str] = {
+    "data.val_batch_size": "null (= data.batch_size)",
+    "bench.threads": "null (PyTorch's default)",
+    "data.pin_memory": "null (pin when training on CUDA)",
+}
+# Lists of positive integers (batch sizes the benchmark runs).
+POSITIVE_INT_LISTS = ("bench.sizes", "bench.infer_batches")
 CHOICES: dict[str, tuple[str, ...]] = {
     "data.on_bad_image": ("skip", "error"),
 }
 BOOLS = (
     "overwrite",
+    "data.hflip",
+    "data.cache_images",
+    "data.persistent_workers",
     "keep_freed_memory",
     "callbacks.model_checkpoint.best_weights_only",
     "model.mask_channel",
     "model.residual",
     "model.skips",
 )
+NULLABLE_BOOLS = ("data.pin_memory",)
 
 
 def check_config(cfg: DictConfig) -> None:
@@ -74,6 +94,7 @@ def check_config(cfg: DictConfig) -> None:
     _check_ckpt_path(cfg)
     _check_data_paths(cfg)
     _dry_build(cfg)
+    _check_mask_sampling(cfg)
 
 
 def _get(cfg: DictConfig, key: str) -> Any:
@@ -106,10 +127,17 @@ def _check_choices(cfg: DictConfig) -> None:
         value = _get(cfg, key)
         if value is not _ABSENT and value not in allowed:
             raise ConfigError(f"{key}: got {value!r}; expected one of {', '.join(allowed)}")
-    for key in BOOLS:
+    for key in BOOLS + NULLABLE_BOOLS:
         value = _get(cfg, key)
-        if value is not _ABSENT and not isinstance(value, bool):
-            raise ConfigError(f"{key}: got {value!r}; expected true or false")
+        if value is _ABSENT or isinstance(value, bool) or (value is None and key in NULLABLE_BOOLS):
+            continue
+        expected = "true, false" if key in NULLABLE_BOOLS else "true or false"
+        raise ConfigError(f"{key}: got {value!r}; expected {_or_null(key, expected)}")
+
+
+def _or_null(key: str, expected: str) -> str:
+    """``expected``, with what null means for the keys that allow it."""
+    return f"{expected} or {NULL_MEANS[key]}" if key in NULL_MEANS else expected
 
 
 def _check_ranges(cfg: DictConfig) -> None:
@@ -123,7 +151,16 @@ def _check_ranges(cfg: DictConfig) -> None:
             continue
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
             expected = "a positive integer" if low == 1 else f"an integer >= {low}"
-            raise ConfigError(f"{key}: got {value!r}; expected {expected}")
+            raise ConfigError(f"{key}: got {value!r}; expected {_or_null(key, expected)}")
+    for key in POSITIVE_INT_LISTS:
+        values = _get(cfg, key)
+        if values is _ABSENT or values is None:
+            continue
+        if not (OmegaConf.is_list(values) or isinstance(values, list | tuple)):
+            raise ConfigError(f"{key}: got {values!r}; expected a list of positive integers")
+        bad = [v for v in values if isinstance(v, bool) or not isinstance(v, int) or v < 1]
+        if bad:
+            raise ConfigError(f"{key}: got {bad[0]!r} in {list(values)}; expected positive integers")
     for name in ("generator", "discriminator"):
         betas = _get(cfg, f"optim.{name}.betas")
         if betas is _ABSENT or betas is None:
@@ -270,3 +307,50 @@ def _dry_build(cfg: DictConfig) -> None:
             f"model.decoder: predicts {tuple(pred.shape[1:])} but the mask needs (3, {out}, {out}) "
             f"for data.input_size={size}"
         )
+
+
+# ---- masks drawn for real --------------------------------------------------------------------------------------
+MASK_SAMPLES = 8  # seeded: milliseconds for a workable generator, seconds for one that fails
+
+
+def _check_mask_sampling(cfg: DictConfig) -> None:
+    """Draw a few masks on the CPU. A generator that can never satisfy its settings (a free-form coverage range
+    its strokes and blobs cannot land in, a random-region fraction no window has) raises only when training asks
+    for a mask, in a data-loader worker, after the run's records were written; no constructor can tell."""
+    if cfg.get("masks") is None or _get(cfg, "data.input_size") is _ABSENT:
+        return
+    try:
+        masks = instantiate(cfg.masks)
+    except InstantiationException as err:
+        raise ConfigError(instantiation_message(err, "masks")) from None
+    if isinstance(masks, RandomRegion):
+        size = round(masks.noise_size * masks.scale)
+        if size < masks.image_size:
+            raise ConfigError(
+                f"masks.noise_size: {masks.noise_size} x masks.scale {masks.scale:g} makes a {size}px pattern, "
+                f"smaller than the image; expected noise_size * scale >= data.input_size ({masks.image_size})"
+            )
+    generator = torch.Generator().manual_seed(0)
+    try:
+        for _ in range(MASK_SAMPLES):
+            masks.sample(generator)
+    except (RuntimeError, ValueError) as err:
+        raise ConfigError(_mask_failure(masks, err)) from None
+
+
+def _mask_failure(masks: object, err: Exception) -> str:
+    """One line naming the settings a mask generator could not satisfy."""
+    if isinstance(masks, FreeForm):
+        return (
+            f"masks.min_coverage: got {masks.min_coverage:g} with masks.max_coverage {masks.max_coverage:g}; "
+            f"the free-form strokes and blobs cannot land a coverage in that range at {masks.image_size} px "
+            "(no mask drawn); expected a wider or higher range, or smaller shapes (masks.min_width, "
+            "masks.min_blob, masks.max_segment)"
+        )
+    if isinstance(masks, RandomRegion):
+        return (
+            f"masks.min_fraction: got {masks.min_fraction:g} with masks.max_fraction {masks.max_fraction:g}; no "
+            f"{masks.image_size}x{masks.image_size} window of the random-region pattern (masks.density "
+            f"{masks.density:g}) hides a fraction strictly between them; expected a range nearer masks.density"
+        )
+    return keyed(str(err), "masks")

@@ -7,12 +7,14 @@ itself on first use when this was not run.
 
 from __future__ import annotations
 
+import sys
+
 import hydra
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from ctx_inpaint.cli import report_user_errors
-from ctx_inpaint.config import CONFIG_DIR
+from ctx_inpaint.cli import fail, report_user_errors
+from ctx_inpaint.config import CONFIG_DIR, override_problem
 from ctx_inpaint.config_check import check_config
 from ctx_inpaint.data.prepared import PreparedImages
 from ctx_inpaint.errors import ConfigError
@@ -38,4 +40,6 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    if (problem := override_problem(sys.argv[1:], "train")) is not None:
+        fail(problem)  # one line, before Hydra starts, as train
     main()

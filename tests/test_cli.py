@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from ctx_inpaint.train import check_experiment_args
+from ctx_inpaint.config import override_problem
 from tests.conftest import TINY, run_cli
 
 
@@ -54,9 +54,9 @@ def test_unknown_experiment_is_refused_in_one_line(tmp_path: Path) -> None:
         "ctx-inpaint: error: experiment: got nope; expected one of"
     )
     assert "l2_0999" in lines[0] and "campus_cpu" in lines[0]
-    assert check_experiment_args(["+experiment=l2_0999,l2_1", "x=1"]) is None
-    assert check_experiment_args(["+experiment=choice(a,b)"]) is None  # Hydra's sweep syntax is Hydra's
-    assert check_experiment_args(["+experiment=mine", "hydra.searchpath=[file:///x]"]) is None
+    assert override_problem(["-m", "+experiment=l2_0999,l2_1"]) is None
+    assert override_problem(["-m", "+experiment=choice(l2_1,nope)"]).startswith("experiment: got nope")
+    assert override_problem(["+experiment=mine", "hydra.searchpath=[file:///x]"]) is None
 
 
 @pytest.mark.slow
