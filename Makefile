@@ -7,10 +7,10 @@ ARGS ?=
 help: ## List the targets
 	@grep -E '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-14s %s\n", $$1, $$2}'
 
-install: ## Create .venv/ and install the package (editable) with dev extras
+install: ## Create .venv/ and install the package (editable) with the dev, onnx, demo and docs extras
 	python3 -m venv .venv
 	$(PY) -m pip install --upgrade pip
-	$(PY) -m pip install -e ".[dev,onnx,demo]"
+	$(PY) -m pip install -e ".[dev,onnx,demo,docs]"
 
 # The web demo and REST API (issue 13; README "Demo"): the page on 127.0.0.1:8000, its load test and screenshot.
 demo: ## Serve the web demo and REST API on http://127.0.0.1:8000 (shipped models); ARGS="--port 9000 --checkpoint PATH ..."
@@ -28,6 +28,12 @@ train: ## Train EXPERIMENT= (default campus_cpu: the 29-minute CPU recipe) on th
 
 test: ## Run the test suite
 	$(PY) -m pytest -q $(ARGS)
+
+docs: ## Build the documentation site (mkdocs.yml, docs/) into site/; --strict: a broken link or reference fails
+	$(PY) -m mkdocs build --strict
+
+docs-serve: ## Serve the documentation on http://127.0.0.1:8001 (mkdocs.yml's dev_addr), rebuilt on every edit; ARGS="-a HOST:PORT"
+	$(PY) -m mkdocs serve $(ARGS)
 
 lint: ## Ruff lint and format check
 	$(PY) -m ruff check ctx_inpaint tests
@@ -94,6 +100,9 @@ time-to-quality-report: ## Regenerate TTQ_RECORD/timeline.{md,json,png} from the
 
 allocator-ab: ## keep_freed_memory on and off, alternated process by process (experiments/perf/time_to_quality/allocator_ab.json)
 	flock /tmp/ctx_heavy.lock $(PY) experiments/perf/time_to_quality/allocator_ab.py $(ARGS)
+
+reliability-memory: ## Peak memory of issue 24's hostile inpainting inputs (the After half of experiments/reliability/inference_memory.txt); ARGS="--only CASE ..."
+	flock /tmp/ctx_heavy.lock $(PY) experiments/reliability/inference_memory.py $(ARGS)
 
 GPU_CHECK_OUT ?= experiments/perf/gpu
 gpu-check: ## On a CUDA machine (<= 8 min): bench trainer=gpu at batch 64/256, 300 steps of l2_0999 and random_region, DDP, kill/resume, inpaint/evaluate on cuda
@@ -179,3 +188,4 @@ clean: ## Remove run outputs (logs/) and caches, keep .venv
 
 .PHONY: weights weights-train quality-freeform leak-check help install train test lint format clean evaluate quality quality-train quality-train-tuned quality-probes ablations report bench-data bench bench-attempts bench-precision bench-ab bench3 gpu-check
 .PHONY: demo demo-loadtest demo-screenshot time-to-quality time-to-quality-report allocator-ab
+.PHONY: docs docs-serve reliability-memory
