@@ -17,7 +17,7 @@ demo: ## Serve the web demo and REST API on http://127.0.0.1:8000 (shipped model
 	$(PY) -m ctx_inpaint.demo $(ARGS)
 
 demo-loadtest: ## Load-test the API (50 requests from 4 threads, every response checked); figures in experiments/demo/loadtest.json
-	$(PY) -m ctx_inpaint.demo.loadtest --requests 50 --threads 4 --out experiments/demo/loadtest.json $(ARGS)
+	$(PY) -m tools.loadtest --requests 50 --threads 4 --out experiments/demo/loadtest.json $(ARGS)
 
 demo-screenshot: ## Redraw experiments/demo/screenshot.png in headless Chromium (apt-get install chromium chromium-driver)
 	$(PY) experiments/demo/screenshot.py --out experiments/demo/screenshot.png
@@ -68,13 +68,13 @@ BENCH_JPEGS ?= /tmp/ctx_bench_jpegs
 BENCH_DATA := data=folder data.root=$(BENCH_JPEGS)
 BENCH_OUT ?= experiments/perf
 bench-data: ## Write 2,000 random Paris-size (936x537) JPEGs to BENCH_JPEGS (not committed) and prepare their cache
-	$(PY) -m ctx_inpaint.perf.jpegs $(BENCH_JPEGS) --count 2000
+	$(PY) -m tools.jpegs $(BENCH_JPEGS) --count 2000
 	$(PY) -m ctx_inpaint.prepare $(BENCH_DATA) hydra.run.dir=$${TMPDIR:-/tmp}/ctx_prepare_run
 
 bench: bench-data ## Benchmark l2_0999 and l2_1 on those JPEGs (table, then a JSON line; saved in BENCH_OUT); ARGS=--sizes sweeps batch
 	$(PY) -m ctx_inpaint.bench +experiment=l2_0999 $(BENCH_DATA) bench.out_json=$(BENCH_OUT)/bench_l2_0999.json $(ARGS)
 	$(PY) -m ctx_inpaint.bench +experiment=l2_1 $(BENCH_DATA) bench.out_json=$(BENCH_OUT)/bench_l2_1.json $(ARGS)
-	$(PY) -m ctx_inpaint.perf.summary $(BENCH_OUT)
+	$(PY) -m tools.bench_summary $(BENCH_OUT)
 
 # Issue 14's bar: three consecutive runs of `make bench`'s l2_0999 benchmark agree within 10 % on every ratio.
 BENCH3_DIR := $(BENCH_OUT)/bench_three_runs
@@ -83,7 +83,7 @@ bench3: bench-data ## make bench's l2_0999 benchmark 3 times in a row; each rati
 	for i in 1 2 3; do \
 		$(PY) -m ctx_inpaint.bench +experiment=l2_0999 $(BENCH_DATA) bench.out_json=$(BENCH3_DIR)/run$$i.json $(ARGS) || exit 1; \
 	done
-	$(PY) -m ctx_inpaint.perf.agreement $(BENCH_OUT)/bench_three_runs.md $(BENCH3_DIR)/run1.json $(BENCH3_DIR)/run2.json $(BENCH3_DIR)/run3.json
+	$(PY) -m tools.agreement $(BENCH_OUT)/bench_three_runs.md $(BENCH3_DIR)/run1.json $(BENCH3_DIR)/run2.json $(BENCH3_DIR)/run3.json
 
 # Time to quality of `make train` (issue 14): two commits side by side, one core each, then the timeline.
 TTQ_BEFORE ?= 8517430
@@ -106,7 +106,7 @@ reliability-memory: ## Peak memory of issue 24's hostile inpainting inputs (the 
 
 GPU_CHECK_OUT ?= experiments/perf/gpu
 gpu-check: ## On a CUDA machine (<= 8 min): bench trainer=gpu at batch 64/256, 300 steps of l2_0999 and random_region, DDP, kill/resume, inpaint/evaluate on cuda
-	$(PY) -m ctx_inpaint.perf.gpu_check --out $(GPU_CHECK_OUT) --device cuda $(ARGS)
+	$(PY) -m tools.gpu_check --out $(GPU_CHECK_OUT) --device cuda $(ARGS)
 
 CKPT ?=
 EVAL_OUT ?= logs/eval
@@ -149,24 +149,24 @@ quality-probes: ## Re-run the 5-minute probes (experiments/quality/probe_ssim.sh
 
 bench-attempts: bench-data ## Re-time every speed-up tried (experiments/perf/run_attempts.sh); ATTEMPTS="name ..." for some
 	PY=$(PY) BENCH_JPEGS=$(BENCH_JPEGS) OUT=$(BENCH_OUT)/attempts bash experiments/perf/run_attempts.sh
-	$(PY) -m ctx_inpaint.perf.summary $(BENCH_OUT)
+	$(PY) -m tools.bench_summary $(BENCH_OUT)
 
 bench-ab: ## Paired A/B timing of each speed option against the defaults (experiments/perf/run_ab.sh); AB="name ..." for some
 	PY=$(PY) OUT=$(BENCH_OUT)/ab bash experiments/perf/run_ab.sh
-	$(PY) -m ctx_inpaint.perf.summary $(BENCH_OUT)
+	$(PY) -m tools.bench_summary $(BENCH_OUT)
 
 bench-precision: ## Compare float32 and bf16-mixed gradients and 30 training steps of l2_0999 (experiments/perf/)
-	$(PY) -m ctx_inpaint.perf.precision_check +experiment=l2_0999 +check_steps=30 \
+	$(PY) -m ctx_inpaint.benchmark.precision_check +experiment=l2_0999 +check_steps=30 \
 		+out_json=$(BENCH_OUT)/precision_check_l2_0999.json hydra.run.dir=$${TMPDIR:-/tmp}/ctx_precision_run
 
 # Shipped weights (issue 12): two recorded trainings of 29 minutes each on 2 CPU cores, then their generators as
-# float16 safetensors + JSON in ctx_inpaint/pretrained/ (what Inpainter.from_pretrained and `inpaint -c NAME` load).
+# float16 safetensors + JSON in ctx_inpaint/inference/pretrained/ (what Inpainter.from_pretrained and `inpaint -c NAME` load).
 WEIGHTS_RUNS ?= logs/runs/shipped
 weights-train: ## Train the shipped models into WEIGHTS_RUNS: campus_freeform, then campus_center (29 min each)
 	flock /tmp/ctx_heavy.lock $(PY) -m ctx_inpaint.train +experiment=campus_freeform hydra.run.dir=$(WEIGHTS_RUNS)/freeform
 	flock /tmp/ctx_heavy.lock $(PY) -m ctx_inpaint.train +experiment=campus_center hydra.run.dir=$(WEIGHTS_RUNS)/center
 
-weights: ## Export WEIGHTS_RUNS' last checkpoints to ctx_inpaint/pretrained/ (float16 safetensors + JSON, float16 cost measured); ARGS="--only freeform"
+weights: ## Export WEIGHTS_RUNS' last checkpoints to ctx_inpaint/inference/pretrained/ (float16 safetensors + JSON, float16 cost measured); ARGS="--only freeform"
 	$(PY) experiments/quality/freeform/ship.py --runs $(WEIGHTS_RUNS) $(ARGS)
 
 FREEFORM_OUT := experiments/quality/freeform

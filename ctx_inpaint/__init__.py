@@ -15,13 +15,13 @@ __version__ = "0.1.0"
 
 # public name -> module that defines it
 _PUBLIC = {
-    "Inpainter": "ctx_inpaint.inference",
-    "load_model": "ctx_inpaint.loading",
-    "LoadedModel": "ctx_inpaint.loading",
-    "ContextEncoderModule": "ctx_inpaint.module",
+    "Inpainter": "ctx_inpaint.inference.inpainter",
+    "load_model": "ctx_inpaint.inference.loading",
+    "LoadedModel": "ctx_inpaint.inference.loading",
+    "ContextEncoderModule": "ctx_inpaint.training.module",
     "InpaintingDataModule": "ctx_inpaint.data.datamodule",
-    "build_module": "ctx_inpaint.config",
-    "compose_config": "ctx_inpaint.config",
+    "build_module": "ctx_inpaint.config.compose",
+    "compose_config": "ctx_inpaint.config.compose",
     "fit": "ctx_inpaint.training.run",  # training.run.train; not `train`, the CLI module ctx_inpaint.train
 }
 __all__ = [*_PUBLIC, "__version__"]

@@ -1,6 +1,6 @@
 """Benchmark: ``python -m ctx_inpaint.bench +experiment=l2_0999 [--sizes] [key=value ...]``.
 
-Every ratio comes from interleaved rounds in one process (``ctx_inpaint.perf.timing``): the Lightning training
+Every ratio comes from interleaved rounds in one process (``ctx_inpaint.benchmark.timing``): the Lightning training
 step (inside ``trainer.fit``), the same step in a bare PyTorch loop, the straightforward fp32 port of it, the
 step in bf16 (where the hardware has bf16), making one training batch, and the matmul that defines the peak run
 one after another in every round, the order rotated each round; each ratio is the median of the per-round ratios,
@@ -24,13 +24,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 from torch import nn
 
-from ctx_inpaint.allocator import keep_freed_memory
-from ctx_inpaint.cli import fail, report_user_errors
-from ctx_inpaint.config import CONFIG_DIR, override_problem
-from ctx_inpaint.config_check import check_config
-from ctx_inpaint.errors import ConfigError
-from ctx_inpaint.masks import MaskGenerator
-from ctx_inpaint.perf.measure import (
+from ctx_inpaint.benchmark.measure import (
     MEASUREMENTS,
     bf16_supported,
     count_flops,
@@ -49,7 +43,13 @@ from ctx_inpaint.perf.measure import (
     want_bf16,
     with_overrides,
 )
-from ctx_inpaint.perf.timing import check_rounds, interleaved, matmul_step, put_ratio, ratio
+from ctx_inpaint.benchmark.timing import check_rounds, interleaved, matmul_step, put_ratio, ratio
+from ctx_inpaint.common.allocator import keep_freed_memory
+from ctx_inpaint.common.cli import fail, report_user_errors
+from ctx_inpaint.config.check import check_config
+from ctx_inpaint.config.compose import CONFIG_DIR, override_problem
+from ctx_inpaint.errors import ConfigError
+from ctx_inpaint.masks.generators import MaskGenerator
 
 SWEEP_SIZES = [16, 32, 64, 128]
 MACHINE_NOTE = (

@@ -9,7 +9,7 @@ validation (same short side, crops per photo and seed), so the model's row equal
 same crops: per set the hole and whole-image metrics, results by hole-area bin, the model against each baseline
 image by image, and a fingerprint of the masks and images, so two tables are comparable only when they agree.
 A folder gets the same crop protocol; a ``paris_eval_gt/`` folder gets the Paris StreetView protocol (each
-227x227 image resized to the model's input, centre hole). Metrics follow ``ctx_inpaint.metrics`` (hidden
+227x227 image resized to the model's input, centre hole). Metrics follow ``ctx_inpaint.evaluation.metrics`` (hidden
 pixels of the composited output, values in [0, 1], PSNR per image then averaged). Writes ``per_image.csv``,
 ``summary.json`` and ``table.md`` (and ``samples.png`` with ``--grid N``).
 """
@@ -28,16 +28,12 @@ import torch
 from torchvision.utils import make_grid, save_image
 from tqdm import tqdm
 
-from ctx_inpaint.baselines import Baseline, make_baselines
-from ctx_inpaint.cli import ArgumentParser, report_user_errors
+from ctx_inpaint.common.cli import ArgumentParser, report_user_errors
 from ctx_inpaint.data.sources import embedded_set, list_images
 from ctx_inpaint.errors import InputError, MissingDataError
-from ctx_inpaint.inference import pick_device
-from ctx_inpaint.loading import LoadedModel
-from ctx_inpaint.mask_sets import MASK_SETS, draw_masks, fingerprint, parse_mask_sets
-from ctx_inpaint.masks import MaskGenerator, apply_mask
-from ctx_inpaint.metrics import to_unit_range
-from ctx_inpaint.scoring import (
+from ctx_inpaint.evaluation.baselines import Baseline, make_baselines
+from ctx_inpaint.evaluation.metrics import to_unit_range
+from ctx_inpaint.evaluation.scoring import (
     EvalSample,
     by_area,
     centre_masks_for,
@@ -49,7 +45,11 @@ from ctx_inpaint.scoring import (
     score_method,
     scored_outputs,
 )
-from ctx_inpaint.weights import load_any
+from ctx_inpaint.inference.inpainter import pick_device
+from ctx_inpaint.inference.loading import LoadedModel
+from ctx_inpaint.inference.weights import load_any
+from ctx_inpaint.masks.generators import MaskGenerator, apply_mask
+from ctx_inpaint.masks.sets import MASK_SETS, draw_masks, fingerprint, parse_mask_sets
 
 # conf/data/default.yaml's validation settings, for checkpoints that do not record theirs.
 VAL_DEFAULTS = {"short_side": 350, "crops_per_image": 8, "seed": 1234}

@@ -1,7 +1,7 @@
 """Export a model to ONNX: ``python -m ctx_inpaint.export [--checkpoint freeform] --out model.onnx``.
 
 Checks onnxruntime's output against PyTorch's on the same inputs (fails above ``--tolerance``) and prints both
-runtimes' CPU latency at batch 1. Needs the ``[onnx]`` extra. What the graph takes: ``ctx_inpaint.onnx_export``.
+runtimes' CPU latency at batch 1. Needs the ``[onnx]`` extra. What the graph takes: ``ctx_inpaint.inference.onnx``.
 
 The graph is written to a temporary file beside ``--out`` and renamed over it only once the parity check passed:
 a failed export leaves nothing behind. ``--out`` may replace an earlier export, never the checkpoint, a folder or
@@ -14,11 +14,11 @@ import os
 import sys
 from pathlib import Path
 
-from ctx_inpaint.cli import ArgumentParser, report_user_errors
+from ctx_inpaint.common.cli import ArgumentParser, report_user_errors
+from ctx_inpaint.common.files import atomic_path, blocking_file
 from ctx_inpaint.errors import InputError
-from ctx_inpaint.files import atomic_path, blocking_file
-from ctx_inpaint.onnx_export import import_onnxruntime, is_exported_graph, latency, onnx_bytes, parity
-from ctx_inpaint.weights import load_any, source_files
+from ctx_inpaint.inference.onnx import import_onnxruntime, is_exported_graph, latency, onnx_bytes, parity
+from ctx_inpaint.inference.weights import load_any, source_files
 
 # float32 graphs agree with PyTorch to rounding; 1e-4 leaves room for other kernels' summation order.
 TOLERANCE = 1e-4

@@ -24,13 +24,13 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from ctx_inpaint.cli import ArgumentParser, report_user_errors
+from ctx_inpaint.common.cli import ArgumentParser, report_user_errors
+from ctx_inpaint.common.files import atomic_write, blocking_file
 from ctx_inpaint.data.images import load_rgb
 from ctx_inpaint.data.sources import FORBIDDEN_NAMES, IMAGE_EXTENSIONS, list_images
 from ctx_inpaint.errors import InputError, MissingDataError
-from ctx_inpaint.files import atomic_write, blocking_file
-from ctx_inpaint.inference import MASK_MODES, Inpainter, check_margin, mask_to_bool, pick_device
-from ctx_inpaint.masks import MEAN_FILL
+from ctx_inpaint.inference.inpainter import MASK_MODES, Inpainter, check_margin, mask_to_bool, pick_device
+from ctx_inpaint.masks.generators import MEAN_FILL
 
 
 def open_image(path: Path) -> Image.Image:

@@ -13,9 +13,9 @@ import hydra
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from ctx_inpaint.cli import fail, report_user_errors
-from ctx_inpaint.config import CONFIG_DIR, override_problem
-from ctx_inpaint.config_check import check_config
+from ctx_inpaint.common.cli import fail, report_user_errors
+from ctx_inpaint.config.check import check_config
+from ctx_inpaint.config.compose import CONFIG_DIR, override_problem
 from ctx_inpaint.data.prepared import PreparedImages
 from ctx_inpaint.errors import ConfigError
 

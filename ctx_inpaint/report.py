@@ -13,9 +13,9 @@ from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 
-from ctx_inpaint.cli import ArgumentParser, report_user_errors
+from ctx_inpaint.common.cli import ArgumentParser, report_user_errors
+from ctx_inpaint.common.files import blocking_file
 from ctx_inpaint.errors import InputError, one_line
-from ctx_inpaint.files import blocking_file
 from ctx_inpaint.reporting import claims
 from ctx_inpaint.reporting.grid import image_grid
 from ctx_inpaint.reporting.plots import gan_bands, gan_curves, gan_overview, psnr_bands, psnr_vs_epoch

@@ -10,8 +10,8 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
-from ctx_inpaint.cli import fail, join_job_log, report_user_errors
-from ctx_inpaint.config import CONFIG_DIR, override_problem
+from ctx_inpaint.common.cli import fail, join_job_log, report_user_errors
+from ctx_inpaint.config.compose import CONFIG_DIR, override_problem
 from ctx_inpaint.training.run import train
 
 

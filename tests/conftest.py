@@ -13,7 +13,7 @@ import pytest
 from omegaconf import DictConfig
 from PIL import Image
 
-from ctx_inpaint.config import compose_config
+from ctx_inpaint.config.compose import compose_config
 
 # Overrides that make every network tiny: a full GAN step on 32x32 crops takes milliseconds.
 # The tiny settings every test runs with: conf/debug/tiny.yaml (users smoke-test with the same `+debug=tiny`).

@@ -126,7 +126,7 @@ class JobMemory(HydraCallback):
         self.peak_known = reset_peak()
 
     def on_job_end(self, config: DictConfig, job_return: Any = None, **kwargs: Any) -> None:
-        from ctx_inpaint.module import ContextEncoderModule
+        from ctx_inpaint.training.module import ContextEncoderModule
 
         record: dict[str, Any] = {
             "job": int(config.hydra.job.num),

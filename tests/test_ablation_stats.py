@@ -13,11 +13,11 @@ import pytorch_lightning as pl
 import torch
 from hydra.utils import instantiate
 
-from ctx_inpaint.config import compose_config
+from ctx_inpaint.config.compose import compose_config
+from ctx_inpaint.evaluation.stats import mean_interval, two_way_bootstrap
 from ctx_inpaint.reporting import claims
 from ctx_inpaint.reporting.runs import load_sweep
 from ctx_inpaint.reporting.seeds import group, paired_difference
-from ctx_inpaint.stats import mean_interval, two_way_bootstrap
 from tests.conftest import TINY
 
 

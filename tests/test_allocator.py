@@ -11,12 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from ctx_inpaint.config_check import check_config
+from ctx_inpaint.config.check import check_config
 from ctx_inpaint.errors import ConfigError
 
 PROBE = """
 import resource, sys, torch
-from ctx_inpaint.allocator import keep_freed_memory
+from ctx_inpaint.common.allocator import keep_freed_memory
 on = keep_freed_memory(sys.argv[1] == "1")
 n = 65 * 2**20 // 4  # a 65 MiB float32 tensor, the size of a dense layer's gradient
 faults = []
@@ -54,7 +54,7 @@ def test_kept_memory_is_not_faulted_in_again() -> None:
 
 RELEASE = """
 import os, sys, torch
-from ctx_inpaint.allocator import keep_freed_memory, release_freed_memory
+from ctx_inpaint.common.allocator import keep_freed_memory, release_freed_memory
 def rss():
     return int(open("/proc/self/statm").read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 assert keep_freed_memory(True)

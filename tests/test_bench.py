@@ -17,7 +17,11 @@ import torch
 from hydra.utils import instantiate
 
 from ctx_inpaint.bench import _expand_sizes_flag
-from ctx_inpaint.config import build_module
+from ctx_inpaint.benchmark.lightning_runs import BatchClock, InterleavingClock, repeated_loader
+from ctx_inpaint.benchmark.loops import parts_from_module, plain_step
+from ctx_inpaint.benchmark.measure import derive, straightforward_config, with_overrides
+from ctx_inpaint.benchmark.timing import interleaved, median_seconds, put_ratio, ratio, round_order
+from ctx_inpaint.config.compose import build_module
 from ctx_inpaint.data.datasets import ImageStore
 from ctx_inpaint.data.prepared import PreparedImages
 from ctx_inpaint.models.bottlenecks import DenseBottleneck
@@ -25,14 +29,10 @@ from ctx_inpaint.models.decoders import Decoder
 from ctx_inpaint.models.dense import set_matmul
 from ctx_inpaint.models.encoders import AlexNetEncoder, PaperEncoder
 from ctx_inpaint.models.generator import Generator
-from ctx_inpaint.perf import agreement
-from ctx_inpaint.perf.lightning_runs import BatchClock, InterleavingClock, repeated_loader
-from ctx_inpaint.perf.loops import parts_from_module, plain_step
-from ctx_inpaint.perf.measure import derive, straightforward_config, with_overrides
-from ctx_inpaint.perf.summary import write_summary
-from ctx_inpaint.perf.timing import interleaved, median_seconds, put_ratio, ratio, round_order
 from tests.conftest import TINY, write_images
 from tests.test_data import make_dm
+from tools import agreement
+from tools.bench_summary import write_summary
 
 ROOT = Path(__file__).resolve().parent.parent
 

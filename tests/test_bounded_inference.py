@@ -19,11 +19,11 @@ import torch.nn.functional as F
 from PIL import Image
 from torchvision.transforms.v2 import functional as TF
 
-import ctx_inpaint.inference as inference
+import ctx_inpaint.inference.inpainter as inference
 from ctx_inpaint.data import images
 from ctx_inpaint.data.images import decode_rgb
 from ctx_inpaint.errors import DataError
-from ctx_inpaint.inference import (
+from ctx_inpaint.inference.inpainter import (
     MAX_WINDOW,
     Cancelled,
     Inpainter,
@@ -31,8 +31,8 @@ from ctx_inpaint.inference import (
     _box_mask,
     max_windows,
 )
-from ctx_inpaint.mask_sets import draw_masks
-from ctx_inpaint.masks import apply_mask, crop_box
+from ctx_inpaint.masks.generators import apply_mask, crop_box
+from ctx_inpaint.masks.sets import draw_masks
 
 
 class LegacyInpainter(Inpainter):

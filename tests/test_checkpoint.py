@@ -10,9 +10,9 @@ import pytest
 import torch
 from hydra.utils import instantiate
 
-from ctx_inpaint.config import build_module
-from ctx_inpaint.loading import CheckpointError, load_checkpoint, load_model
-from ctx_inpaint.masks import apply_mask
+from ctx_inpaint.config.compose import build_module
+from ctx_inpaint.inference.loading import CheckpointError, load_checkpoint, load_model
+from ctx_inpaint.masks.generators import apply_mask
 from tests.conftest import TINY, compose_config
 from tests.tiny_checkpoints import tiny_checkpoint
 
@@ -128,8 +128,8 @@ def test_checkpoint_without_config_or_with_other_weights(center_ckpt: Path, tmp_
         ("model.encoder", "ctx_inpaint.models.encoders.torch.save"),
         ("model.encoder", "ctx_inpaint.models.encoders.nn.Module"),  # a class, but torch's
         ("model.decoder", "ctx_inpaint.models.init.dcgan_init"),  # ours, but a function
-        ("masks", "ctx_inpaint.masks.torch.save"),
-        ("model", "ctx_inpaint.module.torch.save"),
+        ("masks", "ctx_inpaint.masks.generators.torch.save"),
+        ("model", "ctx_inpaint.training.module.torch.save"),
     ],
 )
 def test_config_targets_reexported_into_the_package_are_refused(
@@ -168,7 +168,7 @@ def test_config_from_another_version_is_one_error_line(center_ckpt: Path, tmp_pa
 
 def test_lightning_load_from_checkpoint_rebuilds_the_module_from_its_config(center_ckpt: Path) -> None:
     """``ContextEncoderModule.load_from_checkpoint(path)`` works with nothing but the checkpoint (weights-only)."""
-    from ctx_inpaint.module import ContextEncoderModule
+    from ctx_inpaint.training.module import ContextEncoderModule
 
     module = ContextEncoderModule.load_from_checkpoint(center_ckpt)
     state = torch.load(center_ckpt, weights_only=True)["state_dict"]

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from ctx_inpaint.config import override_problem
+from ctx_inpaint.config.compose import override_problem
 from tests.conftest import TINY, run_cli
 
 

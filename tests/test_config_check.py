@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from ctx_inpaint.config_check import check_config
+from ctx_inpaint.config.check import check_config
 from ctx_inpaint.errors import ConfigError, UserError
 from tests.conftest import TINY, compose_config
 
@@ -50,7 +50,7 @@ CASES = {
         ["model.bottleneck._target_", "Nope", "channelwise|dense|none"],
     ),
     "unknown mask": (
-        ["masks._target_=ctx_inpaint.masks.Nope"],
+        ["masks._target_=ctx_inpaint.masks.generators.Nope"],
         ["masks._target_", "Nope", "center|freeform|random_patches|random_region"],
     ),
     "input size the encoder cannot take": (

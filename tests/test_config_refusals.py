@@ -19,8 +19,8 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import open_dict
 
-from ctx_inpaint.config import CONFIG_DIR, override_problem
-from ctx_inpaint.config_check import check_config
+from ctx_inpaint.config.check import check_config
+from ctx_inpaint.config.compose import CONFIG_DIR, override_problem
 from ctx_inpaint.errors import ConfigError
 from tests.conftest import REPO, TINY, compose_config
 

@@ -6,7 +6,7 @@ import torch
 from ctx_inpaint.data import InpaintingDataModule
 from ctx_inpaint.data.images import resize_short_side
 from ctx_inpaint.data.sources import FORBIDDEN_NAMES, embedded_files, paris_files, resolve_files
-from ctx_inpaint.masks import CenterMask, RandomRegion
+from ctx_inpaint.masks.generators import CenterMask, RandomRegion
 from tests.conftest import write_images
 
 

@@ -20,12 +20,12 @@ from fastapi.testclient import TestClient  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from ctx_inpaint.data.images import decode_rgb  # noqa: E402
-from ctx_inpaint.demo.__main__ import main  # noqa: E402
-from ctx_inpaint.demo.app import create_app  # noqa: E402
-from ctx_inpaint.demo.registry import ModelRegistry, checkpoint_models  # noqa: E402
+from ctx_inpaint.demo import main  # noqa: E402
 from ctx_inpaint.errors import InputError  # noqa: E402
-from ctx_inpaint.inference import Inpainter, max_windows  # noqa: E402
-from ctx_inpaint.weights import PRETRAINED_DIR  # noqa: E402
+from ctx_inpaint.inference.demo.app import create_app  # noqa: E402
+from ctx_inpaint.inference.demo.registry import ModelRegistry, checkpoint_models  # noqa: E402
+from ctx_inpaint.inference.inpainter import Inpainter, max_windows  # noqa: E402
+from ctx_inpaint.inference.weights import PRETRAINED_DIR  # noqa: E402
 from tests.conftest import exit_status  # noqa: E402
 
 MAX_UPLOAD_MB = 0.5
@@ -249,7 +249,7 @@ def test_the_page_models_examples_and_docs_are_served_with_nothing_from_elsewher
     page = client.get("/")
     assert page.status_code == 200 and "<canvas" in page.text
     assert "default-src 'self'" in page.headers["content-security-policy"]
-    static = Path(__file__).resolve().parents[1] / "ctx_inpaint" / "demo" / "static"
+    static = Path(__file__).resolve().parents[1] / "ctx_inpaint" / "inference" / "demo" / "static"
     for path in static.iterdir():
         text = client.get(f"/static/{path.name}").text
         assert "http://" not in text and "https://" not in text and "//cdn" not in text, path.name
@@ -330,8 +330,8 @@ def test_model_calls_are_serialised_per_model_under_concurrent_requests() -> Non
 
 def test_a_real_server_under_a_short_load_answers_every_request_correctly() -> None:
     """The load test's code against uvicorn on 127.0.0.1 (make demo-loadtest runs 50 requests from 4 threads)."""
-    from ctx_inpaint.demo.loadtest import brush_mask, load_test
-    from ctx_inpaint.demo.server import BackgroundServer
+    from ctx_inpaint.inference.demo.server import BackgroundServer
+    from tools.loadtest import brush_mask, load_test
 
     image = photo(96, 72, seed=5)
     hidden = brush_mask(96, 72, seed=1)
@@ -393,7 +393,7 @@ def test_the_cli_help_and_its_one_line_errors(capsys, tmp_path: Path) -> None:
 def test_a_mask_that_cannot_fit_the_photo_is_refused_from_its_header(monkeypatch) -> None:
     """A 320x240 photo with a 9000x9000 mask (within the pixel limit) was refused only after the mask was decoded
     (+750 MB): now from the headers, neither file decoded."""
-    import ctx_inpaint.demo.app as app_module
+    import ctx_inpaint.inference.demo.app as app_module
 
     decoded: list[str] = []
     real = app_module.decode_rgb

@@ -13,7 +13,7 @@ import pytest
 
 pytest.importorskip("fastapi", reason='the demo extra is not installed: pip install -e ".[demo]"')
 
-from ctx_inpaint.demo.browser import (  # noqa: E402
+from tools.browser import (  # noqa: E402
     draw_stroke,
     fetch_bytes,
     find_chromium,
@@ -29,8 +29,8 @@ if not isinstance(FOUND, str):
     from PIL import Image
     from selenium.webdriver.common.by import By
 
-    from ctx_inpaint.demo.app import create_app
-    from ctx_inpaint.demo.server import BackgroundServer
+    from ctx_inpaint.inference.demo.app import create_app
+    from ctx_inpaint.inference.demo.server import BackgroundServer
 
 
 @pytest.fixture(scope="module")

@@ -12,9 +12,9 @@ import pytest
 import torch
 from PIL import Image
 
-from ctx_inpaint.baselines import make_baselines
 from ctx_inpaint.evaluate import evaluate, main
-from ctx_inpaint.masks import CenterMask
+from ctx_inpaint.evaluation.baselines import make_baselines
+from ctx_inpaint.masks.generators import CenterMask
 from tests.conftest import exit_status
 from tests.tiny_checkpoints import tiny_checkpoint
 
@@ -188,7 +188,7 @@ def test_flags_are_checked_before_loading_anything(tmp_path: Path, monkeypatch) 
 
 def test_each_image_is_scored_once_and_the_summary_pools_its_rows(tmp_path: Path, monkeypatch) -> None:
     """One metric object per method gives the rows and the summary; they agree to float32 rounding."""
-    import ctx_inpaint.metrics as metrics
+    import ctx_inpaint.evaluation.metrics as metrics
 
     folder = tmp_path / "imgs"
     folder.mkdir()

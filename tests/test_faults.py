@@ -16,7 +16,7 @@ import pytorch_lightning as pl
 import torch
 from omegaconf import OmegaConf, open_dict
 
-from ctx_inpaint.loading import CheckpointError, load_model
+from ctx_inpaint.inference.loading import CheckpointError, load_model
 from ctx_inpaint.training.callbacks import NonFiniteLossError, RunStatus
 from ctx_inpaint.training.checkpointing import AtomicCheckpointIO, check_resume
 from ctx_inpaint.training.loggers import ResumableCSVLogger, fill_wandb_resume
@@ -210,7 +210,7 @@ def test_linked_last_checkpoint_still_follows_the_latest_epoch(tiny_cfg) -> None
 def test_nonfinite_loss_stops_with_step_and_term_and_keeps_last_good_checkpoint(
     tiny_cfg, monkeypatch
 ) -> None:
-    import ctx_inpaint.module as module_mod
+    import ctx_inpaint.training.module as module_mod
 
     real = module_mod.masked_reconstruction
     calls = {"n": 0}
@@ -287,8 +287,8 @@ def test_lightning_resume_path_is_weights_only(tiny_cfg, tmp_path: Path) -> None
 
     from hydra.utils import instantiate
 
-    from ctx_inpaint.config import build_module
-    from ctx_inpaint.loading import CheckpointError
+    from ctx_inpaint.config.compose import build_module
+    from ctx_inpaint.inference.loading import CheckpointError
 
     marker = tmp_path / "pwned"
     evil = tmp_path / "evil.ckpt"
@@ -384,7 +384,7 @@ def test_budget_cosine_anneals_the_lr_per_batch_over_the_epochs(tiny_cfg, tmp_pa
     from hydra.utils import instantiate
     from pytorch_lightning.callbacks import Callback
 
-    from ctx_inpaint.config import build_module
+    from ctx_inpaint.config.compose import build_module
     from ctx_inpaint.training.callbacks import BudgetCosineLR
 
     seen: list[float] = []
@@ -649,7 +649,7 @@ class _FullDisk(io.RawIOBase):
 
 def _one_error_line(capsys, run) -> str:
     """``run()`` under the CLIs' error policy: its exit status must be 1 and stderr one error line."""
-    from ctx_inpaint.cli import report_user_errors
+    from ctx_inpaint.common.cli import report_user_errors
 
     capsys.readouterr()
     with pytest.raises(SystemExit) as stop:
@@ -701,7 +701,7 @@ def test_a_run_dir_that_cannot_be_written_is_refused_in_one_line(tmp_path: Path,
     """Issue 15.12: Hydra creates the run dir itself, with a traceback when it cannot (a read-only file system,
     a path through a file). As root, chmod 555 does not stop writes: a path through a file, and a monkeypatched
     os.access for a read-only folder."""
-    from ctx_inpaint.cli import RunDirCheck
+    from ctx_inpaint.common.cli import RunDirCheck
 
     (tmp_path / "a_file").write_text("")
     proc = run_cli(["+experiment=l2_1", *TINY, f"paths.log_dir={tmp_path / 'a_file' / 'logs'}"], tmp_path)

@@ -7,13 +7,13 @@ import pytest
 import torch
 
 from ctx_inpaint.errors import ConfigError, InputError
-from ctx_inpaint.mask_sets import MASK_SETS, area_bin, draw_masks, fingerprint, parse_mask_sets
-from ctx_inpaint.masks import FREEFORM_PRESETS, FreeForm, RandomRegion, classical_fill
+from ctx_inpaint.evaluation.stats import paired_bootstrap
+from ctx_inpaint.masks.generators import FREEFORM_PRESETS, FreeForm, RandomRegion, classical_fill
+from ctx_inpaint.masks.sets import MASK_SETS, area_bin, draw_masks, fingerprint, parse_mask_sets
 from ctx_inpaint.models.bottlenecks import ChannelwiseFC, DenseBottleneck, NoBottleneck
 from ctx_inpaint.models.decoders import Decoder
 from ctx_inpaint.models.encoders import PaperEncoder
 from ctx_inpaint.models.generator import Generator
-from ctx_inpaint.stats import paired_bootstrap
 
 
 @pytest.mark.parametrize("preset", [None, *FREEFORM_PRESETS])
@@ -241,9 +241,9 @@ def test_random_region_takes_a_fill() -> None:
 def test_inpainter_gives_a_whole_image_model_the_input_it_was_trained_on(tmp_path_factory) -> None:
     """On a crop of the model's size the windowed path equals the direct one (same fill, same mask), and in a
     large flat photo the fill around a hole keeps the photo's colour (no mean colour blended into the ring)."""
-    from ctx_inpaint.inference import Inpainter
-    from ctx_inpaint.loading import load_model
-    from ctx_inpaint.scoring import EvalSample, model_outputs
+    from ctx_inpaint.evaluation.scoring import EvalSample, model_outputs
+    from ctx_inpaint.inference.inpainter import Inpainter
+    from ctx_inpaint.inference.loading import load_model
     from tests.tiny_checkpoints import tiny_checkpoint
 
     model = load_model(tiny_checkpoint("freeform", tmp_path_factory))
@@ -269,9 +269,9 @@ def test_a_thin_stroke_in_a_large_photo_keeps_the_full_resolution_fill(tmp_path_
     """A residual model's window around a long thin stroke is far larger than 128: the classical fill is made at
     the window's resolution and only the model's correction is resized (filling at 128 and upscaling gave a
     blurred band)."""
-    from ctx_inpaint.inference import Inpainter
-    from ctx_inpaint.loading import load_model
-    from ctx_inpaint.masks import classical_fill
+    from ctx_inpaint.inference.inpainter import Inpainter
+    from ctx_inpaint.inference.loading import load_model
+    from ctx_inpaint.masks.generators import classical_fill
     from tests.tiny_checkpoints import tiny_checkpoint
 
     model = load_model(tiny_checkpoint("freeform", tmp_path_factory))

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from ctx_inpaint.perf.gpu_check import last_line, parse_overrides
+from tools.gpu_check import last_line, parse_overrides
 
 ROOT = Path(__file__).resolve().parent.parent
 STEPS = [
@@ -26,7 +26,7 @@ STEPS = [
 
 
 def gpu_check(tmp_path: Path, *extra: str) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "ctx_inpaint.perf.gpu_check", "--device", "cpu", "--tiny"]
+    cmd = [sys.executable, "-m", "tools.gpu_check", "--device", "cpu", "--tiny"]
     cmd += ["--out", str(tmp_path / "out"), "--work", str(tmp_path / "work"), *extra]
     return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=1500)
 

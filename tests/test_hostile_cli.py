@@ -21,9 +21,9 @@ import ctx_inpaint.export as export_cli
 import ctx_inpaint.inpaint as inpaint_cli
 from ctx_inpaint import report
 from ctx_inpaint.errors import MissingDataError
+from ctx_inpaint.inference.weights import PRETRAINED_DIR
 from ctx_inpaint.reporting.grid import last_samples
 from ctx_inpaint.reporting.runs import load_run
-from ctx_inpaint.weights import PRETRAINED_DIR
 from tests.conftest import exit_status
 from tests.test_report import _fake_run
 

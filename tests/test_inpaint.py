@@ -11,9 +11,9 @@ import pytest
 import torch
 from PIL import Image, ImageOps
 
-from ctx_inpaint.inference import Inpainter, center_mask, mask_to_bool
+from ctx_inpaint.inference.inpainter import Inpainter, center_mask, mask_to_bool
 from ctx_inpaint.inpaint import main
-from ctx_inpaint.masks import apply_mask, crop_box
+from ctx_inpaint.masks.generators import apply_mask, crop_box
 from tests.conftest import exit_status
 from tests.tiny_checkpoints import tiny_checkpoint
 
@@ -407,7 +407,7 @@ def test_results_are_written_atomically(tmp_path: Path, monkeypatch) -> None:
 
 
 def test_a_checkpoint_with_non_finite_weights_is_refused(center_ckpt: Path, tmp_path: Path) -> None:
-    from ctx_inpaint.loading import CheckpointError, load_model
+    from ctx_inpaint.inference.loading import CheckpointError, load_model
 
     ckpt = torch.load(center_ckpt, weights_only=True)
     key = next(k for k in ckpt["state_dict"] if k.startswith("generator.") and k.endswith("weight"))

@@ -91,11 +91,11 @@ def test_the_public_api_imports_and_the_readme_lists_it() -> None:
     import ctx_inpaint
     import ctx_inpaint.train  # noqa: F401 - the CLI module must not shadow a public name
     from ctx_inpaint import ContextEncoderModule, Inpainter, InpaintingDataModule, fit, load_model
-    from ctx_inpaint.inference import Inpainter as Defined
+    from ctx_inpaint.inference.inpainter import Inpainter as Defined
     from ctx_inpaint.training.run import train
 
     assert Inpainter is Defined and callable(load_model) and fit is train
-    assert ContextEncoderModule.__module__ == "ctx_inpaint.module"
+    assert ContextEncoderModule.__module__ == "ctx_inpaint.training.module"
     assert InpaintingDataModule.__module__ == "ctx_inpaint.data.datamodule"
     text = README.read_text()
     api = text[text.index("### Python API") :]

@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from ctx_inpaint.losses import adversarial, hole_ssim_loss, masked_reconstruction
-from ctx_inpaint.masks import CenterMask
+from ctx_inpaint.masks.generators import CenterMask
+from ctx_inpaint.training.losses import adversarial, hole_ssim_loss, masked_reconstruction
 
 
 def test_reconstruction_gradient_is_zero_outside_hole_and_ring() -> None:
@@ -69,7 +69,7 @@ def test_adversarial_targets() -> None:
 
 
 def test_hole_ssim_loss_on_a_margin_crop_equals_the_metric_on_the_whole_image() -> None:
-    from ctx_inpaint.metrics import HiddenPixelMetrics
+    from ctx_inpaint.evaluation.metrics import HiddenPixelMetrics
 
     torch.manual_seed(0)
     masks = CenterMask(image_size=64, target_size=32, overlap=2)

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from ctx_inpaint.masks import MEAN_FILL, CenterMask, RandomPatches, RandomRegion, apply_mask
+from ctx_inpaint.masks.generators import MEAN_FILL, CenterMask, RandomPatches, RandomRegion, apply_mask
 
 
 def test_center_mask_geometry_matches_released_code() -> None:

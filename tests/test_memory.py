@@ -26,7 +26,7 @@ SCRIPT = """
 import gc
 import numpy as np
 from PIL import Image
-from ctx_inpaint.inference import Inpainter
+from ctx_inpaint.inference.inpainter import Inpainter
 
 def status_bytes(key):
     for line in open("/proc/self/status"):

@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from ctx_inpaint.metrics import HiddenPixelMetrics
+from ctx_inpaint.evaluation.metrics import HiddenPixelMetrics
 
 
 def test_metrics_use_hidden_pixels_and_per_image_psnr() -> None:

@@ -11,8 +11,8 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from ctx_inpaint.config import build_module
-from ctx_inpaint.metrics import HiddenPixelMetrics, to_unit_range
+from ctx_inpaint.config.compose import build_module
+from ctx_inpaint.evaluation.metrics import HiddenPixelMetrics, to_unit_range
 from tests.conftest import TINY, run_cli
 
 REPO = Path(__file__).resolve().parent.parent

@@ -24,7 +24,7 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
-from ctx_inpaint.cli import STOP, report_user_errors
+from ctx_inpaint.common.cli import STOP, report_user_errors
 from ctx_inpaint.training.checkpointing import VALIDATION_OWED_KEY, catch_stop_signals
 from ctx_inpaint.training.run import train
 from tests.conftest import REPO, TINY, compose_config

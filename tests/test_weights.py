@@ -11,11 +11,11 @@ from PIL import Image
 from safetensors.torch import load_file, save_file
 
 from ctx_inpaint.export import main as export_main
-from ctx_inpaint.inference import Inpainter
+from ctx_inpaint.inference.inpainter import Inpainter
+from ctx_inpaint.inference.loading import CheckpointError, load_model
+from ctx_inpaint.inference.onnx import example_inputs, export_onnx, parity
+from ctx_inpaint.inference.weights import PRETRAINED, PRETRAINED_DIR, export_weights, load_any, load_weights
 from ctx_inpaint.inpaint import main as inpaint_main
-from ctx_inpaint.loading import CheckpointError, load_model
-from ctx_inpaint.onnx_export import example_inputs, export_onnx, parity
-from ctx_inpaint.weights import PRETRAINED, PRETRAINED_DIR, export_weights, load_any, load_weights
 from tests.conftest import exit_status
 from tests.tiny_checkpoints import tiny_checkpoint
 

@@ -22,12 +22,12 @@ CLIS = [
     ["ctx_inpaint.evaluate", "--help"],
     ["ctx_inpaint.inpaint", "--help"],
     ["ctx_inpaint.report", "--help"],
-    ["ctx_inpaint.perf.ab", "--help"],
-    ["ctx_inpaint.perf.precision_check", "--help"],
-    ["ctx_inpaint.perf.jpegs", "--help"],
-    ["ctx_inpaint.perf.summary", "--help"],
+    ["ctx_inpaint.benchmark.ab", "--help"],
+    ["ctx_inpaint.benchmark.precision_check", "--help"],
+    ["tools.jpegs", "--help"],
+    ["tools.bench_summary", "--help"],
     ["ctx_inpaint.demo", "--help"],
-    ["ctx_inpaint.demo.loadtest", "--help"],
+    ["tools.loadtest", "--help"],
 ]
 
 
@@ -63,7 +63,10 @@ def test_wheel_installs_outside_the_checkout_and_every_cli_finds_its_configs(tmp
     }
     in_repo = {p.relative_to(REPO / "conf").as_posix() for p in (REPO / "conf").rglob("*.yaml")}
     assert shipped == in_repo
-    static = {f"ctx_inpaint/demo/static/{p.name}" for p in (REPO / "ctx_inpaint/demo/static").iterdir()}
+    static = {
+        f"ctx_inpaint/inference/demo/static/{p.name}"
+        for p in (REPO / "ctx_inpaint/inference/demo/static").iterdir()
+    }
     assert static and static <= set(names)  # the demo's page travels with the wheel
 
     # A fresh environment: the wheel alone in its site-packages, this environment's packages (torch...) after it.
@@ -90,7 +93,7 @@ def test_wheel_installs_outside_the_checkout_and_every_cli_finds_its_configs(tmp
     elsewhere.mkdir()
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
     where = _run(
-        [str(python), "-c", "import ctx_inpaint.config as c; print(c.__file__); print(c.CONFIG_DIR)"],
+        [str(python), "-c", "import ctx_inpaint.config.compose as c; print(c.__file__); print(c.CONFIG_DIR)"],
         elsewhere,
         env,
     )

@@ -19,7 +19,7 @@ from ctx_inpaint.data.prepared import PreparedImages
 from ctx_inpaint.data.samplers import UnpaddedDistributedSampler
 from ctx_inpaint.data.screening import Screener
 from ctx_inpaint.data.sources import resolve_files
-from ctx_inpaint.masks import MaskGenerator
+from ctx_inpaint.masks.generators import MaskGenerator
 
 # ---- loader workers leave SIGINT and SIGTERM to the main process ----------------------------------------------
 # Ctrl-C, `kill -- -PGID` and SLURM's pre-emption signal the whole process group. A worker that died of it (torch's

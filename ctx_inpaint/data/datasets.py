@@ -9,7 +9,7 @@ import torch
 from torch.utils.data import Dataset
 
 from ctx_inpaint.data.images import load_rgb, resize_short_side, to_model_range
-from ctx_inpaint.masks import MaskGenerator
+from ctx_inpaint.masks.generators import MaskGenerator
 
 
 def make_sample(image: torch.Tensor, mask: torch.Tensor, masks: MaskGenerator) -> dict[str, torch.Tensor]:

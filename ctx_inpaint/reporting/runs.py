@@ -14,8 +14,8 @@ from typing import Any
 
 import yaml
 
+from ctx_inpaint.common.files import VAL_IMAGES_FILE
 from ctx_inpaint.errors import DataError, MissingDataError, one_line
-from ctx_inpaint.files import VAL_IMAGES_FILE
 
 RUN_DIR = re.compile(r"^(\d+)_(.+)$")
 VAL_KEYS = ("l1", "l2", "psnr", "ssim")

@@ -9,8 +9,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ctx_inpaint.evaluation.stats import mean_interval, two_way_bootstrap
 from ctx_inpaint.reporting.runs import EpochMetrics, Run
-from ctx_inpaint.stats import mean_interval, two_way_bootstrap
 
 METRICS = ("psnr", "ssim", "l1", "l2")
 

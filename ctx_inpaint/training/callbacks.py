@@ -19,9 +19,9 @@ from pytorch_lightning.callbacks import Callback, ModelCheckpoint, Timer
 from pytorch_lightning.loggers import CSVLogger, WandbLogger
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
-from ctx_inpaint.cli import say
+from ctx_inpaint.common.cli import say
+from ctx_inpaint.common.files import atomic_write
 from ctx_inpaint.errors import UserError, check_range
-from ctx_inpaint.files import atomic_write
 
 
 class NonFiniteLossError(UserError, RuntimeError):

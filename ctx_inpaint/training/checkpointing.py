@@ -39,10 +39,10 @@ from pytorch_lightning.plugins.io import TorchCheckpointIO
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 from pytorch_lightning.utilities.rank_zero import rank_zero_info
 
-from ctx_inpaint.cli import STOP
-from ctx_inpaint.config import model_config
-from ctx_inpaint.files import atomic_write
-from ctx_inpaint.loading import CONFIG_KEY, CheckpointError, load_checkpoint
+from ctx_inpaint.common.cli import STOP
+from ctx_inpaint.common.files import atomic_write
+from ctx_inpaint.config.compose import model_config
+from ctx_inpaint.inference.loading import CONFIG_KEY, CheckpointError, load_checkpoint
 
 RNG_KEY = "ctx_inpaint_rng"
 # In a checkpoint taken by SIGTERM during validation: that epoch's validation and epoch end are still owed.

@@ -16,12 +16,12 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.utilities.rank_zero import rank_zero_info
 
-from ctx_inpaint.allocator import keep_freed_memory, release_freed_memory
-from ctx_inpaint.config import build_module
-from ctx_inpaint.config_check import check_config
+from ctx_inpaint.common.allocator import keep_freed_memory, release_freed_memory
+from ctx_inpaint.common.files import VAL_IMAGES_FILE
+from ctx_inpaint.config.check import check_config
+from ctx_inpaint.config.compose import build_module
 from ctx_inpaint.errors import ConfigError, UserError
-from ctx_inpaint.files import VAL_IMAGES_FILE
-from ctx_inpaint.masks import MaskGenerator
+from ctx_inpaint.masks.generators import MaskGenerator
 from ctx_inpaint.training.checkpointing import (
     StopOnSignal,
     catch_stop_signals,

@@ -19,10 +19,10 @@ import torch
 from hydra.utils import instantiate
 from torch.utils.data import default_collate
 
-from ctx_inpaint.config import compose_config
+from ctx_inpaint.benchmark.loops import autocast_for, plain_step
+from ctx_inpaint.benchmark.measure import plain_parts
+from ctx_inpaint.config.compose import compose_config
 from ctx_inpaint.data.datasets import make_sample
-from ctx_inpaint.perf.loops import autocast_for, plain_step
-from ctx_inpaint.perf.measure import plain_parts
 
 ALL = (
     "l2_0999,l2_1,l2_0,l2_05,l2_09,l2_09999,l1_0999,sgd,lr_scheduler,cwfc,extra_layer,alexnet_l2,alexnet_adv,"

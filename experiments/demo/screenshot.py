@@ -18,10 +18,10 @@ import numpy as np
 from PIL import Image
 
 from ctx_inpaint.data.images import load_rgb
-from ctx_inpaint.demo.app import create_app
-from ctx_inpaint.demo.browser import draw_stroke, fetch_bytes, start_chromium, wait_for
-from ctx_inpaint.demo.examples import example_photos
-from ctx_inpaint.demo.server import BackgroundServer
+from ctx_inpaint.inference.demo.app import create_app
+from ctx_inpaint.inference.demo.examples import example_photos
+from ctx_inpaint.inference.demo.server import BackgroundServer
+from tools.browser import draw_stroke, fetch_bytes, start_chromium, wait_for
 
 EXAMPLE = "holdout-P1070502"  # 640x426: a campus facade with a lamp post in front of it
 # Photo pixels of the 640x426 example: across the lamp's head, then down its post (fractions of the photo below).

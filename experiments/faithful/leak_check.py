@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 try:
-    from ctx_inpaint.inference import Inpainter
+    from ctx_inpaint.inference.inpainter import Inpainter
 except ImportError:  # the code before the restructure (to measure the earlier behaviour)
     from ctx_inpaint.inpainting import Inpainter
 

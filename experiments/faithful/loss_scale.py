@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import torch
 
-from ctx_inpaint.losses import masked_reconstruction
-from ctx_inpaint.masks import CenterMask, RandomRegion
+from ctx_inpaint.masks.generators import CenterMask, RandomRegion
+from ctx_inpaint.training.losses import masked_reconstruction
 
 
 def main() -> None:

@@ -19,10 +19,10 @@ from hydra import compose, initialize_config_dir  # noqa: E402
 from hydra.utils import instantiate  # noqa: E402
 
 try:
-    from ctx_inpaint.config import build_module  # noqa: E402
+    from ctx_inpaint.config.compose import build_module  # noqa: E402
 except ImportError:  # the layout before the restructure
     from ctx_inpaint.train import build_module  # noqa: E402
-from ctx_inpaint.perf.loops import parts_from_module, plain_step  # noqa: E402
+from ctx_inpaint.benchmark.loops import parts_from_module, plain_step  # noqa: E402
 
 with initialize_config_dir(config_dir=ROOT + "/conf", version_base="1.3"):
     cfg = compose("train", overrides=["+experiment=campus_cpu", "data.num_workers=0"])

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Paired A/B timings (ctx_inpaint/perf/ab.py): each candidate against its reference in alternating rounds of bare-loop
+# Paired A/B timings (ctx_inpaint/benchmark/ab.py): each candidate against its reference in alternating rounds of bare-loop
 # steps in one process, so load from other processes hits both alike. l2_0999, batch 64.
 #   make bench-ab [AB="name ..."]    (writes experiments/perf/ab/<name>.json)
 # Each line: name | overrides of the reference | overrides the candidate adds.
@@ -15,7 +15,7 @@ while IFS='|' read -r name base cand; do
   cand=$(echo "$cand" | xargs)
   echo "=== $name: [$base] + [$cand]"
   # shellcheck disable=SC2086
-  $PY -m ctx_inpaint.perf.ab +experiment=l2_0999 $base "+candidate=\"$cand\"" +out_json="$OUT/$name.json" \
+  $PY -m ctx_inpaint.benchmark.ab +experiment=l2_0999 $base "+candidate=\"$cand\"" +out_json="$OUT/$name.json" \
     hydra.run.dir="${TMPDIR:-/tmp}/ctx_ab_run" </dev/null | tail -n 1
 done <<'LIST'
 matmul             | model.bottleneck.matmul=false model.decoder.matmul=false | model.bottleneck.matmul=true model.decoder.matmul=true

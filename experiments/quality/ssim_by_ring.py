@@ -1,5 +1,5 @@
 """Where in the hole does each method earn its SSIM? The SSIM map of the composited output (the metric's own
-map, `ctx_inpaint.metrics`) averaged over rings of hidden pixels by distance to the hole's edge, for the
+map, `ctx_inpaint.evaluation.metrics`) averaged over rings of hidden pixels by distance to the hole's edge, for the
 checkpoints given and OpenCV Telea / Navier-Stokes, on the held-out crops. Writes ssim_by_ring.md.
 
     .venv/bin/python experiments/quality/ssim_by_ring.py NAME=CKPT [NAME=CKPT ...]
@@ -13,12 +13,12 @@ from pathlib import Path
 import torch
 from torchmetrics.functional.image import structural_similarity_index_measure
 
-from ctx_inpaint.baselines import make_baselines
-from ctx_inpaint.loading import load_model
 from ctx_inpaint.data.sources import embedded_files
 from ctx_inpaint.evaluate import VAL_DEFAULTS, crop_samples, model_outputs
-from ctx_inpaint.masks import CenterMask
-from ctx_inpaint.metrics import to_unit_range
+from ctx_inpaint.evaluation.baselines import make_baselines
+from ctx_inpaint.evaluation.metrics import to_unit_range
+from ctx_inpaint.inference.loading import load_model
+from ctx_inpaint.masks.generators import CenterMask
 
 HERE = Path(__file__).resolve().parent
 RINGS = ((0, 2), (2, 5), (5, 10), (10, 20), (20, 64))  # px from the hole's edge (0 = the edge pixels)

@@ -80,7 +80,7 @@ def run_case(name: str, limit_gb: float) -> dict:
     import torch
 
     import ctx_inpaint
-    from ctx_inpaint.inference import Inpainter
+    from ctx_inpaint.inference.inpainter import Inpainter
 
     torch.set_num_threads(2)
     inpainter = Inpainter.from_pretrained("freeform", device="cpu")
@@ -141,7 +141,7 @@ def run_case(name: str, limit_gb: float) -> dict:
         from fastapi.testclient import TestClient
         from PIL import Image
 
-        from ctx_inpaint.demo.app import create_app
+        from ctx_inpaint.inference.demo.app import create_app
 
         def png(img: Image.Image) -> bytes:
             buffer = io.BytesIO()

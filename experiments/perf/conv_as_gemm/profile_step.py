@@ -10,9 +10,9 @@ import torch
 from hydra.utils import instantiate
 from torch.profiler import ProfilerActivity, profile
 
-from ctx_inpaint.allocator import keep_freed_memory
-from ctx_inpaint.config import compose_config
-from ctx_inpaint.perf import measure
+from ctx_inpaint.benchmark import measure
+from ctx_inpaint.common.allocator import keep_freed_memory
+from ctx_inpaint.config.compose import compose_config
 
 keep_freed_memory(True)
 cfg = compose_config(["+experiment=l2_0999", *sys.argv[1:]])

@@ -23,9 +23,9 @@ CHILD = r"""
 import json, resource, sys, time, torch
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
-from ctx_inpaint.allocator import keep_freed_memory
-from ctx_inpaint.config import CONFIG_DIR
-from ctx_inpaint.perf.measure import data_rate, gan_step_fn, plain_parts
+from ctx_inpaint.common.allocator import keep_freed_memory
+from ctx_inpaint.config.compose import CONFIG_DIR
+from ctx_inpaint.benchmark.measure import data_rate, gan_step_fn, plain_parts
 keep = sys.argv[1] == "1"
 steps = int(sys.argv[2])
 kept = keep_freed_memory(keep)

@@ -12,11 +12,11 @@ import time
 import cv2
 import numpy as np
 
-from ctx_inpaint.baselines import navier_stokes, telea
 from ctx_inpaint.data.sources import embedded_set
-from ctx_inpaint.mask_sets import MASK_SETS, draw_masks
-from ctx_inpaint.metrics import to_unit_range
-from ctx_inpaint.scoring import EvalSample, crop_samples, score_method
+from ctx_inpaint.evaluation.baselines import navier_stokes, telea
+from ctx_inpaint.evaluation.metrics import to_unit_range
+from ctx_inpaint.evaluation.scoring import EvalSample, crop_samples, score_method
+from ctx_inpaint.masks.sets import MASK_SETS, draw_masks
 
 
 def main() -> None:

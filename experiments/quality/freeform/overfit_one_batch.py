@@ -11,7 +11,7 @@ import tempfile
 import torch
 from hydra.utils import instantiate
 
-from ctx_inpaint.config import build_module, compose_config
+from ctx_inpaint.config.compose import build_module, compose_config
 
 
 def main() -> None:

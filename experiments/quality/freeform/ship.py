@@ -1,5 +1,5 @@
 """Export the shipped models (``make weights``): each recorded run's last checkpoint -> float16 safetensors + JSON
-in ctx_inpaint/pretrained/, with its training command, the data's attribution, and the float16 cost measured on the
+in ctx_inpaint/inference/pretrained/, with its training command, the data's attribution, and the float16 cost measured on the
 run's own validation masks (float32 vs float16 generator on the same 40 held-out crops); the run's metrics.csv,
 run_status.json and overrides go to experiments/quality/freeform/runs/<name>/.
 
@@ -17,9 +17,9 @@ from pathlib import Path
 import torch
 import yaml
 
+from ctx_inpaint.common.files import atomic_write
 from ctx_inpaint.evaluate import evaluate
-from ctx_inpaint.files import atomic_write
-from ctx_inpaint.weights import PRETRAINED, PRETRAINED_DIR, export_weights
+from ctx_inpaint.inference.weights import PRETRAINED, PRETRAINED_DIR, export_weights
 
 ATTRIBUTION = (
     "Trained on the campus photos of the PyPI package mvtb-data==1.6.1 (mvtbdata/images/campus/*.png, MIT licence, "

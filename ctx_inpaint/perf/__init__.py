@@ -1,1 +1,0 @@
-"""Benchmark building blocks: timers, the bare PyTorch training loop, and the report (see ctx_inpaint/bench.py)."""
