@@ -13,7 +13,7 @@ import pytest
 pytest.importorskip("fastapi", reason='the demo extra is not installed: pip install -e ".[demo]"')
 pytest.importorskip("httpx", reason='the demo extra is not installed: pip install -e ".[demo]"')
 
-from ctx_inpaint.inference.inpainter.demo import server as demo_server  # noqa: E402
+from ctx_inpaint.inference.demo import server as demo_server  # noqa: E402
 from fastapi.testclient import TestClient  # noqa: E402
 
 from ctx_inpaint.demo import main  # noqa: E402
