@@ -10,8 +10,9 @@ import pytest
 import torch
 from hydra.utils import instantiate
 
+from ctx_inpaint.config.checkpoint import CheckpointError, load_checkpoint
 from ctx_inpaint.config.compose import build_module
-from ctx_inpaint.inference.loading import CheckpointError, load_checkpoint, load_model
+from ctx_inpaint.inference.loading import load_model
 from ctx_inpaint.masks.generators import apply_mask
 from tests.conftest import TINY, compose_config
 from tests.tiny_checkpoints import tiny_checkpoint

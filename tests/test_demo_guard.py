@@ -13,10 +13,10 @@ import pytest
 pytest.importorskip("fastapi", reason='the demo extra is not installed: pip install -e ".[demo]"')
 pytest.importorskip("httpx", reason='the demo extra is not installed: pip install -e ".[demo]"')
 
-from ctx_inpaint.inference.demo import server as demo_server  # noqa: E402
 from fastapi.testclient import TestClient  # noqa: E402
 
 from ctx_inpaint.demo import main  # noqa: E402
+from ctx_inpaint.inference.demo import server as demo_server  # noqa: E402
 from ctx_inpaint.inference.demo.app import create_app  # noqa: E402
 from ctx_inpaint.inference.demo.guard import normalize_origin  # noqa: E402
 from ctx_inpaint.inference.demo.server import BackgroundServer  # noqa: E402

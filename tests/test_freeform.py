@@ -8,7 +8,8 @@ import torch
 
 from ctx_inpaint.errors import ConfigError, InputError
 from ctx_inpaint.evaluation.stats import paired_bootstrap
-from ctx_inpaint.masks.generators import FREEFORM_PRESETS, FreeForm, RandomRegion, classical_fill
+from ctx_inpaint.masks.fills import classical_fill
+from ctx_inpaint.masks.generators import FREEFORM_PRESETS, FreeForm, RandomRegion
 from ctx_inpaint.masks.sets import MASK_SETS, area_bin, draw_masks, fingerprint, parse_mask_sets
 from ctx_inpaint.models.bottlenecks import ChannelwiseFC, DenseBottleneck, NoBottleneck
 from ctx_inpaint.models.decoders import Decoder
@@ -271,7 +272,7 @@ def test_a_thin_stroke_in_a_large_photo_keeps_the_full_resolution_fill(tmp_path_
     blurred band)."""
     from ctx_inpaint.inference.inpainter import Inpainter
     from ctx_inpaint.inference.loading import load_model
-    from ctx_inpaint.masks.generators import classical_fill
+    from ctx_inpaint.masks.fills import classical_fill
     from tests.tiny_checkpoints import tiny_checkpoint
 
     model = load_model(tiny_checkpoint("freeform", tmp_path_factory))

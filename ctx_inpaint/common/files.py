@@ -1,6 +1,5 @@
 """Writing files so that a reader never sees half of one: a kill, a full disk or a concurrent writer leaves the old
-file or the new one. Used for checkpoints, inpainting results and ONNX exports. Also the names of the run-dir files
-that both the trainer and the (torch-free) report use."""
+file or the new one. Used for checkpoints, run records, prepared data, inpainting results and exports."""
 
 from __future__ import annotations
 
@@ -10,9 +9,6 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO
-
-# Per-image val metrics, one row per (epoch, val crop), in the run dir: written by the module, read by the report.
-VAL_IMAGES_FILE = "val_images.csv"
 
 
 def blocking_file(path: str | Path) -> Path | None:

@@ -44,7 +44,8 @@ from ctx_inpaint.data.images import pil_as_8bit
 from ctx_inpaint.errors import InputError
 from ctx_inpaint.inference.loading import LoadedModel
 from ctx_inpaint.inference.weights import load_any, load_weights, pretrained_path
-from ctx_inpaint.masks.generators import FILLS, CenterMask, apply_mask, classical_fill, crop_box
+from ctx_inpaint.masks.fills import classical_fill
+from ctx_inpaint.masks.generators import FILLS, CenterMask, apply_mask, crop_box
 
 MASK_MODES = ("center",)
 # A window's side at most (image pixels): one window's tensors are then tens of MB whatever the hole.

@@ -20,8 +20,9 @@ import torch
 from torch import nn
 
 from ctx_inpaint.common.files import atomic_write
+from ctx_inpaint.config.checkpoint import CONFIG_KEY
 from ctx_inpaint.errors import InputError, one_line
-from ctx_inpaint.inference.loading import CONFIG_KEY, LoadedModel
+from ctx_inpaint.inference.loading import LoadedModel
 
 
 class _Graph(nn.Module):

@@ -18,16 +18,15 @@ from safetensors import SafetensorError
 from safetensors.torch import load, save
 
 from ctx_inpaint.common.files import atomic_write
-from ctx_inpaint.errors import one_line
-from ctx_inpaint.inference.loading import (
+from ctx_inpaint.config.checkpoint import (
     CONFIG_KEY,
     CheckpointError,
-    LoadedModel,
     build_generator,
     check_finite,
     current_config,
-    load_model,
 )
+from ctx_inpaint.errors import one_line
+from ctx_inpaint.inference.loading import LoadedModel, load_model
 
 PRETRAINED_DIR = Path(__file__).resolve().parent / "pretrained"
 PRETRAINED = ("freeform", "center")

@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from ctx_inpaint.errors import ConfigError, check_range
+from ctx_inpaint.masks.fills import classical_fill
 
 # The original fills hidden pixels with the mean training pixel, (117, 104, 123) / 255.
 MEAN_FILL = (117.0 / 255.0, 104.0 / 255.0, 123.0 / 255.0)
@@ -45,22 +46,6 @@ def check_fill(fill: str) -> str:
     if fill not in FILLS:
         raise ConfigError(f"masks.fill: got {fill!r}; expected one of {', '.join(FILLS)}")
     return fill
-
-
-def classical_fill(image: torch.Tensor, mask: torch.Tensor, method: str = "telea", radius: float = 3.0):
-    """Hidden pixels of a [-1, 1] image (3, H, W) or batch filled by OpenCV's Telea or Navier-Stokes inpainting
-    of its 8-bit version; visible pixels are returned unchanged."""
-    if image.dim() == 4:
-        return torch.stack([classical_fill(i, m, method, radius) for i, m in zip(image, mask)])
-    flag = cv2.INPAINT_TELEA if method == "telea" else cv2.INPAINT_NS
-    u8 = ((image.detach().float().cpu() + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)
-    hole = (mask[0].detach().cpu() > 0.5).numpy().astype(np.uint8)
-    if not hole.any():
-        return image.clone()
-    filled = cv2.inpaint(np.ascontiguousarray(u8.permute(1, 2, 0).numpy()), hole, radius, flag)
-    fill = torch.from_numpy(filled).permute(2, 0, 1).to(image.dtype).to(image.device) / 127.5 - 1
-    m = mask.to(image.dtype)
-    return image * (1 - m) + fill * m
 
 
 def crop_box(x: torch.Tensor, box: Box | None) -> torch.Tensor:

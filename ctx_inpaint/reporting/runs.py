@@ -14,11 +14,11 @@ from typing import Any
 
 import yaml
 
-from ctx_inpaint.common.files import VAL_IMAGES_FILE
+from ctx_inpaint.common import run_folder
 from ctx_inpaint.errors import DataError, MissingDataError, one_line
 
 RUN_DIR = re.compile(r"^(\d+)_(.+)$")
-VAL_KEYS = ("l1", "l2", "psnr", "ssim")
+VAL_KEYS = run_folder.VAL_METRICS
 
 
 @dataclass
@@ -255,7 +255,7 @@ def _int(text: str | None) -> int | None:
 
 # Columns every metrics.csv of Lightning's CSVLogger has, and those of the module's val_images.csv.
 METRICS_COLUMNS = ("epoch", "step")
-VAL_IMAGES_COLUMNS = ("epoch", "index", *VAL_KEYS)
+VAL_IMAGES_COLUMNS = run_folder.VAL_IMAGES_COLUMNS
 METRICS_WHAT = (
     "the CSV training writes (a header of step, epoch and metric names, then one row per logged step)"
 )
@@ -385,7 +385,7 @@ def load_run(run_dir: Path) -> Run:
     metrics = run_dir / "metrics.csv"
     if metrics.is_file():
         run.val, run.train = read_metrics(metrics)
-    images = run_dir / VAL_IMAGES_FILE
+    images = run_dir / run_folder.VAL_IMAGES
     if images.is_file():
         run.images = read_val_images(images)
     classify(run)

@@ -7,7 +7,7 @@
   the next batch boundary through Lightning's own SIGTERM flag; a second Ctrl-C aborts at once.
 - ``AtomicCheckpointIO``: the Trainer's checkpoint writer and reader. Writes go to a hidden temporary file next to
   the target, are flushed, then ``os.replace``d (readers see the old file or the new one, never half of one);
-  reads go through ``loading.load_checkpoint`` (weights-only, one-line refusals), once.
+  reads go through ``config.checkpoint.load_checkpoint`` (weights-only, one-line refusals), once.
 
 Resume a run that was killed by repeating its command with the same run dir and ``ckpt_path=last``:
 ``python -m ctx_inpaint.train ... hydra.run.dir=RUN_DIR ckpt_path=last`` (Lightning finds the newest
@@ -41,8 +41,8 @@ from pytorch_lightning.utilities.rank_zero import rank_zero_info
 
 from ctx_inpaint.common.cli import STOP
 from ctx_inpaint.common.files import atomic_write
+from ctx_inpaint.config.checkpoint import CONFIG_KEY, CheckpointError, load_checkpoint
 from ctx_inpaint.config.compose import model_config
-from ctx_inpaint.inference.loading import CONFIG_KEY, CheckpointError, load_checkpoint
 
 RNG_KEY = "ctx_inpaint_rng"
 # In a checkpoint taken by SIGTERM during validation: that epoch's validation and epoch end are still owed.
@@ -721,7 +721,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     """The Trainer's checkpoint writer and reader (``trainer.plugins``): atomic writes, safe reads, on local disks.
 
     Lightning reads a resume checkpoint through this plugin, once: crafted, truncated or foreign files are refused
-    in one line (``loading.CheckpointError``) before any state changes.
+    in one line (``config.checkpoint.CheckpointError``) before any state changes.
     """
 
     def load_checkpoint(

@@ -14,10 +14,10 @@ from hydra.utils import instantiate
 from torch import nn
 from torchvision.utils import make_grid, save_image
 
-from ctx_inpaint.common.files import VAL_IMAGES_FILE
+from ctx_inpaint.common import run_folder
+from ctx_inpaint.config.checkpoint import CONFIG_KEY, check_targets, load_checkpoint
 from ctx_inpaint.errors import ConfigError, check_range
 from ctx_inpaint.evaluation.metrics import HiddenPixelMetrics, to_unit_range
-from ctx_inpaint.inference.loading import CONFIG_KEY, check_targets, load_checkpoint
 from ctx_inpaint.masks.generators import MaskGenerator, apply_mask, composite, crop_box
 from ctx_inpaint.models.generator import Generator
 from ctx_inpaint.models.init import dcgan_init
@@ -26,7 +26,7 @@ from ctx_inpaint.training.losses import check_rec_loss, hole_ssim_loss, masked_r
 
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
 
-VAL_IMAGE_KEYS = ("l1", "l2", "psnr", "ssim")
+VAL_IMAGE_KEYS = run_folder.VAL_METRICS
 
 
 class ContextEncoderModule(pl.LightningModule):
@@ -269,11 +269,11 @@ class ContextEncoderModule(pl.LightningModule):
             rows = rows[rows[:, 0] >= 0]
         if not self.trainer.is_global_zero:
             return
-        path = Path(self.trainer.default_root_dir) / VAL_IMAGES_FILE
+        path = run_folder.RunFolder(self.trainer.default_root_dir).val_images
         path.parent.mkdir(parents=True, exist_ok=True)
         new = not path.is_file()
         epoch = self.current_epoch + 1
-        lines = [] if not new else [",".join(["epoch", "index", *VAL_IMAGE_KEYS])]
+        lines = [] if not new else [",".join(run_folder.VAL_IMAGES_COLUMNS)]
         for row in sorted(rows.float().cpu().tolist(), key=lambda r: r[0]):
             lines.append(",".join([str(epoch), str(int(row[0]))] + [f"{v:.6g}" for v in row[1:]]))
         with path.open("a") as f:

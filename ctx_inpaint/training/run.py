@@ -16,8 +16,8 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.utilities.rank_zero import rank_zero_info
 
+from ctx_inpaint.common import run_folder
 from ctx_inpaint.common.allocator import keep_freed_memory, release_freed_memory
-from ctx_inpaint.common.files import VAL_IMAGES_FILE
 from ctx_inpaint.config.check import check_config
 from ctx_inpaint.config.compose import build_module
 from ctx_inpaint.errors import ConfigError, UserError
@@ -38,14 +38,7 @@ MAX_SEED = 2**32 - 1  # numpy's seeds (seed_everything refuses, older Lightning 
 
 
 # What a run leaves in its run dir: a fresh run there would delete or mix them.
-RUN_RECORDS = (
-    "metrics.csv",
-    VAL_IMAGES_FILE,
-    "run_status.json",
-    "checkpoints",
-    "samples",
-    "wandb_run_id.txt",
-)
+RUN_RECORDS = run_folder.RECORDS
 
 
 class RunDirBusyError(UserError):

@@ -41,11 +41,11 @@ from ctx_inpaint import __version__
 from ctx_inpaint.data.images import decode_rgb, describe_pixels, image_info
 from ctx_inpaint.data.images import max_pixels as default_max_pixels
 from ctx_inpaint.errors import InputError, UserError, one_line
-from ctx_inpaint.evaluation.baselines import opencv_uint8
 from ctx_inpaint.inference.demo.examples import example_photos
 from ctx_inpaint.inference.demo.guard import OriginGuard
 from ctx_inpaint.inference.demo.registry import ModelLoadError, ModelRegistry, UnknownModelError
 from ctx_inpaint.inference.inpainter import Cancelled, mask_to_bool
+from ctx_inpaint.masks.fills import opencv_uint8
 
 STATIC = Path(__file__).resolve().parent / "static"
 METHODS = ("model", "telea", "ns")
