@@ -5,7 +5,7 @@ ARGS ?=
 .DEFAULT_GOAL := help
 
 help: ## List the targets
-	@grep -E '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-14s %s\n", $$1, $$2}'
+	@grep -E '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-23s %s\n", $$1, $$2}'
 
 install: ## Create .venv/ and install the package (editable) with the dev, onnx, demo and docs extras
 	python3 -m venv .venv
@@ -20,7 +20,7 @@ demo-loadtest: ## Load-test the API (50 requests from 4 threads, every response 
 	$(PY) -m tools.loadtest --requests 50 --threads 4 --out experiments/demo/loadtest.json $(ARGS)
 
 demo-screenshot: ## Redraw experiments/demo/screenshot.png in headless Chromium (apt-get install chromium chromium-driver)
-	$(PY) experiments/demo/screenshot.py --out experiments/demo/screenshot.png
+	$(PY) -m experiments.demo.screenshot --out experiments/demo/screenshot.png
 
 EXPERIMENT ?= campus_cpu
 train: ## Train EXPERIMENT= (default campus_cpu: the 29-minute CPU recipe) on the embedded photos; Hydra overrides in ARGS=
@@ -35,13 +35,13 @@ docs: ## Build the documentation site (mkdocs.yml, docs/) into site/; --strict: 
 docs-serve: ## Serve the documentation on http://127.0.0.1:8001 (mkdocs.yml's dev_addr), rebuilt on every edit; ARGS="-a HOST:PORT"
 	$(PY) -m mkdocs serve $(ARGS)
 
-lint: ## Ruff lint and format check
-	$(PY) -m ruff check ctx_inpaint tests
-	$(PY) -m ruff format --check ctx_inpaint tests
+lint: ## Ruff lint and format check of the package, the tests and tools/
+	$(PY) -m ruff check ctx_inpaint tests tools
+	$(PY) -m ruff format --check ctx_inpaint tests tools
 
-format: ## Apply ruff formatting and safe fixes
-	$(PY) -m ruff check --fix ctx_inpaint tests
-	$(PY) -m ruff format ctx_inpaint tests
+format: ## Apply ruff formatting and safe fixes (package, tests, tools/)
+	$(PY) -m ruff check --fix ctx_inpaint tests tools
+	$(PY) -m ruff format ctx_inpaint tests tools
 
 SWEEP ?= all
 BUDGET ?= cpu
@@ -160,7 +160,7 @@ bench-precision: ## Compare float32 and bf16-mixed gradients and 30 training ste
 		+out_json=$(BENCH_OUT)/precision_check_l2_0999.json hydra.run.dir=$${TMPDIR:-/tmp}/ctx_precision_run
 
 # Shipped weights (issue 12): two recorded trainings of 29 minutes each on 2 CPU cores, then their generators as
-# float16 safetensors + JSON in ctx_inpaint/inference/pretrained/ (what Inpainter.from_pretrained and `inpaint -c NAME` load).
+# float16 safetensors + JSON in ctx_inpaint/inference/pretrained/ (what Inpainter.load and `inpaint -c NAME` load).
 WEIGHTS_RUNS ?= logs/runs/shipped
 weights-train: ## Train the shipped models into WEIGHTS_RUNS: campus_freeform, then campus_center (29 min each)
 	flock /tmp/ctx_heavy.lock $(PY) -m ctx_inpaint.train +experiment=campus_freeform hydra.run.dir=$(WEIGHTS_RUNS)/freeform
@@ -188,4 +188,4 @@ clean: ## Remove run outputs (logs/) and caches, keep .venv
 
 .PHONY: weights weights-train quality-freeform leak-check help install train test lint format clean evaluate quality quality-train quality-train-tuned quality-probes ablations report bench-data bench bench-attempts bench-precision bench-ab bench3 gpu-check
 .PHONY: demo demo-loadtest demo-screenshot time-to-quality time-to-quality-report allocator-ab
-.PHONY: docs docs-serve reliability-memory
+.PHONY: docs docs-serve reliability-memory ablations-report

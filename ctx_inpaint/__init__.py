@@ -3,7 +3,7 @@
 The names a user scripts with, imported on first use (so ``import ctx_inpaint`` stays cheap)::
 
     from ctx_inpaint import Inpainter
-    filled = Inpainter.from_checkpoint("last.ckpt")(photo, mask)
+    filled = Inpainter.load("last.ckpt")(photo, mask)
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ _PUBLIC = {
     "LoadedModel": "ctx_inpaint.inference.loading",
     "ContextEncoderModule": "ctx_inpaint.training.module",
     "InpaintingDataModule": "ctx_inpaint.data.datamodule",
-    "build_module": "ctx_inpaint.config.compose",
+    "build_module": "ctx_inpaint.config.build",
     "compose_config": "ctx_inpaint.config.compose",
     "fit": "ctx_inpaint.training.run",  # training.run.train; not `train`, the CLI module ctx_inpaint.train
 }

@@ -20,7 +20,8 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.utils import instantiate
 from omegaconf import OmegaConf, open_dict
 
-from ctx_inpaint.config.compose import CONFIG_DIR, build_module
+from ctx_inpaint.config.build import build_module
+from ctx_inpaint.config.compose import CONFIG_DIR
 from ctx_inpaint.models import AlexNetEncoder, ChannelwiseFC, DenseBottleneck, PaperEncoder
 from ctx_inpaint.training.run import train
 from tests.conftest import TINY as SHARED_TINY

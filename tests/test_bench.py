@@ -16,12 +16,12 @@ import pytest
 import torch
 from hydra.utils import instantiate
 
-from ctx_inpaint.bench import _expand_sizes_flag
 from ctx_inpaint.benchmark.lightning_runs import BatchClock, InterleavingClock, repeated_loader
 from ctx_inpaint.benchmark.loops import parts_from_module, plain_step
-from ctx_inpaint.benchmark.measure import derive, straightforward_config, with_overrides
+from ctx_inpaint.benchmark.measure import derive, straightforward_config, want_bf16, with_overrides
+from ctx_inpaint.benchmark.run import expand_sizes_flag, machine_fields
 from ctx_inpaint.benchmark.timing import interleaved, median_seconds, put_ratio, ratio, round_order
-from ctx_inpaint.config.compose import build_module
+from ctx_inpaint.config.build import build_module
 from ctx_inpaint.data.datasets import ImageStore
 from ctx_inpaint.data.prepared import PreparedImages
 from ctx_inpaint.models.bottlenecks import DenseBottleneck
@@ -347,8 +347,24 @@ def test_summary_prints_ratios_with_spread_and_reads_older_files(tmp_path: Path)
 
 
 def test_sizes_flag_expands_to_the_sweep() -> None:
-    assert _expand_sizes_flag(["bench", "--sizes", "a=1"]) == ["bench", "a=1", "bench.sizes=[16,32,64,128]"]
-    assert _expand_sizes_flag(["bench", "a=1"]) == ["bench", "a=1"]
+    assert expand_sizes_flag(["bench", "--sizes", "a=1"]) == ["bench", "a=1", "bench.sizes=[16,32,64,128]"]
+    assert expand_sizes_flag(["bench", "a=1"]) == ["bench", "a=1"]
+
+
+@pytest.mark.parametrize("flags", [frozenset(), frozenset({"avx512_bf16"}), frozenset({"amx_bf16"})])
+def test_bf16_auto_follows_the_one_machine_description(monkeypatch, flags: frozenset[str]) -> None:
+    """``bench.bf16=auto`` asks ctx_inpaint.common.machine (the CPU's flags), as the precision choice does."""
+    monkeypatch.setattr("ctx_inpaint.common.machine.cpu_flags", lambda: flags)
+    assert want_bf16("auto", torch.device("cpu")) == bool(flags)
+    assert want_bf16("true", torch.device("cpu")) and not want_bf16("false", torch.device("cpu"))
+    with pytest.raises(ValueError, match="bench.bf16: expected auto, true or false"):
+        want_bf16("maybe", torch.device("cpu"))
+
+
+def test_the_bench_record_describes_the_machine_under_the_keys_its_readers_know() -> None:
+    info = machine_fields()
+    assert info["cpu"] and info["cpu_count"] == os.cpu_count() and info["torch"] == torch.__version__
+    assert info["threads"] == info["torch_threads"] == torch.get_num_threads()
 
 
 def test_overrides_follow_hydra_add_rule(tiny_cfg) -> None:

@@ -174,12 +174,12 @@ def as_tensor(image: np.ndarray) -> torch.Tensor:
 
 @pytest.fixture(scope="module")
 def freeform() -> Inpainter:
-    return Inpainter.from_pretrained("freeform", device="cpu")
+    return Inpainter.load("freeform", device="cpu")
 
 
 @pytest.fixture(scope="module")
 def center() -> Inpainter:
-    return Inpainter.from_pretrained("center", device="cpu")
+    return Inpainter.load("center", device="cpu")
 
 
 def test_ordinary_holes_are_filled_bit_for_bit_as_before(freeform: Inpainter, center: Inpainter) -> None:

@@ -10,8 +10,8 @@ import pytest
 import torch
 from hydra.utils import instantiate
 
+from ctx_inpaint.config.build import build_module
 from ctx_inpaint.config.checkpoint import CheckpointError, load_checkpoint
-from ctx_inpaint.config.compose import build_module
 from ctx_inpaint.inference.loading import load_model
 from ctx_inpaint.masks.generators import apply_mask
 from tests.conftest import TINY, compose_config

@@ -20,13 +20,12 @@ from fastapi.testclient import TestClient  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from ctx_inpaint.data.images import decode_rgb  # noqa: E402
-from ctx_inpaint.demo import main  # noqa: E402
 from ctx_inpaint.errors import InputError  # noqa: E402
 from ctx_inpaint.inference.demo.app import create_app  # noqa: E402
 from ctx_inpaint.inference.demo.registry import ModelRegistry, checkpoint_models  # noqa: E402
 from ctx_inpaint.inference.inpainter import Inpainter, max_windows  # noqa: E402
 from ctx_inpaint.inference.weights import PRETRAINED_DIR  # noqa: E402
-from tests.conftest import exit_status  # noqa: E402
+from tests.commands import run_command  # noqa: E402
 
 MAX_UPLOAD_MB = 0.5
 
@@ -300,7 +299,7 @@ class Counting:
 
 def test_model_calls_are_serialised_per_model_under_concurrent_requests() -> None:
     loads = []
-    real = Inpainter.from_pretrained("freeform", device="cpu")
+    real = Inpainter.load("freeform", device="cpu")
     counting = Counting(real)
 
     def loader(spec, device):
@@ -349,10 +348,19 @@ def test_checkpoints_by_path_are_named_by_stem_or_name(tmp_path: Path) -> None:
     ckpt = PRETRAINED_DIR / "center.safetensors"
     named = checkpoint_models([str(ckpt), f"mine={ckpt}"], {"freeform", "center"})
     assert named == {"center-2": str(ckpt), "mine": str(ckpt)}
-    with pytest.raises(InputError, match="--checkpoint: .*missing.ckpt is not a file"):
+    with pytest.raises(InputError, match="^checkpoints: .*missing.ckpt is not a file"):
         checkpoint_models([str(tmp_path / "missing.ckpt")], set())
+    with pytest.raises(InputError, match="^--checkpoint: .*missing.ckpt is not a file"):
+        checkpoint_models([str(tmp_path / "missing.ckpt")], set(), "--checkpoint")
     with pytest.raises(InputError, match="'freeform' is already taken"):
         checkpoint_models([f"freeform={ckpt}"], {"freeform"})
+    run = tmp_path / "l2_0999"  # a training run folder: its checkpoints/last.ckpt, named by the run
+    with pytest.raises(InputError, match="l2_0999 is not a file .*a run folder"):
+        checkpoint_models([str(run)], set())
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "checkpoints" / "last.ckpt").write_bytes(b"")
+    last = str(run / "checkpoints" / "last.ckpt")
+    assert checkpoint_models([str(run), f"mine={run}"], set()) == {"l2_0999": last, "mine": last}
     client = TestClient(create_app({"mine": str(ckpt), "broken": str(tmp_path / "gone.safetensors")}))
     image, hidden = photo(), hole()
     resp = client.post("/api/inpaint", files=files(png(image), png(hidden)))  # the first is the default
@@ -364,7 +372,7 @@ def test_checkpoints_by_path_are_named_by_stem_or_name(tmp_path: Path) -> None:
 
 
 def test_the_cli_help_and_its_one_line_errors(capsys, tmp_path: Path) -> None:
-    assert exit_status(main, ["--help"]) == 0
+    assert run_command("demo", ["--help"]) == 0
     out = capsys.readouterr().out
     assert "--port" in out and "--checkpoint" in out and "--max-upload-mb" in out and "127.0.0.1" in out
     cases = [
@@ -376,7 +384,7 @@ def test_the_cli_help_and_its_one_line_errors(capsys, tmp_path: Path) -> None:
         (["--port", "70000"], "--port: got 70000"),
     ]
     for argv, message in cases:
-        assert exit_status(main, argv) == 1, argv
+        assert run_command("demo", argv) == 1, argv
         err = capsys.readouterr().err.strip()
         assert err.startswith("ctx-inpaint: error:") and message in err and "\n" not in err, (argv, err)
     import socket
@@ -385,7 +393,7 @@ def test_the_cli_help_and_its_one_line_errors(capsys, tmp_path: Path) -> None:
         busy.bind(("127.0.0.1", 0))
         busy.listen(1)
         port = busy.getsockname()[1]
-        assert exit_status(main, ["--port", str(port)]) == 1
+        assert run_command("demo", ["--port", str(port)]) == 1
     err = capsys.readouterr().err.strip()
     assert f"--port: cannot listen on 127.0.0.1:{port}" in err and "\n" not in err
 

@@ -15,12 +15,11 @@ pytest.importorskip("httpx", reason='the demo extra is not installed: pip instal
 
 from fastapi.testclient import TestClient  # noqa: E402
 
-from ctx_inpaint.demo import main  # noqa: E402
 from ctx_inpaint.inference.demo import server as demo_server  # noqa: E402
 from ctx_inpaint.inference.demo.app import create_app  # noqa: E402
 from ctx_inpaint.inference.demo.guard import normalize_origin  # noqa: E402
 from ctx_inpaint.inference.demo.server import BackgroundServer  # noqa: E402
-from tests.conftest import exit_status  # noqa: E402
+from tests.commands import run_command  # noqa: E402
 from tests.test_demo_api import files, hole, photo, png  # noqa: E402
 
 FILL = {"method": "telea"}  # OpenCV's fill: the guard is under test, not the model
@@ -125,8 +124,8 @@ def test_the_cli_flags_open_the_guard(monkeypatch: pytest.MonkeyPatch, capsys) -
     served = []
     monkeypatch.setattr(demo_server, "serve", lambda app, sock: (served.append(app), sock.close()))
     assert (
-        exit_status(
-            main, ["--port", "0", "--allow-host", "mybox.local", "--allow-origin", "http://a.example"]
+        run_command(
+            "demo", ["--port", "0", "--allow-host", "mybox.local", "--allow-origin", "http://a.example"]
         )
         == 0
     )
@@ -136,7 +135,7 @@ def test_the_cli_flags_open_the_guard(monkeypatch: pytest.MonkeyPatch, capsys) -
         == 200
     )
     refused(client.get("/api/health", headers={"Host": "evil.example"}), "Host")
-    assert exit_status(main, ["--help"]) == 0
+    assert run_command("demo", ["--help"]) == 0
     out = capsys.readouterr().out
     assert "--allow-host" in out and "--allow-origin" in out
     for argv, message in [
@@ -144,6 +143,6 @@ def test_the_cli_flags_open_the_guard(monkeypatch: pytest.MonkeyPatch, capsys) -
         (["--allow-origin", "http://a.example/page"], "--allow-origin: got"),
         (["--allow-host", "http://a.example/"], "--allow-host: got"),
     ]:
-        assert exit_status(main, argv) == 1, argv
+        assert run_command("demo", argv) == 1, argv
         err = capsys.readouterr().err.strip()
         assert err.startswith("ctx-inpaint: error:") and message in err and "\n" not in err, (argv, err)

@@ -12,10 +12,10 @@ import pytest
 import torch
 from PIL import Image
 
-from ctx_inpaint.evaluate import evaluate, main
 from ctx_inpaint.evaluation.baselines import make_baselines
+from ctx_inpaint.evaluation.run import evaluate
 from ctx_inpaint.masks.generators import CenterMask
-from tests.conftest import exit_status
+from tests.commands import run_command
 from tests.tiny_checkpoints import tiny_checkpoint
 
 
@@ -136,7 +136,7 @@ def test_cli_errors_are_one_line(problem: str, tmp_path: Path, capsys) -> None:
     else:
         args += ["--baselines", "mean,magic"]
         named = "magic"
-    assert exit_status(main, args) == 1
+    assert run_command("evaluate", args) == 1
     err = capsys.readouterr().err.strip()
     assert err.startswith("ctx-inpaint: error: ") and "\n" not in err and named in err
 
@@ -156,34 +156,44 @@ def test_cli_errors_are_one_line(problem: str, tmp_path: Path, capsys) -> None:
 def test_cli_non_positive_counts_are_refused_naming_the_flag(
     flags: list[str], named: str, tmp_path: Path, capsys
 ) -> None:
-    with pytest.raises(SystemExit) as stop:
-        main(["--out", str(tmp_path / "out"), "--baselines", "mean", *flags])
-    assert stop.value.code == 1
+    assert run_command("evaluate", ["--out", str(tmp_path / "out"), "--baselines", "mean", *flags]) == 1
     err = capsys.readouterr().err.strip()
     assert err.startswith("ctx-inpaint: error: ") and "\n" not in err and named in err
     assert not (tmp_path / "out").exists()
 
 
 def test_cli_bad_device_is_one_line_naming_the_flag(tmp_path: Path, capsys) -> None:
-    assert exit_status(main, ["--out", str(tmp_path / "out"), "--baselines", "mean", "--device", "foo"]) == 1
+    assert (
+        run_command("evaluate", ["--out", str(tmp_path / "out"), "--baselines", "mean", "--device", "foo"])
+        == 1
+    )
     err = capsys.readouterr().err.strip()
     assert err == "ctx-inpaint: error: --device: expected auto, cpu, cuda or cuda:N, got 'foo'"
 
 
-def test_flags_are_checked_before_loading_anything(tmp_path: Path, monkeypatch) -> None:
-    """A misspelt baseline or nothing to score is reported before the checkpoint, images or model pass."""
-    import ctx_inpaint.evaluate as evaluate_module
+def test_flags_are_checked_before_loading_anything(tmp_path: Path, monkeypatch, capsys) -> None:
+    """A misspelt baseline or nothing to score is reported before the checkpoint, images or model pass; the
+    library names its parameters, the command its flags."""
+    import ctx_inpaint.evaluation.run as evaluation_run
 
     def no_loading(*args, **kwargs):
         raise AssertionError("loaded before the flags were checked")
 
-    monkeypatch.setattr(evaluate_module, "load_any", no_loading)
-    monkeypatch.setattr(evaluate_module, "crop_samples", no_loading)
-    with pytest.raises(ValueError, match="--baselines: unknown baseline 'magic'"):
+    monkeypatch.setattr(evaluation_run, "load_model", no_loading)
+    monkeypatch.setattr(evaluation_run, "crop_samples", no_loading)
+    with pytest.raises(ValueError, match="^baselines: unknown baseline 'magic'"):
         evaluate(checkpoint=tmp_path / "model.ckpt", out_dir=tmp_path / "out", baselines=("mean", "magic"))
-    with pytest.raises(ValueError, match="nothing to score"):
+    with pytest.raises(ValueError, match="nothing to score: give checkpoint or at least one of baselines"):
         evaluate(images=tmp_path, out_dir=tmp_path / "out", baselines=())
+    with pytest.raises(ValueError, match="^protocol: expected auto, crops or paris, got 'nope'"):
+        evaluate(checkpoint=tmp_path / "model.ckpt", out_dir=tmp_path / "out", protocol="nope")
     assert not (tmp_path / "out").exists()
+    assert run_command("evaluate", ["-c", str(tmp_path / "model.ckpt"), "--baselines", "mean,magic"]) == 1
+    assert "ctx-inpaint: error: --baselines: unknown baseline 'magic'" in capsys.readouterr().err
+    assert run_command("evaluate", ["-i", str(tmp_path), "--baselines", ""]) == 1
+    assert capsys.readouterr().err.strip() == (
+        "ctx-inpaint: error: nothing to score: give --checkpoint or at least one of --baselines mean,telea,ns"
+    )
 
 
 def test_each_image_is_scored_once_and_the_summary_pools_its_rows(tmp_path: Path, monkeypatch) -> None:

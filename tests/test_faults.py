@@ -210,9 +210,9 @@ def test_linked_last_checkpoint_still_follows_the_latest_epoch(tiny_cfg) -> None
 def test_nonfinite_loss_stops_with_step_and_term_and_keeps_last_good_checkpoint(
     tiny_cfg, monkeypatch
 ) -> None:
-    import ctx_inpaint.training.module as module_mod
+    import ctx_inpaint.training.objective as objective
 
-    real = module_mod.masked_reconstruction
+    real = objective.masked_reconstruction
     calls = {"n": 0}
 
     def nan_from_fifth_batch(*args, **kwargs):
@@ -220,7 +220,7 @@ def test_nonfinite_loss_stops_with_step_and_term_and_keeps_last_good_checkpoint(
         loss = real(*args, **kwargs)
         return loss * float("nan") if calls["n"] >= 5 else loss
 
-    monkeypatch.setattr(module_mod, "masked_reconstruction", nan_from_fifth_batch)
+    monkeypatch.setattr(objective, "masked_reconstruction", nan_from_fifth_batch)
     cfg = tiny_cfg("+experiment=l2_0999", "data.samples_per_epoch=12", "trainer.max_epochs=3", EPOCH_END_LAST)
     with pytest.raises(NonFiniteLossError) as err:
         train(cfg)
@@ -287,7 +287,7 @@ def test_lightning_resume_path_is_weights_only(tiny_cfg, tmp_path: Path) -> None
 
     from hydra.utils import instantiate
 
-    from ctx_inpaint.config.compose import build_module
+    from ctx_inpaint.config.build import build_module
     from ctx_inpaint.inference.loading import CheckpointError
 
     marker = tmp_path / "pwned"
@@ -384,7 +384,7 @@ def test_budget_cosine_anneals_the_lr_per_batch_over_the_epochs(tiny_cfg, tmp_pa
     from hydra.utils import instantiate
     from pytorch_lightning.callbacks import Callback
 
-    from ctx_inpaint.config.compose import build_module
+    from ctx_inpaint.config.build import build_module
     from ctx_inpaint.training.callbacks import BudgetCosineLR
 
     seen: list[float] = []
@@ -462,6 +462,26 @@ def test_a_fresh_run_in_a_used_run_dir_is_refused_unless_overwrite(tiny_cfg) -> 
     assert [r["epoch"] for r in read_rows(run_dir / "metrics.csv") if "val/psnr" in r] == [
         "0"
     ]  # one run's rows
+
+
+def test_a_resumed_checkpoint_is_read_once_and_handed_to_lightning(tiny_cfg, monkeypatch) -> None:
+    """check_resume reads the checkpoint; the run hands it to the trainer's AtomicCheckpointIO, which gives it to
+    Lightning: the file is read once, and nothing is left behind for the next run."""
+    import ctx_inpaint.training.checkpointing as checkpointing
+
+    cfg = tiny_cfg("+experiment=l2_1")
+    train(cfg)
+    real, reads = checkpointing.load_checkpoint, []
+
+    def counted(path):
+        reads.append(Path(path).name)
+        return real(path)
+
+    monkeypatch.setattr(checkpointing, "load_checkpoint", counted)
+    train(tiny_cfg("+experiment=l2_1", "ckpt_path=last", "trainer.max_epochs=2"))
+    assert reads == ["last.ckpt"]
+    run_dir = Path(cfg.paths.output_dir)
+    assert [r["epoch"] for r in read_rows(run_dir / "metrics.csv") if "val/psnr" in r] == ["0", "1"]
 
 
 def test_a_resume_the_config_cannot_continue_is_refused_before_any_record_changes(tiny_cfg) -> None:

@@ -1,7 +1,7 @@
 """Hostile input to the inpaint, export and report CLIs (issue 24, items 3.2-3.4, 3.7, 3.8): each case ends in one
 ``ctx-inpaint: error:`` line naming the file or flag, before anything is written, and never replaces a user's
-file. In-process calls of each CLI's ``main``; the refusals that must come before the model loads run with a
-loader that fails the test if it is called."""
+file. In-process runs of each command (``tests.commands.run_command``); the refusals that must come before the
+model loads run with a loader that fails the test if it is called."""
 
 from __future__ import annotations
 
@@ -17,14 +17,14 @@ import torch
 from PIL import Image
 from torchvision.utils import make_grid, save_image
 
-import ctx_inpaint.export as export_cli
-import ctx_inpaint.inpaint as inpaint_cli
-from ctx_inpaint import report
+import ctx_inpaint.inference.export as export_library
 from ctx_inpaint.errors import MissingDataError
+from ctx_inpaint.inference.batch import plan_jobs
+from ctx_inpaint.inference.inpainter import Inpainter
 from ctx_inpaint.inference.weights import PRETRAINED_DIR
 from ctx_inpaint.reporting.grid import last_samples
 from ctx_inpaint.reporting.runs import load_run
-from tests.conftest import exit_status
+from tests.commands import run_command
 from tests.test_report import _fake_run
 
 PREFIX = "ctx-inpaint: error: "
@@ -69,8 +69,8 @@ def no_model(monkeypatch: pytest.MonkeyPatch) -> None:
     def refuse(*args, **kwargs):
         raise AssertionError("the model was loaded before the input was checked")
 
-    monkeypatch.setattr(inpaint_cli.Inpainter, "from_checkpoint", refuse)
-    monkeypatch.setattr(export_cli, "load_any", refuse)
+    monkeypatch.setattr(Inpainter, "load", refuse)
+    monkeypatch.setattr(export_library, "load_model", refuse)
 
 
 # ---- export (3.2, 3.7) -----------------------------------------------------------------------------------------
@@ -104,7 +104,7 @@ def test_export_never_overwrites_its_own_checkpoint(
     elif how == "hard link":
         os.link(weights, out)
     monkeypatch.chdir(tmp_path)
-    assert exit_status(export_cli.main, ["-c", str(weights), "-o", str(out), "--no-latency"]) == 1
+    assert run_command("export", ["-c", str(weights), "-o", str(out), "--no-latency"]) == 1
     err = one_error_line(capsys)
     assert f"--out: {out}" in err and "--checkpoint" in err
     assert snapshot(weights.parent) == before
@@ -113,7 +113,7 @@ def test_export_never_overwrites_its_own_checkpoint(
 def test_export_refuses_a_shipped_models_own_file(no_model: None, capsys) -> None:
     out = PRETRAINED_DIR / "center.safetensors"
     before = out.read_bytes()
-    assert exit_status(export_cli.main, ["-c", "center", "-o", str(out), "--no-latency"]) == 1
+    assert run_command("export", ["-c", "center", "-o", str(out), "--no-latency"]) == 1
     assert f"--out: {out}" in one_error_line(capsys)
     assert out.read_bytes() == before
 
@@ -132,7 +132,7 @@ def test_export_refuses_an_output_it_cannot_or_must_not_write(
     if kind == "folder":
         out.mkdir()
     before = snapshot(tmp_path)
-    assert exit_status(export_cli.main, ["-c", "freeform", "-o", str(out), "--no-latency"]) == 1
+    assert run_command("export", ["-c", "freeform", "-o", str(out), "--no-latency"]) == 1
     err = one_error_line(capsys)
     assert err.startswith(f"{PREFIX}--out: {out}")
     assert snapshot(tmp_path) == before
@@ -144,12 +144,12 @@ def test_a_failed_export_leaves_nothing_and_keeps_the_earlier_one(
     """The graph is checked in a temporary file and renamed only when parity passes: a failure leaves no output
     and no temporary file, and an earlier export at ``--out`` stays as it was."""
     earlier = tmp_path / "model.onnx"
-    assert export_cli.main(["-c", "freeform", "-o", str(earlier), "--no-latency"]) == 0
+    assert run_command("export", ["-c", "freeform", "-o", str(earlier), "--no-latency"]) == 0
     assert f"wrote {earlier}" in capsys.readouterr().out
     before = earlier.read_bytes()
-    monkeypatch.setattr(export_cli, "parity", lambda model, path: 1.0)  # onnxruntime far off PyTorch
+    monkeypatch.setattr(export_library, "parity", lambda model, path: 1.0)  # onnxruntime far off PyTorch
     for out in (tmp_path / "new.onnx", earlier):
-        assert exit_status(export_cli.main, ["-c", "freeform", "-o", str(out), "--no-latency"]) == 1
+        assert run_command("export", ["-c", "freeform", "-o", str(out), "--no-latency"]) == 1
         # Nothing new at --out, no hidden temporary file.
         assert sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx"]
         err = one_error_line(capsys)
@@ -169,7 +169,7 @@ def test_inpaint_refuses_an_output_that_is_a_file_before_loading(
     (tmp_path / "results").write_text("not a folder\n")
     out = tmp_path / "results" if kind == "existing file" else tmp_path / "results" / "sub"
     before = snapshot(tmp_path)
-    assert exit_status(inpaint_cli.main, ["-c", "center", "-i", str(tmp_path / "in"), "-o", str(out)]) == 1
+    assert run_command("inpaint", ["-c", "center", "-i", str(tmp_path / "in"), "-o", str(out)]) == 1
     assert one_error_line(capsys).startswith(f"{PREFIX}--output: {out}")
     assert snapshot(tmp_path) == before
 
@@ -193,7 +193,7 @@ def test_inputs_whose_results_share_a_name_are_refused_naming_both(
     if len(list(folder.iterdir())) < len(names):
         pytest.skip("this file system ignores case: the names are one file")
     argv = ["-c", "center", "-i", str(folder), "-o", str(out)] + (["--preview"] if preview else [])
-    assert exit_status(inpaint_cli.main, argv) == 1
+    assert run_command("inpaint", argv) == 1
     err = one_error_line(capsys)
     assert "would both be written to" in err
     assert len([n for n in names if str(folder / n) in err]) == 2, err
@@ -204,7 +204,7 @@ def test_the_same_stems_without_a_clash_are_still_disambiguated(tmp_path: Path) 
     folder = tmp_path / "photos"
     for i, name in enumerate(["a.jpg", "a.png", "b.png"]):
         photo(folder / name, seed=i)
-    jobs = inpaint_cli.plan_jobs(folder, "center", tmp_path / "out", with_preview=True)
+    jobs = plan_jobs(folder, "center", tmp_path / "out", with_preview=True)
     assert sorted(target.name for _, _, target in jobs) == ["a_jpg.png", "a_png.png", "b.png"]
 
 
@@ -215,7 +215,7 @@ def test_a_result_never_replaces_a_mask(tmp_path: Path, no_model: None, capsys) 
     before = snapshot(tmp_path)
     masks = str(tmp_path / "masks")
     argv = ["-c", "center", "-i", str(tmp_path / "photos"), "-m", masks, "-o", masks]
-    assert exit_status(inpaint_cli.main, argv) == 1
+    assert run_command("inpaint", argv) == 1
     assert "would overwrite the mask" in one_error_line(capsys)
     assert snapshot(tmp_path) == before
 
@@ -230,13 +230,10 @@ def test_masks_pair_by_exact_stem_not_by_glob(stem: str, other: str, tmp_path: P
     photo(photos / f"{stem}.png")
     mask_file(masks / f"{other}.png")
     with pytest.raises(MissingDataError, match=f"no mask for {re.escape(stem)}.png"):
-        inpaint_cli.plan_jobs(photos, str(masks), tmp_path / "out")
+        plan_jobs(photos, str(masks), tmp_path / "out")
     mask_file(masks / f"{stem}_mask.png")
     photo(photos / f"{other}.jpg", seed=1)
-    jobs = {
-        path.name: source.name
-        for path, source, _ in inpaint_cli.plan_jobs(photos, str(masks), tmp_path / "out")
-    }
+    jobs = {path.name: source.name for path, source, _ in plan_jobs(photos, str(masks), tmp_path / "out")}
     assert jobs == {f"{stem}.png": f"{stem}_mask.png", f"{other}.jpg": f"{other}.png"}
 
 
@@ -266,10 +263,7 @@ def test_every_input_and_mask_is_decoded_before_the_first_result(
     else:  # one mask for every input; the last input has another size
         photo(photos / "c.png", w=41)
         mask_arg, named = str(masks / "a.png"), masks / "a.png"
-    assert (
-        exit_status(inpaint_cli.main, ["-c", "center", "-i", str(photos), "-m", mask_arg, "-o", str(out)])
-        == 1
-    )
+    assert run_command("inpaint", ["-c", "center", "-i", str(photos), "-m", mask_arg, "-o", str(out)]) == 1
     assert str(named) in one_error_line(capsys)
     assert not out.exists()
 
@@ -321,7 +315,7 @@ def test_report_names_a_damaged_run_file_in_one_line(case: str, tmp_path: Path, 
     damaged.parent.mkdir(parents=True, exist_ok=True)
     damaged.write_bytes(content)
     out = tmp_path / "report"
-    assert exit_status(report.main, [str(sweep), "--out", str(out)]) == 1
+    assert run_command("report", [str(sweep), "--out", str(out)]) == 1
     err = one_error_line(capsys)
     assert err.startswith(f"{PREFIX}{damaged}: ") and "expected" in err
     assert not out.exists()
@@ -331,14 +325,12 @@ def test_report_refuses_an_out_that_is_a_file_and_notes_that_are_not_text(tmp_pa
     sweep = tmp_path / "sweep"
     _fake_run(sweep, "0_a", 2, 3, "finished")
     (tmp_path / "taken").write_text("mine\n")
-    assert exit_status(report.main, [str(sweep), "--out", str(tmp_path / "taken")]) == 1
+    assert run_command("report", [str(sweep), "--out", str(tmp_path / "taken")]) == 1
     assert one_error_line(capsys).startswith(f"{PREFIX}--out: {tmp_path / 'taken'}")
     assert (tmp_path / "taken").read_text() == "mine\n"
     (tmp_path / "notes.md").write_bytes(b"# notes \xff\n")
     out = tmp_path / "report"
-    assert (
-        exit_status(report.main, [str(sweep), "--out", str(out), "--notes", str(tmp_path / "notes.md")]) == 1
-    )
+    assert run_command("report", [str(sweep), "--out", str(out), "--notes", str(tmp_path / "notes.md")]) == 1
     assert one_error_line(capsys).startswith(f"{PREFIX}--notes: {tmp_path / 'notes.md'}")
     assert not out.exists()
 
@@ -367,7 +359,7 @@ def test_report_passes_over_a_sample_grid_cut_short_and_mixed_time_zones(tmp_pat
         )
     )
     out = tmp_path / "report"
-    assert report.main([str(sweep), "--out", str(out)]) == 0
+    assert run_command("report", [str(sweep), "--out", str(out)]) == 0
     text = (out / "report.md").read_text()
     assert "![val images](val_grid.png)" in text
     assert last_samples(load_run(run_dir)).epoch == 2  # epoch_0001.png: the grid after the second epoch
@@ -387,6 +379,6 @@ def test_report_reads_an_unresolved_hydra_config_as_unknown_values(tmp_path: Pat
         "    _target_: ctx_inpaint.models.AlexNetEncoder\n    widths: ${oc.select:budget.alexnet_widths,[96]}\n"
     )
     out = tmp_path / "report"
-    assert report.main([str(sweep), "--out", str(out)]) == 0
+    assert run_command("report", [str(sweep), "--out", str(out)]) == 0
     run = load_run(run_dir)
     assert run.name == "a" and run.max_epochs is None and run.config["data"]["input_size"] == 32

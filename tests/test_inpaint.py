@@ -12,9 +12,8 @@ import torch
 from PIL import Image, ImageOps
 
 from ctx_inpaint.inference.inpainter import Inpainter, center_mask, mask_to_bool
-from ctx_inpaint.inpaint import main
 from ctx_inpaint.masks.generators import apply_mask, crop_box
-from tests.conftest import exit_status
+from tests.commands import run_command
 from tests.tiny_checkpoints import tiny_checkpoint
 
 REPO = Path(__file__).resolve().parent.parent
@@ -52,7 +51,7 @@ def holes(w: int, h: int) -> np.ndarray:
 def test_only_hole_pixels_change(
     kind: str, size: tuple[int, int], center_ckpt: Path, region_ckpt: Path
 ) -> None:
-    inpainter = Inpainter.from_checkpoint(center_ckpt if kind == "center" else region_ckpt, device="cpu")
+    inpainter = Inpainter.load(center_ckpt if kind == "center" else region_ckpt, device="cpu")
     assert inpainter.kind == ("center" if kind == "center" else "whole")
     w, h = size
     image = photo(w, h)
@@ -65,7 +64,7 @@ def test_only_hole_pixels_change(
 
 
 def test_tensor_inputs_keep_dtype_and_visible_values(center_ckpt: Path) -> None:
-    inpainter = Inpainter.from_checkpoint(center_ckpt, device="cpu")
+    inpainter = Inpainter.load(center_ckpt, device="cpu")
     image = torch.rand(3, 50, 70, dtype=torch.float64)
     out = inpainter(image, "center")
     hole = center_mask(50, 70, inpainter.hole_fraction)
@@ -79,7 +78,7 @@ def test_tensor_inputs_keep_dtype_and_visible_values(center_ckpt: Path) -> None:
 
 def test_centre_hole_at_model_size_equals_the_trained_forward(center_ckpt: Path) -> None:
     """At the model's own size the API does exactly what validation does: no resizing, same hole."""
-    inpainter = Inpainter.from_checkpoint(center_ckpt, device="cpu")
+    inpainter = Inpainter.load(center_ckpt, device="cpu")
     image = torch.rand(3, 32, 32)
     hole = inpainter.center_mask(32, 32)
     assert torch.equal(hole.float()[None], inpainter.model.masks.sample())
@@ -94,7 +93,7 @@ def test_centre_hole_at_model_size_equals_the_trained_forward(center_ckpt: Path)
 
 
 def test_mask_of_another_size_and_unknown_mode_are_refused(center_ckpt: Path) -> None:
-    inpainter = Inpainter.from_checkpoint(center_ckpt, device="cpu")
+    inpainter = Inpainter.load(center_ckpt, device="cpu")
     with pytest.raises(ValueError, match="differs from the image"):
         inpainter(photo(40, 30), Image.new("L", (41, 30)))
     with pytest.raises(ValueError, match="unknown mode"):
@@ -112,7 +111,11 @@ def test_cli_folder_with_mask_folder_and_previews(center_ckpt: Path, tmp_path: P
         mask_name = Path(name).with_name(Path(name).stem + "_mask.png")
         Image.fromarray(holes(w, h).astype(np.uint8) * 255).save(masks / mask_name)
     assert (
-        main(["-c", str(center_ckpt), "-i", str(inputs), "-m", str(masks), "-o", str(out), "--preview"]) == 0
+        run_command(
+            "inpaint",
+            ["-c", str(center_ckpt), "-i", str(inputs), "-m", str(masks), "-o", str(out), "--preview"],
+        )
+        == 0
     )
     for name, (w, h) in sizes.items():
         result = Image.open(out / Path(name).with_suffix(".png"))
@@ -152,8 +155,8 @@ def test_cli_malformed_inputs_give_one_line_errors(
         ckpt = tmp_path / "model.ckpt"
         ckpt.write_bytes(b"garbage")
         named = ckpt
-    rc = exit_status(
-        main, ["-c", str(ckpt), "-i", str(image.parent), "-m", str(mask), "-o", str(tmp_path / "out")]
+    rc = run_command(
+        "inpaint", ["-c", str(ckpt), "-i", str(image.parent), "-m", str(mask), "-o", str(tmp_path / "out")]
     )
     err = capsys.readouterr().err.strip()
     assert rc == 1
@@ -202,7 +205,10 @@ def test_cli_reads_files_as_training_does_exif_and_16_bit(center_ckpt: Path, tmp
     mask16 = np.full((36, 48), 1000, dtype=np.uint16)  # dark grey (about 4 / 255): visible
     mask16[holes(48, 36)] = 65535
     Image.fromarray(mask16).save(masks / "deep.png")
-    assert main(["-c", str(center_ckpt), "-i", str(inputs), "-m", str(masks), "-o", str(out)]) == 0
+    assert (
+        run_command("inpaint", ["-c", str(center_ckpt), "-i", str(inputs), "-m", str(masks), "-o", str(out)])
+        == 0
+    )
 
     displayed = np.asarray(ImageOps.exif_transpose(Image.open(inputs / "rotated.jpg")).convert("RGB"))
     result = np.asarray(Image.open(out / "rotated.png"))
@@ -247,8 +253,9 @@ def test_cli_bad_flags_give_one_line_errors_naming_the_flag(
     flags: list[str], named: str, region_ckpt: Path, tmp_path: Path, capsys
 ) -> None:
     photo(300, 180).save(tmp_path / "p.png")  # a centre hole wider than a 0.5-margin window
-    rc = exit_status(
-        main, ["-c", str(region_ckpt), "-i", str(tmp_path / "p.png"), "-o", str(tmp_path / "out"), *flags]
+    rc = run_command(
+        "inpaint",
+        ["-c", str(region_ckpt), "-i", str(tmp_path / "p.png"), "-o", str(tmp_path / "out"), *flags],
     )
     err = capsys.readouterr().err.strip()
     assert rc == 1
@@ -257,11 +264,11 @@ def test_cli_bad_flags_give_one_line_errors_naming_the_flag(
 
 def test_margin_below_one_is_refused_only_where_it_is_used(center_ckpt: Path, region_ckpt: Path) -> None:
     with pytest.raises(ValueError, match="margin: expected a number >= 1"):
-        Inpainter.from_checkpoint(region_ckpt, device="cpu", margin=0.9)
-    assert Inpainter.from_checkpoint(region_ckpt, device="cpu", margin=1).margin == 1
-    Inpainter.from_checkpoint(center_ckpt, device="cpu", margin=0.5)  # centre models ignore the margin
+        Inpainter.load(region_ckpt, device="cpu", margin=0.9)
+    assert Inpainter.load(region_ckpt, device="cpu", margin=1).margin == 1
+    Inpainter.load(center_ckpt, device="cpu", margin=0.5)  # centre models ignore the margin
     with pytest.raises(ValueError, match="device: expected"):
-        Inpainter.from_checkpoint(center_ckpt, device="gpu0")
+        Inpainter.load(center_ckpt, device="gpu0")
 
 
 def test_cli_lists_inputs_as_training_does(center_ckpt: Path, tmp_path: Path, capsys) -> None:
@@ -272,17 +279,19 @@ def test_cli_lists_inputs_as_training_does(center_ckpt: Path, tmp_path: Path, ca
     photo(40, 30).save(inputs / "ok.png")
     photo(40, 30).save(inputs / "sub" / "Lena.png")
     out = tmp_path / "out"
-    assert main(["-c", str(center_ckpt), "-i", str(inputs), "-o", str(out)]) == 0
+    assert run_command("inpaint", ["-c", str(center_ckpt), "-i", str(inputs), "-o", str(out)]) == 0
     assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*.png")) == ["ok.png"]
     capsys.readouterr()
     assert (
-        exit_status(main, ["-c", str(center_ckpt), "-i", str(inputs / "sub" / "Lena.png"), "-o", str(out)])
+        run_command(
+            "inpaint", ["-c", str(center_ckpt), "-i", str(inputs / "sub" / "Lena.png"), "-o", str(out)]
+        )
         == 1
     )
     err = capsys.readouterr().err.strip()
     assert err.startswith("ctx-inpaint: error: --input: ") and "Lena.png" in err and "excluded" in err
     missing = tmp_path / "nowhere"
-    assert exit_status(main, ["-c", str(center_ckpt), "-i", str(missing), "-o", str(out)]) == 1
+    assert run_command("inpaint", ["-c", str(center_ckpt), "-i", str(missing), "-o", str(out)]) == 1
     err = capsys.readouterr().err.strip()
     assert err == (
         f"ctx-inpaint: error: --input: {missing} does not exist or is not a folder (expected an image file or a folder of images)"
@@ -308,7 +317,7 @@ def test_result_never_depends_on_the_hidden_pixels(
     kind: str, size: tuple[int, int], center_ckpt: Path, region_ckpt: Path
 ) -> None:
     """Two photos that differ only inside the hole give bit-identical results (PIL and tensor inputs)."""
-    inpainter = Inpainter.from_checkpoint(center_ckpt if kind == "center" else region_ckpt, device="cpu")
+    inpainter = Inpainter.load(center_ckpt if kind == "center" else region_ckpt, device="cpu")
     w, h = size
     base = np.asarray(photo(w, h, seed=1))
     rng = np.random.default_rng(7)
@@ -368,18 +377,20 @@ def test_cli_never_overwrites_inputs_and_disambiguates_names(
     photo(40, 32, seed=1).save(folder / "a.png")
     before = {p.name: p.read_bytes() for p in folder.iterdir()}
     # Writing into the input folder would replace a.png: refused, nothing written, nothing changed.
-    assert exit_status(main, ["-c", str(center_ckpt), "-i", str(folder), "-o", str(folder)]) == 1
+    assert run_command("inpaint", ["-c", str(center_ckpt), "-i", str(folder), "-o", str(folder)]) == 1
     err = capsys.readouterr().err.strip()
     assert err.startswith("ctx-inpaint: error: --output: ") and "a.png" in err and "\n" not in err
     assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
-    assert exit_status(main, ["-c", str(center_ckpt), "-i", str(folder / "a.png"), "-o", str(folder)]) == 1
+    assert (
+        run_command("inpaint", ["-c", str(center_ckpt), "-i", str(folder / "a.png"), "-o", str(folder)]) == 1
+    )
     assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
     capsys.readouterr()
     photo(40, 32, seed=2).save(folder / "a.jpg")
     # a.jpg and a.png get two results, not one; a second run does not read the first run's results as inputs.
     out = folder / "out"
     for _ in range(2):
-        assert main(["-c", str(center_ckpt), "-i", str(folder), "-o", str(out)]) == 0
+        assert run_command("inpaint", ["-c", str(center_ckpt), "-i", str(folder), "-o", str(out)]) == 0
         assert "wrote 2 image(s)" in capsys.readouterr().out
     assert sorted(p.name for p in out.iterdir()) == ["a_jpg.png", "a_png.png"]
     assert not list(out.glob(".*"))  # no temporary files left
@@ -387,7 +398,7 @@ def test_cli_never_overwrites_inputs_and_disambiguates_names(
 
 def test_results_are_written_atomically(tmp_path: Path, monkeypatch) -> None:
     """A writer that dies half-way leaves no file at the target and no temporary file."""
-    from ctx_inpaint.inpaint import save_png
+    from ctx_inpaint.inference.batch import save_png
 
     target = tmp_path / "r.png"
     image = photo(20, 10)
@@ -422,12 +433,11 @@ def test_input_and_mask_problems_are_found_before_the_model_loads(
     tmp_path: Path, monkeypatch, capsys
 ) -> None:
     """A folder missing one mask stops before any output and before the checkpoint is read."""
-    import ctx_inpaint.inpaint as cli
 
     def no_loading(*args, **kwargs):
         raise AssertionError("the model was loaded before the inputs were checked")
 
-    monkeypatch.setattr(cli.Inpainter, "from_checkpoint", no_loading)
+    monkeypatch.setattr(Inpainter, "load", no_loading)
     photos, masks = tmp_path / "photos", tmp_path / "masks"
     photos.mkdir(), masks.mkdir()
     for name in ("a", "b"):
@@ -443,6 +453,25 @@ def test_input_and_mask_problems_are_found_before_the_model_loads(
         "-o",
         str(tmp_path / "out"),
     ]
-    assert exit_status(main, args) == 1
+    assert run_command("inpaint", args) == 1
     err = capsys.readouterr().err
     assert "--mask: no mask for b.png" in err and not (tmp_path / "out").exists()
+
+
+def test_the_library_call_names_its_parameters_and_writes_what_the_command_writes(
+    center_ckpt: Path, tmp_path: Path
+) -> None:
+    """``inpaint_files`` is the command without argparse: errors name its parameters (the command, its flags)."""
+    from ctx_inpaint.errors import InputError
+    from ctx_inpaint.inference.batch import inpaint_files
+
+    photo(40, 30).save(tmp_path / "p.png")
+    (tmp_path / "taken").write_text("a file\n")
+    with pytest.raises(InputError, match="^output: .*taken is a file"):
+        inpaint_files(center_ckpt, tmp_path / "p.png", output=tmp_path / "taken")
+    with pytest.raises(InputError, match="^device: expected auto"):
+        inpaint_files(center_ckpt, tmp_path / "p.png", output=tmp_path / "out", device="gpu0")
+    written = inpaint_files(
+        center_ckpt, tmp_path / "p.png", output=tmp_path / "out", with_preview=True, device="cpu"
+    )
+    assert written == [tmp_path / "out" / "p.png"] and (tmp_path / "out" / "p_preview.png").is_file()

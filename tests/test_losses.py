@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from ctx_inpaint.masks.generators import CenterMask
-from ctx_inpaint.training.losses import adversarial, hole_ssim_loss, masked_reconstruction
+from ctx_inpaint.training.objective import adversarial, hole_ssim_loss, masked_reconstruction
 
 
 def test_reconstruction_gradient_is_zero_outside_hole_and_ring() -> None:

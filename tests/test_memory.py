@@ -43,7 +43,7 @@ def peak_added(fn):
     kept = fn()
     return status_bytes("VmHWM") - base, kept
 
-inpainter = Inpainter.from_pretrained("center", device="cpu")
+inpainter = Inpainter.load("center", device="cpu")
 small = Image.new("RGB", (300, 200), (90, 120, 150))
 inpainter(small, "center")  # warm up: every lazy allocation of a call happens here
 w, h = 4000, 3000

@@ -7,7 +7,7 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import open_dict
 
-from ctx_inpaint.config.compose import build_module
+from ctx_inpaint.config.build import build_module
 from ctx_inpaint.training.run import train
 
 
@@ -68,7 +68,7 @@ def test_composite_keeps_visible_pixels(tiny_cfg) -> None:
 def test_ssim_weight_mixes_one_minus_the_metrics_ssim_into_the_reconstruction_loss(tiny_cfg) -> None:
     from ctx_inpaint.evaluation.metrics import HiddenPixelMetrics, to_unit_range
     from ctx_inpaint.masks.generators import apply_mask, crop_box
-    from ctx_inpaint.training.losses import masked_reconstruction
+    from ctx_inpaint.training.objective import masked_reconstruction
 
     torch.manual_seed(0)
     cfg = tiny_cfg("+experiment=l2_1", "model.ssim_weight=0.25")

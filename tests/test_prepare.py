@@ -10,8 +10,7 @@ import pytest
 import ctx_inpaint.data.prepared as prepared_mod
 from ctx_inpaint.data.prepared import PreparedImages
 from ctx_inpaint.errors import ConfigError, DataError
-from ctx_inpaint.prepare import prepare
-from ctx_inpaint.training.run import train
+from ctx_inpaint.training.run import prepare, train
 from tests.conftest import write_images
 
 

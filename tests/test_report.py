@@ -17,11 +17,13 @@ import torch
 from PIL import Image
 from torchvision.utils import make_grid, save_image
 
-from ctx_inpaint import report
 from ctx_inpaint.reporting.grid import split_sample_grid
+from ctx_inpaint.reporting.header import describe_machine
+from ctx_inpaint.reporting.report import write_report
 from ctx_inpaint.reporting.runs import load_run, load_sweep
 from ctx_inpaint.reporting.tables import chosen_epochs, summary_rows
-from tests.conftest import TINY, exit_status
+from tests.commands import run_command
+from tests.conftest import TINY
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -94,7 +96,7 @@ def test_runs_are_classified_from_their_record_and_metrics(tmp_path: Path) -> No
 
 
 def test_report_refuses_a_folder_that_is_no_sweep(tmp_path: Path, capsys) -> None:
-    assert exit_status(report.main, [str(tmp_path / "missing")]) == 1
+    assert run_command("report", [tmp_path / "missing"]) == 1
     err = capsys.readouterr().err
     assert err.startswith("ctx-inpaint: error: ") and "missing" in err
 
@@ -137,7 +139,7 @@ def test_report_on_a_real_two_seed_multirun_with_a_broken_run(tmp_path: Path) ->
     (sweep,) = (tmp_path / "logs" / "multiruns").iterdir()
 
     out = tmp_path / "report"
-    assert report.main([str(sweep), "--out", str(out)]) == 0
+    assert run_command("report", [sweep, "--out", out]) == 0
     md = (out / "report.md").read_text()
     every = md.split("## Every run")[1].split("## ")[0]
     rows = [ln for ln in every.splitlines() if ln.startswith("| ") and ln.split("|")[1].strip().isdigit()]
@@ -197,8 +199,32 @@ def test_a_killed_sweep_lists_its_never_started_jobs_whatever_key_it_varies(tmp_
         (2, "l2_0999", "not started"),
     ]
     assert "model.lambda_rec=0.9" in runs[2].detail
-    path = report.build_report(tmp_path, tmp_path / "report")
+    path = write_report(tmp_path, tmp_path / "report")
     assert "- Runs: 3 (1 finished, 2 failed / incomplete / missing)" in path.read_text()
+
+
+def test_the_header_names_the_machine_and_the_command_that_made_the_report(tmp_path: Path, capsys) -> None:
+    """The machine line reads what common.machine.describe records (and the older records' ``processor``); the
+    report line quotes the command's own arguments."""
+    run_dir = _fake_run(tmp_path, "0_l2_0999", 2, 2, "finished")
+    machine = {
+        "cpu": "Test CPU",
+        "cpu_count": 4,
+        "torch_threads": 2,
+        "platform": "Linux",
+        "accelerator": "cpu",
+    }
+    record = {"status": "finished", "wall_time_s": 12.0, "machine": {**machine, "devices": 1}}
+    (run_dir / "run_status.json").write_text(json.dumps(record))
+    out = tmp_path / "the report"
+    assert run_command("report", [tmp_path, "--out", out, "--images", "2"]) == 0
+    assert capsys.readouterr().out.strip() == f"[ctx-inpaint] report written to {out / 'report.md'}"
+    md = (out / "report.md").read_text()
+    line = "- Machine: 4-core Test CPU CPU, no GPU; accelerator `cpu` x 1; torch threads 2; Linux"
+    assert line in md
+    assert f"- Report: `python -m ctx_inpaint.report {tmp_path} --out '{out}' --images 2`" in md
+    old = {**machine, "processor": machine.pop("cpu")}
+    assert describe_machine(old) == describe_machine({**machine, "cpu": "Test CPU"})
 
 
 @pytest.mark.parametrize(
@@ -213,7 +239,7 @@ def test_the_report_names_an_unreadable_metrics_file_in_one_line(
     traceback."""
     run_dir = _fake_run(tmp_path, "0_l2_0999", 2, 2, "finished")
     (run_dir / "metrics.csv").write_bytes(content)
-    assert exit_status(report.main, [str(tmp_path)]) == 1
+    assert run_command("report", [tmp_path]) == 1
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and err.startswith(
         f"ctx-inpaint: error: {run_dir / 'metrics.csv'}: not a readable"

@@ -11,7 +11,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from ctx_inpaint.config.compose import build_module
+from ctx_inpaint.config.build import build_module
 from ctx_inpaint.evaluation.metrics import HiddenPixelMetrics, to_unit_range
 from tests.conftest import TINY, run_cli
 

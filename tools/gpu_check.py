@@ -38,7 +38,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ctx_inpaint.common import machine, run_folder
 from ctx_inpaint.common.cli import ArgumentParser
+from ctx_inpaint.common.run_folder import RunFolder
 
 
 class StepFailed(Exception):
@@ -132,7 +134,7 @@ def read_ckpt(path: Path) -> dict[str, Any]:
 
 
 def train_rows(run_dir: Path) -> list[dict[str, str]]:
-    path = run_dir / "metrics.csv"
+    path = RunFolder(run_dir).metrics
     if not path.is_file():
         raise StepFailed(f"no {path}")
     with open(path, newline="") as f:
@@ -147,19 +149,22 @@ def last_value(rows: list[dict[str, str]], key: str) -> float | None:
 def check_training(run_dir: Path, batches: int, batch_size: int, device: str) -> dict[str, Any]:
     """The run finished, its last.ckpt holds every step (G and D each count one optimizer step), it ran on
     ``device``, and its validation PSNR is a number."""
-    ckpt = read_ckpt(run_dir / "checkpoints" / "last.ckpt")
+    folder = RunFolder(run_dir)
+    ckpt = read_ckpt(folder.last_checkpoint)
     want = batches * ckpt["optimizers"]
     if ckpt["global_step"] != want:
-        raise StepFailed(f"last.ckpt is at step {ckpt['global_step']}, expected {want} ({batches} batches)")
-    status = json.loads((run_dir / "run_status.json").read_text())
+        raise StepFailed(
+            f"{run_folder.LAST_CHECKPOINT} is at step {ckpt['global_step']}, expected {want} ({batches} batches)"
+        )
+    status = json.loads(folder.status.read_text())
     if status.get("status") != "finished":
-        raise StepFailed(f"run_status.json says {status.get('status')!r}")
+        raise StepFailed(f"{run_folder.STATUS} says {status.get('status')!r}")
     accel = (status.get("machine") or {}).get("accelerator")
     if accel != device:
         raise StepFailed(f"the run trained on {accel!r}, not {device!r}")
     psnr = last_value(train_rows(run_dir), "val/psnr")
     if psnr is None or not math.isfinite(psnr):
-        raise StepFailed(f"no finite val/psnr in {run_dir / 'metrics.csv'}")
+        raise StepFailed(f"no finite val/psnr in {folder.metrics}")
     wall = status.get("wall_time_s")
     return {
         "batches": batches,
@@ -264,9 +269,9 @@ def kill_resume_step(plan: Plan) -> Step:
 
     def check(step: Step, output: str) -> dict[str, Any]:
         if "resuming from" not in output:
-            raise StepFailed("the resumed run did not say 'resuming from' last.ckpt")
+            raise StepFailed(f"the resumed run did not say 'resuming from' {run_folder.LAST_CHECKPOINT}")
         saved = step.extra["saved_step"]
-        final = read_ckpt(run_dir / "checkpoints" / "last.ckpt")
+        final = read_ckpt(RunFolder(run_dir).last_checkpoint)
         want = batches * final["optimizers"]
         if final["global_step"] != want:
             raise StepFailed(f"the resumed run ended at step {final['global_step']}, expected {want}")
@@ -282,9 +287,11 @@ def kill_resume_step(plan: Plan) -> Step:
         if repeated:
             raise StepFailed(f"steps logged twice after the resume (it did not continue): {repeated[:5]}")
         steps = sorted({step for step, names in keys if any(n.startswith("train/") for n in names)})
-        status = json.loads((run_dir / "run_status.json").read_text())
+        status = json.loads(RunFolder(run_dir).status.read_text())
         if status.get("status") != "finished" or int(status.get("attempts", 0)) != 2:
-            raise StepFailed(f"run_status.json: {status.get('status')!r}, attempts {status.get('attempts')}")
+            raise StepFailed(
+                f"{run_folder.STATUS}: {status.get('status')!r}, attempts {status.get('attempts')}"
+            )
         return {
             "killed_at_saved_step": saved,
             "final_step": final["global_step"],
@@ -352,7 +359,7 @@ def plan_steps(plan: Plan) -> list[Step]:
         train_step(plan, "train_random_region", "random_region", batches, [plan.trainer], train_timeout),
         train_step(plan, "ddp_one_epoch", "l2_0999", 4 if plan.tiny else 20, ddp, train_timeout),
         kill_resume_step(plan),
-        *cli_steps(plan, l2.run_dir / "checkpoints" / "last.ckpt"),
+        *cli_steps(plan, RunFolder(l2.run_dir).last_checkpoint),
     ]
     return steps
 
@@ -360,7 +367,7 @@ def plan_steps(plan: Plan) -> list[Step]:
 # ---- the runner -----------------------------------------------------------------------------------------------
 def run_kill_resume(step: Step, log: Path, deadline: float) -> tuple[int | None, str, float]:
     """Start the run, SIGKILL it (its whole session) as soon as a mid-epoch last.ckpt exists, then resume it."""
-    last = step.run_dir / "checkpoints" / "last.ckpt"
+    last = RunFolder(step.run_dir).last_checkpoint
     t0 = time.perf_counter()
     with open(log, "w") as f:
         proc = subprocess.Popen(
@@ -370,11 +377,11 @@ def run_kill_resume(step: Step, log: Path, deadline: float) -> tuple[int | None,
         while not last.exists():
             if proc.poll() is not None:
                 raise StepFailed(
-                    f"the run exited ({proc.returncode}) before its first last.ckpt: {last_line(log.read_text())}"
+                    f"the run exited ({proc.returncode}) before its first {last.name}: {last_line(log.read_text())}"
                 )
             if time.perf_counter() - t0 > limit:
                 kill_group(proc)
-                raise StepFailed(f"no last.ckpt after {limit:.0f} s")
+                raise StepFailed(f"no {last.name} after {limit:.0f} s")
             time.sleep(0.05)
         kill_group(proc)
         if proc.returncode != -signal.SIGKILL:
@@ -382,7 +389,7 @@ def run_kill_resume(step: Step, log: Path, deadline: float) -> tuple[int | None,
                 f"the run finished ({proc.returncode}) before the kill landed: give it more batches"
             )
         step.extra["saved_step"] = read_ckpt(last)["global_step"]
-        f.write(f"\n[gpu_check] SIGKILL sent; last.ckpt holds step {step.extra['saved_step']}; resuming\n")
+        f.write(f"\n[gpu_check] SIGKILL sent; {last.name} holds step {step.extra['saved_step']}; resuming\n")
     resume_log = log.with_suffix(".resume.log")
     rc, output, _ = run_cmd(step.resume_cmd, min(step.timeout, deadline - time.perf_counter()), resume_log)
     with open(log, "a") as f:
@@ -497,7 +504,7 @@ def device_facts(device: str) -> dict[str, Any]:
         facts["gpu"] = torch.cuda.get_device_name(0)
         facts["gpu_count"] = torch.cuda.device_count()
         facts["capability"] = list(torch.cuda.get_device_capability(0))
-        facts["bf16_supported"] = bool(torch.cuda.is_bf16_supported())
+        facts["bf16_supported"] = machine.bf16_native("cuda")
     return facts
 
 

@@ -12,8 +12,6 @@ from __future__ import annotations
 import argparse
 import io
 import json
-import os
-import platform
 import shlex
 import sys
 import threading
@@ -25,6 +23,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ctx_inpaint.common import machine
 from ctx_inpaint.common.cli import ArgumentParser, report_user_errors
 from ctx_inpaint.errors import InputError
 from ctx_inpaint.masks.generators import FREEFORM_PRESETS, FreeForm
@@ -137,16 +136,6 @@ def load_test(
     }
 
 
-def machine() -> dict:
-    return {
-        "cpu_count": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-    }
-
-
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = ArgumentParser(prog="python -m tools.loadtest", description=__doc__.split("\n\n")[0])
     p.add_argument("--requests", type=int, default=50, help="requests in all (default 50)")
@@ -193,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
         photo=f"{Path(path).name} ({photo.shape[1]}x{photo.shape[0]})",
         hole_fraction=round(float(hole.mean()), 4),
         server=server,
-        machine=machine(),
+        machine=machine.describe(),
         command="python -m tools.loadtest " + shlex.join(argv if argv is not None else sys.argv[1:]),
         date=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         note=args.note,

@@ -1,4 +1,4 @@
-"""The module's GAN step (``gan.gan_step``) in a bare PyTorch loop, no Lightning: what the benchmark times against.
+"""The module's GAN step (``training.objective.gan_step``) in a bare PyTorch loop, no Lightning: what the benchmark times against.
 
 ``plain_step(..., toggle=True)`` mirrors the module exactly (Lightning's ``toggled_optimizer`` freezes the other
 network's parameters, so the generator step computes no discriminator weight gradients). ``toggle=False`` is the
@@ -12,8 +12,8 @@ import contextlib
 import torch
 
 from ctx_inpaint.errors import ConfigError
-from ctx_inpaint.training.gan import GanParts, freeze_the_other, gan_step
 from ctx_inpaint.training.module import ContextEncoderModule
+from ctx_inpaint.training.objective import GanParts, freeze_the_other, gan_step
 
 
 def parts_from_module(module: ContextEncoderModule) -> GanParts:

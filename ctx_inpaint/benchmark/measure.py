@@ -1,20 +1,17 @@
 """The benchmark's measurements: the steps timed in interleaved rounds (the Lightning step, the bare PyTorch loop,
 the straightforward fp32 port, the bf16 step, batch making, the matmul peak), the ratios derived from those rounds,
 and the absolute figures measured on their own (DataLoader throughput, inference latency, a short real
-``trainer.fit``). ``ctx_inpaint.bench`` (the CLI) and ``ctx_inpaint.benchmark.ab`` / ``precision_check`` compose them.
+``trainer.fit``). ``ctx_inpaint.benchmark.run`` (the bench), ``ab`` and ``precision_check`` compose them.
 """
 
 from __future__ import annotations
 
 import gc
 import math
-import os
-import platform
 import statistics
 import tempfile
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
@@ -28,7 +25,8 @@ from torch.utils.flop_counter import FlopCounterMode
 from ctx_inpaint.benchmark.lightning_runs import BatchClock, InterleavingClock, repeated_loader
 from ctx_inpaint.benchmark.loops import GanParts, autocast_for, parts_from_module, plain_step
 from ctx_inpaint.benchmark.timing import matmul_flops, median_seconds, put_ratio, ratio
-from ctx_inpaint.config.compose import build_module
+from ctx_inpaint.common import machine
+from ctx_inpaint.config.build import build_module
 from ctx_inpaint.errors import ConfigError
 from ctx_inpaint.masks.generators import MaskGenerator
 from ctx_inpaint.training.module import ContextEncoderModule
@@ -267,57 +265,13 @@ def end_to_end_rate(cfg: DictConfig, masks: MaskGenerator, batch_size: int) -> f
     return rate
 
 
-def machine_info() -> dict[str, Any]:
-    """What the figures were measured on."""
-    cpu = platform.processor() or platform.machine()
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        names = [
-            ln.split(":", 1)[1].strip()
-            for ln in cpuinfo.read_text().splitlines()
-            if ln.startswith("model name")
-        ]
-        cpu = names[0] if names else cpu
-    info = {
-        "cpu": cpu,
-        "cpu_count": os.cpu_count(),
-        "threads": torch.get_num_threads(),
-        "torch": torch.__version__,
-    }
-    if torch.cuda.is_available():
-        info["gpu"] = torch.cuda.get_device_name(0)
-    return info
-
-
-def cpu_flags() -> set[str]:
-    cpuinfo = Path("/proc/cpuinfo")
-    if not cpuinfo.is_file():
-        return set()
-    for line in cpuinfo.read_text().splitlines():
-        if line.startswith("flags"):
-            return set(line.split(":", 1)[1].split())
-    return set()
-
-
-def bf16_supported(device: torch.device) -> bool:
-    """Native bf16 arithmetic: on CUDA ``torch.cuda.is_bf16_supported()``; on a CPU the AVX512-BF16 or AMX-BF16
-    instructions (``/proc/cpuinfo``) or oneDNN's own check. Without them bf16 is emulated and slower than fp32."""
-    if device.type == "cuda":
-        return bool(torch.cuda.is_bf16_supported())
-    if {"avx512_bf16", "amx_bf16"} & cpu_flags():
-        return True
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False
-
-
 def want_bf16(setting: Any, device: torch.device) -> bool:
-    """``bench.bf16``: ``auto`` measures the bf16 figures where the hardware has bf16, ``true`` always (emulated
-    bf16 is slow: the figures then only show the code path works), ``false`` never."""
+    """``bench.bf16``: ``auto`` measures the bf16 figures where the hardware has native bf16
+    (:func:`ctx_inpaint.common.machine.bf16_native`), ``true`` always (emulated bf16 is slow: the figures then only
+    show the code path works), ``false`` never."""
     text = str(setting).lower()
     if text == "auto":
-        return bf16_supported(device)
+        return machine.bf16_native(device)
     if text in ("true", "false"):
         return text == "true"
     raise ConfigError(f"bench.bf16: expected auto, true or false, got {setting!r}")

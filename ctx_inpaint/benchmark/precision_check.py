@@ -22,7 +22,7 @@ from ctx_inpaint.common.cli import report_user_errors
 from ctx_inpaint.config.check import check_config
 from ctx_inpaint.config.compose import CONFIG_DIR
 from ctx_inpaint.masks.generators import crop_box
-from ctx_inpaint.training.gan import discriminator_loss, generator_loss
+from ctx_inpaint.training.objective import discriminator_loss, generator_loss
 
 
 def gradients(module, batch: dict[str, torch.Tensor], precision: str) -> dict[str, torch.Tensor]:

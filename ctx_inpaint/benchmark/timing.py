@@ -1,4 +1,4 @@
-"""The one timer of the benchmark and of ``perf.ab``: interleaved rounds, per-round ratios, their median and spread.
+"""The one timer of the benchmark and of ``benchmark.ab``: interleaved rounds, per-round ratios, their median and spread.
 
 On a shared machine the speed of the machine drifts by a factor of two within minutes (another process's burst,
 OpenMP threads waiting on each other), so two figures measured one after the other compare two moments, not two
@@ -7,7 +7,7 @@ order rotated every round (for two steps: flipped), and :func:`ratio` takes the 
 round, where both saw the same machine, and reports the median of those per-round ratios with their spread
 (lowest and highest) and the number of rounds. Hosts that cannot be called as a function (the Lightning step
 inside ``trainer.fit``) feed their own per-round times into the same record (:func:`record` and
-``perf.lightning_runs.InterleavingClock``), so every ratio is computed the same way.
+``benchmark.lightning_runs.InterleavingClock``), so every ratio is computed the same way.
 
 Every timer takes its ``clock`` as an argument (``time.perf_counter`` by default): the tests drive a fake clock
 and check the arithmetic exactly, whatever the speed or the load of the machine they run on.

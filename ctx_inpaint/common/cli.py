@@ -12,7 +12,7 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -219,3 +219,42 @@ def _exit_with(err: BaseException | str) -> None:
         say(f"{PREFIX} {message}", file=sys.stderr, level=logging.ERROR)
         raise RuntimeError(message) from None
     fail(message)
+
+
+def int_at_least(low: int):
+    """argparse type: an integer >= ``low`` (the parser names the flag: one line, exit 1)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = low - 1
+        if value < low:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {low}, got {text!r}")
+        return value
+
+    return parse
+
+
+def positive_float(text: str) -> float:
+    """argparse type: a finite number > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}")
+    return value
+
+
+def argparse_type(parse: Callable[[str], Any]) -> Callable[[str], Any]:
+    """An argparse type from a library parser that raises ``UserError("name: why")``: argparse then names the
+    flag itself, in the one-line error every CLI prints."""
+
+    def run(text: str) -> Any:
+        try:
+            return parse(text)
+        except UserError as err:
+            raise argparse.ArgumentTypeError(str(err).split(": ", 1)[-1]) from None
+
+    return run

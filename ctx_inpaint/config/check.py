@@ -5,12 +5,17 @@ One rule, one place: constructors check what they can see (weights, choices, mas
 settings against ``lambda_rec``), with ``errors.check_range``'s one message, and this check runs them through a
 dry build of masks and module on PyTorch's ``meta`` device (no memory, no compute) with one forward pass. What no
 constructor sees is checked here: unfilled ``???`` values, ``_target_``s that do not import (with the group's
-options), positive counts, optimizer settings, sizes across groups, ``ckpt_path`` and the data folders.
+options), positive counts, the seed, optimizer settings, sizes across groups, ``ckpt_path`` and the data folders.
+
+Training calls ``check_config`` once, up front (``training.run.train``), as do ``prepare`` and the benchmark.
+This package imports only downward (errors, models, masks, data, and ``config``'s own modules); the module it
+dry-builds is named by the config's ``_target_``, never imported here.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,13 +24,15 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from ctx_inpaint.config.compose import build_module, group_options
+from ctx_inpaint.config.build import build_module
+from ctx_inpaint.config.compose import group_options
 from ctx_inpaint.config.targets import importable, walk_targets
 from ctx_inpaint.data.sources import resolve_files
 from ctx_inpaint.errors import ConfigError, check_number, check_range, instantiation_message, keyed
 from ctx_inpaint.masks.generators import FreeForm, RandomRegion
 
 _ABSENT = object()
+MAX_SEED = 2**32 - 1  # numpy's seeds (seed_everything refuses, older Lightning silently used 0)
 
 # key: (low, high, low inclusive, high inclusive)
 RANGES: dict[str, tuple[float, float, bool, bool]] = {
@@ -89,6 +96,7 @@ def check_config(cfg: DictConfig) -> None:
     _check_targets(cfg)
     _check_choices(cfg)
     _check_ranges(cfg)
+    _check_seed(cfg)
     _check_trainer(cfg)
     _check_sizes(cfg)
     _check_ckpt_path(cfg)
@@ -167,6 +175,14 @@ def _check_ranges(cfg: DictConfig) -> None:
             continue
         if len(betas) != 2 or not all(0.0 <= check_number(f"optim.{name}.betas", b) < 1.0 for b in betas):
             raise ConfigError(f"optim.{name}.betas: got {list(betas)}; expected two values in [0, 1)")
+
+
+def _check_seed(cfg: DictConfig) -> None:
+    """``seed`` must be one numpy can take: Lightning's ``seed_everything`` fails with a traceback above 2^32-1
+    (older versions used 0 instead, so seeds 2^32 and 0 gave the same run)."""
+    seed = cfg.get("seed")
+    if isinstance(seed, int) and not isinstance(seed, bool) and not 0 <= seed <= MAX_SEED:
+        raise ConfigError(f"seed: got {seed}; expected an integer from 0 to {MAX_SEED} (2^32-1)")
 
 
 # What the module logs (module.py: _log_train, on_validation_epoch_end): what a checkpoint callback can monitor.
@@ -267,7 +283,7 @@ def _dry_build(cfg: DictConfig) -> None:
         return
     single_values: list[str] = []
 
-    def watch(name: str):
+    def watch(name: str) -> Callable[[torch.nn.Module, tuple], None]:
         def hook(mod: torch.nn.Module, inputs: tuple) -> None:
             x = inputs[0]
             if x.shape[0] * x[0, 0].numel() == 1:

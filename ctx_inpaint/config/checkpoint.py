@@ -4,7 +4,8 @@ Checkpoints may come from anyone, so they are read with ``torch.load(weights_onl
 would import or call anything beyond tensors and plain containers is refused before it runs. The model
 config inside is only instantiated once every ``_target_`` in it (a ``_target_`` is a call) resolves to a class
 defined in this package's model or mask code. Class paths stored by older versions are mapped to their current
-homes here. Training (resume) and inference (loading a model) both read checkpoints through this module.
+homes here. Training (resume) and inference (loading a model) both read checkpoints through this module; the
+generator is assembled by ``config.build``, as training assembles it.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from hydra.utils import (
     instantiate,
 )
 
+from ctx_inpaint.config.build import assemble_generator
 from ctx_inpaint.config.targets import walk_targets
 from ctx_inpaint.errors import UserError, one_line
 from ctx_inpaint.masks.generators import MaskGenerator
@@ -48,8 +50,8 @@ RENAMED_MODULES: dict[str, str] = {
     "ctx_inpaint.module": "ctx_inpaint.training.module",
     "ctx_inpaint.masks": "ctx_inpaint.masks.generators",
     "ctx_inpaint.mask_sets": "ctx_inpaint.masks.sets",
-    "ctx_inpaint.gan": "ctx_inpaint.training.gan",
-    "ctx_inpaint.losses": "ctx_inpaint.training.losses",
+    "ctx_inpaint.gan": "ctx_inpaint.training.objective",
+    "ctx_inpaint.losses": "ctx_inpaint.training.objective",
     "ctx_inpaint.metrics": "ctx_inpaint.evaluation.metrics",
 }
 
@@ -209,11 +211,11 @@ def build_generator(config: Mapping[str, Any], source: str = "checkpoint") -> tu
         encoder = instantiate(dict(model["encoder"]))
         bottleneck = instantiate(dict(model["bottleneck"]))
         decoder = instantiate(dict(model["decoder"]))
-        generator = Generator(
+        generator = assemble_generator(
             encoder,
             bottleneck,
             decoder,
-            output_size=masks.output_size,
+            masks,
             mask_channel=model.get("mask_channel", False),
             residual=model.get("residual", False),
             skips=model.get("skips", False),

@@ -1,4 +1,5 @@
-"""The configs and what the code builds from them: where ``conf/`` is, its groups' options, the module.
+"""Composing the configs: where ``conf/`` is, its groups' options, a config composed as the CLI would, and the
+one-line refusal of a command line Hydra would reject (building from a config is ``config.build``'s).
 
 Every CLI and test finds the configs here. In a checkout or an editable install they are ``conf/`` at the
 repository root; a wheel carries the same files as ``ctx_inpaint/conf`` (pyproject maps them in at build time).
@@ -20,12 +21,8 @@ from hydra.core.object_type import ObjectType
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Override, ValueType
 from hydra.errors import HydraException, OverrideParseException
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
-
-from ctx_inpaint.masks.generators import MaskGenerator
-from ctx_inpaint.training.module import ContextEncoderModule
 
 _PACKAGE = Path(__file__).resolve().parents[1]  # ctx_inpaint/
 CONFIG_DIR = str(_PACKAGE / "conf" if (_PACKAGE / "conf").is_dir() else _PACKAGE.parent / "conf")
@@ -39,38 +36,6 @@ def group_options(key: str) -> list[str]:
     """The config files a key's group offers (``model.encoder`` -> conf/model/encoder/*.yaml)."""
     folder = Path(CONFIG_DIR).joinpath(*key.split("."))
     return sorted(p.stem for p in folder.glob("*.yaml")) if folder.is_dir() else []
-
-
-def model_config(cfg: DictConfig) -> dict[str, Any]:
-    """What rebuilds the networks without Hydra: stored in every checkpoint."""
-    return {
-        "model": OmegaConf.to_container(cfg.model, resolve=True),
-        "masks": OmegaConf.to_container(cfg.masks, resolve=True),
-        "input_size": int(cfg.data.input_size),
-        "name": str(cfg.name),
-        # How validation drew its fixed crops: `evaluate` repeats them by default.
-        "val": {
-            "source": str(cfg.data.source),
-            "short_side": int(cfg.data.short_side),
-            "crops_per_image": int(cfg.data.val_crops_per_image),
-            "seed": int(cfg.data.val_seed),
-        },
-    }
-
-
-def build_module(cfg: DictConfig, masks: MaskGenerator) -> ContextEncoderModule:
-    """The LightningModule from ``cfg.model`` and ``cfg.optim``."""
-    module = instantiate(
-        cfg.model,
-        masks=masks,
-        optimizer_g=instantiate(cfg.optim.generator),
-        optimizer_d=instantiate(cfg.optim.discriminator) if cfg.model.discriminator is not None else None,
-        scheduler=instantiate(cfg.optim.scheduler) if cfg.optim.scheduler is not None else None,
-        g_lr_mult=cfg.optim.g_lr_mult,
-    )
-    # Set after construction: passed through instantiate, its `_target_`s would be built.
-    module.model_config = model_config(cfg)
-    return module
 
 
 def compose_config(overrides: list[str] = (), output_dir: str | Path | None = None) -> DictConfig:

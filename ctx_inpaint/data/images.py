@@ -114,7 +114,7 @@ def decode_rgb(data: bytes, name: str, limit: int | None = None) -> torch.Tensor
     return _decode(bytes(data), name)
 
 
-def _opened(source: Path | bytes):
+def _opened(source: Path | bytes) -> Path | io.BytesIO:
     return io.BytesIO(source) if isinstance(source, bytes) else source
 
 

@@ -12,13 +12,13 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import json
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from ctx_inpaint.common.files import atomic_path, atomic_write
 from ctx_inpaint.data.images import load_rgb, resize_short_side
 
 FORMAT_VERSION = 1
@@ -108,28 +108,17 @@ class PreparedImages:
     def _build(self, manifest: dict) -> None:
         """Decode + resize every file into ``images.u8``; the manifest is written last, so a killed build is redone."""
         (self.dir / MANIFEST_NAME).unlink(missing_ok=True)
-        tmp = self.dir / (DATA_NAME + f".tmp{os.getpid()}")
         shapes, offsets, offset = [], [], 0
-        try:
-            with open(tmp, "wb") as out:
-                for f in self.files:
-                    img = resize_short_side(load_rgb(f), self.short_side, self.min_side).contiguous()
-                    out.write(img.numpy().tobytes())
-                    shapes.append(list(img.shape))
-                    offsets.append(offset)
-                    offset += img.numel()
-            os.replace(tmp, self.dir / DATA_NAME)
-        except BaseException:
-            tmp.unlink(missing_ok=True)  # a failed build (bad file, full disk, Ctrl-C) leaves no partial copy
-            raise
-        manifest = {**manifest, "shapes": shapes, "offsets": offsets}
-        tmp_manifest = self.dir / (MANIFEST_NAME + f".tmp{os.getpid()}")
-        try:
-            tmp_manifest.write_text(json.dumps(manifest))
-            os.replace(tmp_manifest, self.dir / MANIFEST_NAME)
-        except BaseException:
-            tmp_manifest.unlink(missing_ok=True)
-            raise
+        # A failed build (bad file, full disk, Ctrl-C) leaves no partial copy: atomic_path removes it.
+        with atomic_path(self.dir / DATA_NAME) as tmp, open(tmp, "wb") as out:
+            for f in self.files:
+                img = resize_short_side(load_rgb(f), self.short_side, self.min_side).contiguous()
+                out.write(img.numpy().tobytes())
+                shapes.append(list(img.shape))
+                offsets.append(offset)
+                offset += img.numel()
+        text = json.dumps({**manifest, "shapes": shapes, "offsets": offsets}).encode()
+        atomic_write(self.dir / MANIFEST_NAME, lambda f: f.write(text))
 
     # ---- access ----------------------------------------------------------------------------------------
     def __len__(self) -> int:

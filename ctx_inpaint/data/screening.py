@@ -10,12 +10,12 @@ verdicts are kept by path, size and mtime, so a large dataset is screened once, 
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
 from pytorch_lightning.utilities.rank_zero import rank_zero_warn
 
+from ctx_inpaint.common.files import atomic_write
 from ctx_inpaint.data.images import load_rgb
 from ctx_inpaint.errors import DataError, MissingDataError
 
@@ -55,10 +55,9 @@ class _Memo:
     def save(self) -> None:
         if self.path is None or not self.dirty:
             return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(f".{MEMO_NAME}.tmp-{os.getpid()}")
-        tmp.write_text(json.dumps(self.entries))
-        os.replace(tmp, self.path)  # parallel jobs may race: the last writer wins, nothing is half-written
+        text = json.dumps(self.entries).encode()
+        # Parallel jobs may race: the last writer wins, nothing is half-written.
+        atomic_write(self.path, lambda f: f.write(text))
 
 
 def screen_images(

@@ -46,16 +46,17 @@ def navier_stokes(radius: float = 3.0) -> Baseline:
     return _opencv("ns", radius)
 
 
-def make_baselines(names: list[str], radius: float = 3.0) -> dict[str, Baseline]:
-    """Baselines by name: ``mean``, ``telea``, ``ns``."""
+def make_baselines(methods: list[str], radius: float = 3.0, name: str = "baselines") -> dict[str, Baseline]:
+    """Baselines by name: ``mean``, ``telea``, ``ns``; an unknown one is refused in one line naming ``name`` (what
+    the caller calls the list: a command passes its flag)."""
     known: dict[str, Callable[[], Baseline]] = {
         "mean": lambda: mean_fill,
         "telea": lambda: telea(radius),
         "ns": lambda: navier_stokes(radius),
     }
     out = {}
-    for name in names:
-        if name not in known:
-            raise InputError(f"--baselines: unknown baseline {name!r}; expected some of {', '.join(known)}")
-        out[name] = known[name]()
+    for method in methods:
+        if method not in known:
+            raise InputError(f"{name}: unknown baseline {method!r}; expected some of {', '.join(known)}")
+        out[method] = known[method]()
     return out

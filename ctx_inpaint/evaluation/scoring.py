@@ -1,6 +1,7 @@
 """Scoring inpainting methods on fixed samples: the crops and masks, the model's outputs, per-image metrics.
 
-``python -m ctx_inpaint.evaluate`` is the CLI; this is its library (the demo and experiment scripts use it too).
+:func:`ctx_inpaint.evaluation.run.evaluate` (``python -m ctx_inpaint.evaluate``) scores with these; experiment
+scripts use them too.
 Metrics follow ``ctx_inpaint.evaluation.metrics`` (hidden pixels of the composited output, values in [0, 1]) plus, for
 free-form holes that have no box, PSNR and SSIM of the whole composited image.
 """

@@ -1,4 +1,4 @@
-"""Apply a trained context encoder to images of any size: ``Inpainter.from_checkpoint(path)(image, mask)``.
+"""Apply a trained context encoder to images of any size: ``Inpainter.load("freeform")(image, mask)``.
 
 The networks only ever see ``input_size`` (128) squares. Each hole (a connected component of the mask) is
 filled from a square window around it, resized to the model's input and back:
@@ -31,7 +31,6 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -42,8 +41,7 @@ from torchvision.transforms.v2 import functional as TF
 
 from ctx_inpaint.data.images import pil_as_8bit
 from ctx_inpaint.errors import InputError
-from ctx_inpaint.inference.loading import LoadedModel
-from ctx_inpaint.inference.weights import load_any, load_weights, pretrained_path
+from ctx_inpaint.inference.loading import LoadedModel, ModelSource, load_model, pick_device
 from ctx_inpaint.masks.fills import classical_fill
 from ctx_inpaint.masks.generators import FILLS, CenterMask, apply_mask, crop_box
 
@@ -89,28 +87,6 @@ class Window:
     box: tuple[int, int, int, int]
     labels: np.ndarray | None = None
     model: bool = True
-
-
-def pick_device(device: str | torch.device | None, name: str = "device") -> torch.device:
-    """``auto`` (or ``None``): cuda if available, else cpu; otherwise the torch device named, checked now so
-    a bad ``name`` (a flag or argument) is reported in one line instead of failing deep inside torch."""
-    if device is None or str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError, ValueError):
-        raise InputError(f"{name}: expected auto, cpu, cuda or cuda:N, got {str(device)!r}") from None
-    if dev.type == "cuda":
-        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-        if count == 0:
-            raise InputError(
-                f"{name}: got {str(device)!r} but CUDA is not available here (expected auto or cpu)"
-            )
-        if dev.index is not None and dev.index >= count:
-            raise InputError(
-                f"{name}: got {str(device)!r} but there are {count} CUDA device(s) (cuda:0..cuda:{count - 1})"
-            )
-    return dev
 
 
 def check_margin(margin: float, name: str = "margin") -> float:
@@ -198,27 +174,18 @@ class Inpainter:
         self.classical = fill if fill in FILLS and fill != "mean" else "telea"
 
     @classmethod
-    def from_checkpoint(
+    def load(
         cls,
-        path: str | Path,
+        source: ModelSource,
         device: str | torch.device | None = None,
         margin: float = 2.0,
         max_window: int = MAX_WINDOW,
     ) -> Inpainter:
-        """Load a checkpoint written by ``ctx_inpaint.train`` (weights-only, no Hydra needed), a ``.safetensors``
-        export, or a pretrained name."""
-        return cls(load_any(path), device=device, margin=margin, max_window=max_window)
-
-    @classmethod
-    def from_pretrained(
-        cls,
-        name: str = "freeform",
-        device: str | torch.device | None = None,
-        margin: float = 2.0,
-        max_window: int = MAX_WINDOW,
-    ) -> Inpainter:
-        """A shipped model (``freeform``: brushed holes; ``center``: the paper's centre hole), no training needed."""
-        return cls(load_weights(pretrained_path(name)), device=device, margin=margin, max_window=max_window)
+        """An inpainter for the model ``source`` names (``load_model``: a shipped name such as ``freeform`` or
+        ``center``, a ``.safetensors`` export or a ``.ckpt`` from training; weights only, no Hydra) on ``device``
+        (``None``/``auto``: cuda if available)."""
+        dev = pick_device(device)  # a bad device is named before the model is read
+        return cls(load_model(source, dev), device=dev, margin=margin, max_window=max_window)
 
     @property
     def kind(self) -> str:

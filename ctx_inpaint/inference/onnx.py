@@ -1,4 +1,5 @@
-"""The generator as an ONNX graph, and its parity and latency against PyTorch (optional extra ``[onnx]``).
+"""The ONNX format: the generator as a graph, and its parity and latency against PyTorch (optional extra ``[onnx]``).
+Writing a graph to a file is :func:`ctx_inpaint.inference.export.export`'s job.
 
 The graph takes what the generator takes: ``masked`` (B, 3, N, N) in [-1, 1], the image with its hole already
 filled as the model was trained (``masks.fill``: mean colour, or OpenCV Navier-Stokes for the free-form model;
@@ -19,7 +20,6 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ctx_inpaint.common.files import atomic_write
 from ctx_inpaint.config.checkpoint import CONFIG_KEY
 from ctx_inpaint.errors import InputError, one_line
 from ctx_inpaint.inference.loading import LoadedModel
@@ -46,6 +46,7 @@ def example_inputs(model: LoadedModel, batch: int = 2, seed: int = 0) -> tuple[t
 
 
 def import_onnxruntime():
+    """onnxruntime, or a one-line hint to install the ``[onnx]`` extra (the extra is optional)."""
     try:
         import onnxruntime
     except ImportError:
@@ -55,17 +56,10 @@ def import_onnxruntime():
     return onnxruntime
 
 
-def export_onnx(model: LoadedModel, out: str | Path, opset: int = 17) -> Path:
-    """Write the generator to ``out`` (atomically) with a dynamic batch axis and the config as metadata."""
-    out = Path(out)
-    blob = onnx_bytes(model, opset)
-    atomic_write(out, lambda f: f.write(blob))
-    return out
-
-
-def onnx_bytes(model: LoadedModel, opset: int = 17) -> bytes:
-    """The generator as a checked ONNX model (``export_onnx``'s content), for writers that check it before it
-    replaces their target (``ctx_inpaint.export``)."""
+def onnx_bytes(model: LoadedModel, opset: int = 17, opset_name: str = "opset") -> bytes:
+    """The generator as a checked ONNX model with a dynamic batch axis and the config as metadata: the bytes
+    :func:`ctx_inpaint.inference.export.export` checks (``parity``) before they replace its target.
+    ``opset_name`` is what an error calls the opset (a command passes its flag)."""
     import_onnxruntime()
     import onnx
 
@@ -86,7 +80,7 @@ def onnx_bytes(model: LoadedModel, opset: int = 17) -> bytes:
         if "opset" not in str(err).lower():
             raise
         raise InputError(
-            f"--opset: {opset} cannot be exported ({one_line(err)}); the default is 17"
+            f"{opset_name}: {opset} cannot be exported ({one_line(err)}); the default is 17"
         ) from None
     proto = onnx.load_from_string(buffer.getvalue())
     entry = proto.metadata_props.add()
@@ -96,8 +90,8 @@ def onnx_bytes(model: LoadedModel, opset: int = 17) -> bytes:
 
 
 def is_exported_graph(path: str | Path) -> bool:
-    """Whether ``path`` is an ONNX graph this module wrote (it carries the model config in its metadata): the only
-    kind of existing file an export may replace."""
+    """Whether ``path`` is an ONNX graph this package wrote (it carries the model config in its metadata): the
+    only kind of existing file an ONNX export may replace."""
     import onnx
 
     try:
@@ -108,6 +102,7 @@ def is_exported_graph(path: str | Path) -> bool:
 
 
 def session(path: str | Path):
+    """An onnxruntime CPU session on the graph at ``path``."""
     ort = import_onnxruntime()
     options = ort.SessionOptions()
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])

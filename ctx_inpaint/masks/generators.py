@@ -10,6 +10,7 @@ over the whole image as ``train_random.lua`` by default, 10 with its ``useOverla
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import cv2
 import numpy as np
@@ -23,6 +24,7 @@ from ctx_inpaint.masks.fills import classical_fill
 MEAN_FILL = (117.0 / 255.0, 104.0 / 255.0, 123.0 / 255.0)
 
 Box = tuple[int, int, int, int]  # y0, y1, x0, x1 (end exclusive)
+Uniform = Callable[..., float]  # uniform(lo=0, hi=1): a seeded draw in [lo, hi)
 
 
 def fill_value(value_range: tuple[float, float] = (-1.0, 1.0)) -> torch.Tensor:
@@ -324,7 +326,7 @@ class FreeForm(MaskGenerator):
             f"mask: free-form strokes did not reach masks.min_coverage={self.min_coverage} at size {n}"
         )
 
-    def _stroke(self, canvas: np.ndarray, uniform) -> None:
+    def _stroke(self, canvas: np.ndarray, uniform: Uniform) -> None:
         n = self.image_size
         width = max(1, round(n * math.exp(uniform(math.log(self.min_width), math.log(self.max_width)))))
         x, y = uniform(0, n - 1), uniform(0, n - 1)
@@ -341,7 +343,7 @@ class FreeForm(MaskGenerator):
             cv2.circle(canvas, (round(nx), round(ny)), width // 2, 1, -1)  # round joints
             x, y = nx, ny
 
-    def _blob(self, canvas: np.ndarray, uniform) -> None:
+    def _blob(self, canvas: np.ndarray, uniform: Uniform) -> None:
         n = self.image_size
         axes = tuple(max(1, round(n * uniform(self.min_blob, self.max_blob) / 2)) for _ in range(2))
         centre = (round(uniform(0, n - 1)), round(uniform(0, n - 1)))

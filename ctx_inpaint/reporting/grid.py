@@ -22,6 +22,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
+from ctx_inpaint.common.run_folder import RunFolder  # noqa: E402
 from ctx_inpaint.reporting.runs import Run  # noqa: E402
 
 PADDING = 2  # make_grid's default, as the module saves it
@@ -52,7 +53,16 @@ def split_sample_grid(array: np.ndarray, size: int) -> dict[str, np.ndarray] | N
     return tiles
 
 
-SAMPLE_FILE = re.compile(r"^epoch_(\d+)\.png$")
+def _sample_file_pattern() -> re.Pattern[str]:
+    """The name :meth:`RunFolder.sample` gives an epoch's grid, as a pattern that captures the epoch (derived from
+    it, so the report follows a rename)."""
+    marker = 987654321  # any epoch number; its digits mark where the epoch goes in the name
+    name = RunFolder(".").sample(marker).name
+    head, _, tail = name.partition(str(marker))
+    return re.compile(rf"^{re.escape(head)}(\d+){re.escape(tail)}$")
+
+
+SAMPLE_FILE = _sample_file_pattern()
 
 
 def last_samples(run: Run) -> Samples | None:
@@ -61,7 +71,7 @@ def last_samples(run: Run) -> Samples | None:
     if run.path is None:
         return None
     size = (run.config.get("data") or {}).get("input_size")
-    found = [(SAMPLE_FILE.match(p.name), p) for p in (run.path / "samples").glob("epoch_*.png")]
+    found = [(SAMPLE_FILE.match(p.name), p) for p in RunFolder(run.path).samples.glob("*")]
     files = sorted((int(m.group(1)), p) for m, p in found if m)
     if size is None:
         return None

@@ -15,9 +15,12 @@ from typing import Any
 import yaml
 
 from ctx_inpaint.common import run_folder
+from ctx_inpaint.common.run_folder import RunFolder
 from ctx_inpaint.errors import DataError, MissingDataError, one_line
 
 RUN_DIR = re.compile(r"^(\d+)_(.+)$")
+# The config with its interpolations resolved, which training writes beside Hydra's own (.hydra/config.yaml).
+RESOLVED_CONFIG = "config_resolved.yaml"
 VAL_KEYS = run_folder.VAL_METRICS
 
 
@@ -227,8 +230,8 @@ def read_config(run_dir: Path) -> dict[str, Any]:
     """The run's config: ``config_resolved.yaml`` (interpolations resolved), else Hydra's ``.hydra/config.yaml``
     (a run that stopped before training wrote the resolved one; its interpolations are unknown values)."""
     what = "the mapping of the run's config that training writes"
-    return read_mapping(run_dir / "config_resolved.yaml", what, CONFIG_SHAPE) or read_mapping(
-        run_dir / ".hydra" / "config.yaml", what, CONFIG_SHAPE, unresolved=True
+    return read_mapping(run_dir / RESOLVED_CONFIG, what, CONFIG_SHAPE) or read_mapping(
+        RunFolder(run_dir).config, what, CONFIG_SHAPE, unresolved=True
     )
 
 
@@ -366,7 +369,7 @@ def classify(run: Run) -> None:
         run.status = "incomplete"
         run.detail = f"no end record: killed or still running after {done}/{expected or '?'} epochs"
     elif done:
-        run.status, run.detail = "incomplete", f"no run_status.json; {done} epoch(s) of metrics"
+        run.status, run.detail = "incomplete", f"no {run_folder.STATUS}; {done} epoch(s) of metrics"
     else:
         run.status = "failed"
         run.detail = _error_from_log(run.path) if run.path else ""
@@ -379,15 +382,14 @@ def load_run(run_dir: Path) -> Run:
     run = Run(num=num, name=name, path=run_dir)
     run.config = read_config(run_dir)
     run.name = str(run.config.get("name", name))
+    folder = RunFolder(run_dir)
     run.record = read_mapping(
-        run_dir / "run_status.json", "the JSON object training writes (status, times, machine)", STATUS_SHAPE
+        folder.status, "the JSON object training writes (status, times, machine)", STATUS_SHAPE
     )
-    metrics = run_dir / "metrics.csv"
-    if metrics.is_file():
-        run.val, run.train = read_metrics(metrics)
-    images = run_dir / run_folder.VAL_IMAGES
-    if images.is_file():
-        run.images = read_val_images(images)
+    if folder.metrics.is_file():
+        run.val, run.train = read_metrics(folder.metrics)
+    if folder.val_images.is_file():
+        run.images = read_val_images(folder.val_images)
     classify(run)
     return run
 

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import platform
 import time
 from collections.abc import Callable
 from datetime import datetime, timezone
@@ -19,8 +17,10 @@ from pytorch_lightning.callbacks import Callback, ModelCheckpoint, Timer
 from pytorch_lightning.loggers import CSVLogger, WandbLogger
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
+from ctx_inpaint.common import run_folder
 from ctx_inpaint.common.cli import say
 from ctx_inpaint.common.files import atomic_write
+from ctx_inpaint.common.machine import describe
 from ctx_inpaint.errors import UserError, check_range
 
 
@@ -43,10 +43,11 @@ class RunSummary(Callback):
                 if ckpt.best_model_score is not None
                 else ""
             )
-            parts.append(f"best checkpoint {best}{score}, last {Path(ckpt.dirpath or '.') / 'last.ckpt'}")
+            last = Path(ckpt.dirpath or ".") / run_folder.LAST_CHECKPOINT
+            parts.append(f"best checkpoint {best}{score}, last {last}")
         for logger in trainer.loggers:
             if isinstance(logger, CSVLogger):
-                parts.append(f"metrics {Path(logger.log_dir) / 'metrics.csv'}")
+                parts.append(f"metrics {Path(logger.log_dir) / run_folder.METRICS}")
             elif isinstance(logger, WandbLogger):
                 run = logger.experiment
                 parts.append(
@@ -61,7 +62,7 @@ class RunStatus(Callback):
     The ablation report reads it (no W&B needed) to show crashed or cut-short runs and each run's wall time.
     """
 
-    FILENAME = "run_status.json"
+    FILENAME = run_folder.STATUS
 
     def __init__(self, clock: Callable[[], float] = time.time) -> None:
         # Injectable so tests check the wall-time arithmetic on a fake clock, whatever the machine's speed.
@@ -148,18 +149,9 @@ class RunStatus(Callback):
 
 
 def _machine(trainer: pl.Trainer) -> dict[str, object]:
-    """Enough to say where a timing came from."""
-    info: dict[str, object] = {
-        "accelerator": type(trainer.accelerator).__name__.replace("Accelerator", "").lower(),
-        "devices": trainer.num_devices,
-        "cpu_count": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "platform": platform.platform(terse=True),
-        "processor": platform.processor() or platform.machine(),
-    }
-    if torch.cuda.is_available() and info["accelerator"] == "cuda":
-        info["gpu"] = torch.cuda.get_device_name(0)
-    return info
+    """Enough to say where a timing came from: ``common.machine.describe`` for the trainer's accelerator."""
+    accelerator = type(trainer.accelerator).__name__.replace("Accelerator", "").lower()
+    return describe(accelerator=accelerator, devices=trainer.num_devices)
 
 
 class NonFiniteLossGuard(Callback):

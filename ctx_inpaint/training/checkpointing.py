@@ -23,6 +23,7 @@ import threading
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -39,10 +40,11 @@ from pytorch_lightning.plugins.io import TorchCheckpointIO
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 from pytorch_lightning.utilities.rank_zero import rank_zero_info
 
+from ctx_inpaint.common import run_folder
 from ctx_inpaint.common.cli import STOP
 from ctx_inpaint.common.files import atomic_write
+from ctx_inpaint.config.build import model_config
 from ctx_inpaint.config.checkpoint import CONFIG_KEY, CheckpointError, load_checkpoint
-from ctx_inpaint.config.compose import model_config
 
 RNG_KEY = "ctx_inpaint_rng"
 # In a checkpoint taken by SIGTERM during validation: that epoch's validation and epoch end are still owed.
@@ -288,7 +290,7 @@ class ResumableCheckpoint(ModelCheckpoint):
         """Tell the CLI's closing line which last.ckpt a resume continues from, and its step."""
         if self._last_step_written is None:
             return
-        STOP.checkpoint = self.last_model_path or str(Path(self.dirpath or ".") / "last.ckpt")
+        STOP.checkpoint = self.last_model_path or str(Path(self.dirpath or ".") / run_folder.LAST_CHECKPOINT)
         STOP.step, STOP.epoch = self._last_step_written, self._last_epoch_written
         STOP.written, STOP.validation_owed = written, self._last_owes_validation
 
@@ -556,7 +558,31 @@ def _is_local(path: _PATH) -> bool:
 # ---- resuming: the checkpoint must fit the new config, checked before any record of the run is touched -----------
 # Settings that change neither the weights nor what is trained: a resume may change them.
 RUNTIME_KEYS = frozenset({"channels_last", "compile", "matmul", "grid_images"})
-_preloaded: dict[str, tuple[int, dict[str, Any]]] = {}  # the checkpoint read by check_resume, for Lightning
+
+
+@dataclass
+class ResumeCheckpoint:
+    """The checkpoint ``check_resume`` read, owned by the run: ``run.train`` hands it to the trainer's
+    ``AtomicCheckpointIO`` (``hand_over``), which gives it to Lightning instead of reading the file a second time."""
+
+    path: Path
+    mtime_ns: int  # the file's when it was read: a file replaced since is read again
+    ckpt: dict[str, Any] | None
+
+    def take(self, path: Path) -> dict[str, Any] | None:
+        """The checkpoint, if ``path`` is the file it was read from and that file is unchanged; given once, then
+        forgotten (Lightning holds it from there)."""
+        ckpt, self.ckpt = self.ckpt, None
+        same = (
+            path.resolve() == self.path.resolve()
+            and path.is_file()
+            and path.stat().st_mtime_ns == self.mtime_ns
+        )
+        return ckpt if same else None
+
+    def drop(self) -> None:
+        """Forget the checkpoint (a run that failed before Lightning took it): its memory goes back at once."""
+        self.ckpt = None
 
 
 class ResumeMismatchError(CheckpointError):
@@ -618,25 +644,24 @@ def _shown(value: Any) -> str:
     return "not set" if value is _UNSET else str(value)
 
 
-def check_resume(cfg: DictConfig) -> None:
+def check_resume(cfg: DictConfig) -> ResumeCheckpoint | None:
     """Refuse, in one line naming what differs, a checkpoint that the new config cannot continue (another
     architecture, other masks): Lightning would fail only after the run's records were rewritten, with a
-    size-mismatch traceback. The checkpoint read here is the one Lightning then uses (read once)."""
+    size-mismatch traceback. Returns the checkpoint read here (None when nothing resumes), for the run to hand
+    to its trainer (``hand_over``): Lightning then uses it, so the file is read once."""
     path = resume_checkpoint(cfg)
     if path is None:
-        return
+        return None
     ckpt = load_checkpoint(path)  # weights-only; truncated or foreign files are refused here, in one line
     if "optimizer_states" not in ckpt:
         raise ResumeMismatchError(
             f"ckpt_path={cfg.ckpt_path}: {path} holds the weights only (a best file, written without optimizer "
             "state); resume from the run's last.ckpt (ckpt_path=last), or start from these weights with "
-            "Inpainter.from_checkpoint / ContextEncoderModule.load_from_checkpoint"
+            "Inpainter.load / ContextEncoderModule.load_from_checkpoint"
         )
-    _preloaded.clear()
-    _preloaded[str(path.resolve())] = (path.stat().st_mtime_ns, ckpt)
     differences = config_differences(ckpt[CONFIG_KEY], model_config(cfg)) + optimizer_differences(ckpt, cfg)
     if not differences:
-        return
+        return ResumeCheckpoint(path, path.stat().st_mtime_ns, ckpt)
     whose = "the run's" if cfg.ckpt_path == "last" else "the checkpoint's"
     shown = "; ".join(
         f"{key} is {_shown(old)}, the new config has {_shown(new)}" for key, old, new in differences[:3]
@@ -707,22 +732,17 @@ def _build_optimizer(cfg: DictConfig, key: str) -> torch.optim.Optimizer | None:
         return None
 
 
-def forget_preloaded() -> None:
-    """Drop a checkpoint ``check_resume`` read that Lightning did not take (the run failed before it resumed)."""
-    _preloaded.clear()
-
-
-def _take_preloaded(path: Path) -> dict[str, Any] | None:
-    entry = _preloaded.pop(str(path.resolve()), None)
-    return entry[1] if entry is not None and path.is_file() and path.stat().st_mtime_ns == entry[0] else None
-
-
 class AtomicCheckpointIO(TorchCheckpointIO):
     """The Trainer's checkpoint writer and reader (``trainer.plugins``): atomic writes, safe reads, on local disks.
 
     Lightning reads a resume checkpoint through this plugin, once: crafted, truncated or foreign files are refused
-    in one line (``config.checkpoint.CheckpointError``) before any state changes.
+    in one line (``config.checkpoint.CheckpointError``) before any state changes. A checkpoint the run already
+    read (``check_resume``, given by ``hand_over``) is used instead of reading the file again.
     """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.preloaded: ResumeCheckpoint | None = None
 
     def load_checkpoint(
         self, path: _PATH, map_location: Any | None = None, weights_only: bool | None = None
@@ -730,7 +750,9 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         if not _is_local(path):
             return super().load_checkpoint(path, map_location, weights_only)
         rank_zero_info(f"[ctx-inpaint] resuming from {path}")
-        return _take_preloaded(Path(path)) or load_checkpoint(path)
+        preloaded, self.preloaded = self.preloaded, None
+        ckpt = preloaded.take(Path(path)) if preloaded is not None else None
+        return ckpt or load_checkpoint(path)
 
     def save_checkpoint(
         self, checkpoint: dict[str, Any], path: _PATH, storage_options: Any | None = None
@@ -739,3 +761,15 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             super().save_checkpoint(checkpoint, path, storage_options)
             return
         atomic_torch_save(checkpoint, path)
+
+
+def hand_over(resume: ResumeCheckpoint | None, trainer: pl.Trainer) -> None:
+    """Give ``check_resume``'s checkpoint to the trainer's ``AtomicCheckpointIO``, which passes it to Lightning;
+    a trainer without that plugin (configured away) reads the file itself, and the copy is dropped now."""
+    if resume is None:
+        return
+    io = trainer.strategy.checkpoint_io
+    if isinstance(io, AtomicCheckpointIO):
+        io.preloaded = resume
+    else:
+        resume.drop()

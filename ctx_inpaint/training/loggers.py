@@ -25,7 +25,10 @@ from pytorch_lightning.loggers.csv_logs import ExperimentWriter
 from pytorch_lightning.loggers.logger import rank_zero_experiment
 from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
-WANDB_ID_FILE = "wandb_run_id.txt"
+from ctx_inpaint.common import run_folder
+from ctx_inpaint.common.files import atomic_path
+
+WANDB_ID_FILE = run_folder.WANDB_ID
 
 
 class _ResumableWriter(ExperimentWriter):
@@ -72,12 +75,10 @@ class _ResumableWriter(ExperimentWriter):
             reader = csv.DictReader(f)
             fieldnames = list(reader.fieldnames or [])
             rows = [r for r in reader if self._kept(r, first)]
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-        with open(tmp, "w", newline="") as f:
+        with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=fieldnames)
             writer.writeheader()
             writer.writerows(rows)
-        os.replace(tmp, path)
         self.metrics_keys = sorted(set(self.metrics_keys) | set(fieldnames))
 
     def _kept(self, row: dict[str, str], first: int) -> bool:

@@ -1,28 +1,29 @@
-"""The LightningModule: manual GAN optimisation of the context encoder and its discriminator."""
+"""The LightningModule: the training loop's job for the context encoder and its discriminator.
+
+Its steps, logging, optimizers, sample grids and ``val_images.csv`` rows; the loss and the GAN step are
+``training.objective``'s, the generator is assembled by ``config.build``, as checkpoint loading assembles it.
+"""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from functools import partial
 from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
 import torch
-from hydra.utils import instantiate
 from torch import nn
 from torchvision.utils import make_grid, save_image
 
 from ctx_inpaint.common import run_folder
+from ctx_inpaint.config.build import assemble_generator, module_from_stored
 from ctx_inpaint.config.checkpoint import CONFIG_KEY, check_targets, load_checkpoint
 from ctx_inpaint.errors import ConfigError, check_range
 from ctx_inpaint.evaluation.metrics import HiddenPixelMetrics, to_unit_range
-from ctx_inpaint.masks.generators import MaskGenerator, apply_mask, composite, crop_box
-from ctx_inpaint.models.generator import Generator
+from ctx_inpaint.masks.generators import MaskGenerator, apply_mask, composite
 from ctx_inpaint.models.init import dcgan_init
-from ctx_inpaint.training.gan import GanParts, gan_step
-from ctx_inpaint.training.losses import check_rec_loss, hole_ssim_loss, masked_reconstruction
+from ctx_inpaint.training.objective import GanParts, check_rec_loss, gan_step, reconstruction_loss
 
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
 
@@ -64,18 +65,8 @@ class ContextEncoderModule(pl.LightningModule):
         g_lr_mult = check_range("optim.g_lr_mult", g_lr_mult, 0.0, math.inf, lo_inclusive=False)
         self.automatic_optimization = False
         self.masks = masks
-        if encoder.input_size != masks.image_size:
-            raise ConfigError(
-                f"model.encoder.input_size: {encoder.input_size} differs from the data/mask size {masks.image_size}"
-            )
-        self.generator = Generator(
-            encoder,
-            bottleneck,
-            decoder,
-            output_size=masks.output_size,
-            mask_channel=mask_channel,
-            residual=residual,
-            skips=skips,
+        self.generator = assemble_generator(
+            encoder, bottleneck, decoder, masks, mask_channel=mask_channel, residual=residual, skips=skips
         )
         self.discriminator: nn.Module | None = None
         if lambda_rec == 1.0 and discriminator is not None:
@@ -152,7 +143,9 @@ class ContextEncoderModule(pl.LightningModule):
         return composite(pred, masked, mask, self.masks.target_box)
 
     # ---- optimisation ------------------------------------------------------------------------------
-    def configure_optimizers(self):
+    def configure_optimizers(
+        self,
+    ) -> list[torch.optim.Optimizer] | tuple[list[torch.optim.Optimizer], list[Any]]:
         opt_g = self.optimizer_g(self.generator.parameters())
         for group in opt_g.param_groups:
             group["lr"] *= self.g_lr_mult
@@ -165,7 +158,7 @@ class ContextEncoderModule(pl.LightningModule):
         return optimizers, [self.scheduler(opt) for opt in optimizers]
 
     def gan_parts(self, opt_g: torch.optim.Optimizer, opt_d: torch.optim.Optimizer | None) -> GanParts:
-        """The networks, optimizers and loss settings one GAN step needs (``gan.gan_step``)."""
+        """The networks, optimizers and loss settings one GAN step needs (``objective.gan_step``)."""
         return GanParts(
             self.generator,
             self.discriminator,
@@ -190,17 +183,10 @@ class ContextEncoderModule(pl.LightningModule):
         batch: dict[str, torch.Tensor],
         logs: dict[str, torch.Tensor],
     ) -> torch.Tensor:
-        """``L_rec``: the masked L2/L1, mixed with ``1 - SSIM`` of the composite when ``ssim_weight > 0``."""
-        loss = masked_reconstruction(pred.float(), target.float(), batch["weight"], self.rec_loss)
-        if self.ssim_weight == 0.0:
-            return loss
-        # SSIM on the hole plus the context its windows reach, not on the whole image.
-        box = _grow(self.masks.target_box, SSIM_MARGIN, batch["image"].shape[-2:])
-        output = crop_box(self.composite(pred, batch["masked"], batch["mask"]), box)
-        truth, mask = crop_box(batch["image"], box), crop_box(batch["mask"], box)
-        loss_ssim = hole_ssim_loss((output + 1) / 2, (truth + 1) / 2, mask)
-        logs.update(loss_l2_l1=loss.detach(), loss_ssim=loss_ssim.detach())
-        return (1.0 - self.ssim_weight) * loss + self.ssim_weight * loss_ssim
+        """``L_rec`` with this module's settings, read at each call (``objective.reconstruction_loss``)."""
+        return reconstruction_loss(
+            pred, target, batch, logs, self.masks.target_box, self.rec_loss, self.ssim_weight
+        )
 
     def _log_train(self, logs: dict[str, torch.Tensor]) -> None:
         self.log_dict(
@@ -285,9 +271,9 @@ class ContextEncoderModule(pl.LightningModule):
             return
         rows = torch.stack([batch["masked"], batch["output"], batch["image"]], dim=1).flatten(0, 1)
         grid = make_grid(to_unit_range(rows.float().cpu()), nrow=3, padding=2)
-        out_dir = Path(self.trainer.default_root_dir) / "samples"
-        out_dir.mkdir(parents=True, exist_ok=True)
-        save_image(grid, out_dir / f"epoch_{self.current_epoch:04d}.png")
+        path = run_folder.RunFolder(self.trainer.default_root_dir).sample(self.current_epoch)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        save_image(grid, path)
         for logger in self.loggers:
             if hasattr(logger, "log_image"):
                 logger.log_image(key="val/samples", images=[grid], caption=["masked | output | truth"])
@@ -316,33 +302,9 @@ class ContextEncoderModule(pl.LightningModule):
         path = str(checkpoint_path)
         ckpt = load_checkpoint(path)
         config = dict(ckpt[CONFIG_KEY])
-        check_targets(config, path)
-        masks = instantiate(dict(config["masks"]))
-        model = {k: v for k, v in dict(config["model"]).items() if k not in LEGACY_KEYS}
-        adam = partial(torch.optim.Adam, lr=2e-4, betas=(0.5, 0.999))
-        module = instantiate(
-            {**model, "_target_": f"{cls.__module__}.{cls.__qualname__}"},
-            masks=masks,
-            optimizer_g=optimizer_g or adam,
-            optimizer_d=(optimizer_d or adam) if model.get("discriminator") is not None else None,
-            **kwargs,
+        check_targets(config, path)  # before anything in it is instantiated
+        module = module_from_stored(
+            config, f"{cls.__module__}.{cls.__qualname__}", optimizer_g, optimizer_d, **kwargs
         )
         module.load_state_dict(ckpt["state_dict"], strict=True if strict is None else strict)
-        module.model_config = config
         return module.to(map_location) if isinstance(map_location, str | torch.device) else module
-
-
-# Module arguments older checkpoints may carry that the module no longer takes.
-LEGACY_KEYS = ("reuse_d_forward",)
-
-
-# Half the 11x11 SSIM window: context pixels within it count towards the SSIM of the hole's edge pixels.
-SSIM_MARGIN = 5
-
-
-def _grow(box: tuple[int, int, int, int] | None, margin: int, size: torch.Size):
-    """``box`` grown by ``margin`` on each side, clipped to the image (``None`` stays the whole image)."""
-    if box is None:
-        return None
-    y0, y1, x0, x1 = box
-    return (max(y0 - margin, 0), min(y1 + margin, size[0]), max(x0 - margin, 0), min(x1 + margin, size[1]))

@@ -1,4 +1,9 @@
-"""Training from a composed config: what ``python -m ctx_inpaint.train`` runs, callable from code and tests."""
+"""Training from a composed config: what ``python -m ctx_inpaint.train`` runs (``train``) and what
+``python -m ctx_inpaint.prepare`` runs ahead of it (``prepare``), callable from code and tests.
+
+The config is checked once, up front, by ``config.check.check_config``; a resumed checkpoint is read once, by
+``checkpointing.check_resume``, and handed to the trainer. The run dir is locked and claimed here.
+"""
 
 from __future__ import annotations
 
@@ -18,23 +23,24 @@ from pytorch_lightning.utilities.rank_zero import rank_zero_info
 
 from ctx_inpaint.common import run_folder
 from ctx_inpaint.common.allocator import keep_freed_memory, release_freed_memory
+from ctx_inpaint.config.build import build_module
 from ctx_inpaint.config.check import check_config
-from ctx_inpaint.config.compose import build_module
+from ctx_inpaint.data.prepared import PreparedImages
 from ctx_inpaint.errors import ConfigError, UserError
 from ctx_inpaint.masks.generators import MaskGenerator
 from ctx_inpaint.training.checkpointing import (
+    ResumeCheckpoint,
     StopOnSignal,
     catch_stop_signals,
     check_resume,
-    forget_preloaded,
+    hand_over,
     own_checkpoint_name,
     remove_stale_temporaries,
 )
 from ctx_inpaint.training.loggers import ensure_wandb_mode, fill_wandb_group, fill_wandb_resume
 
-LOCK_FILE = ".run.lock"
+LOCK_FILE = run_folder.LOCK
 _RANK_VARIABLES = ("RANK", "LOCAL_RANK", "NODE_RANK", "SLURM_PROCID")
-MAX_SEED = 2**32 - 1  # numpy's seeds (seed_everything refuses, older Lightning silently used 0)
 
 
 # What a run leaves in its run dir: a fresh run there would delete or mix them.
@@ -49,8 +55,10 @@ class RunDirUsedError(UserError):
     """A fresh run was asked for in a run dir that already holds a run."""
 
 
-# The sample grids the module writes into samples/ (one per validated epoch).
-SAMPLE_NAME = re.compile(r"^epoch_\d{4,}\.png$")
+# The sample grids the module writes into samples/ (one per validated epoch): run_folder's name, any epoch.
+SAMPLE_NAME = re.compile(
+    "^" + re.escape(run_folder.RunFolder("").sample(0).name).replace("0000", r"\d{4,}") + "$"
+)
 
 
 def own_files(cfg: DictConfig, run_dir: Path, name: str) -> list[Path]:
@@ -58,13 +66,13 @@ def own_files(cfg: DictConfig, run_dir: Path, name: str) -> list[Path]:
     ``samples/`` our checkpoints (``last.ckpt``, best files by ``callbacks.model_checkpoint.filename``, a killed
     save's temporary file) and sample grids only; anything else a user put there is not the run's."""
     path = run_dir / name
-    if name not in ("checkpoints", "samples"):
+    if name not in (run_folder.CHECKPOINTS, run_folder.SAMPLES):
         return [path] if path.is_file() else []
     if not path.is_dir():
         return []
     pattern = (
         own_checkpoint_name(OmegaConf.select(cfg, "callbacks.model_checkpoint.filename", default=None))
-        if name == "checkpoints"
+        if name == run_folder.CHECKPOINTS
         else SAMPLE_NAME
     )
     return sorted(p for p in path.iterdir() if pattern.match(p.name) and (p.is_file() or p.is_symlink()))
@@ -90,7 +98,7 @@ def claim_run_dir(cfg: DictConfig, run_dir: Path) -> None:
         for path in files:
             path.unlink()
     kept = []
-    for name in ("checkpoints", "samples"):
+    for name in (run_folder.CHECKPOINTS, run_folder.SAMPLES):
         folder = run_dir / name
         if folder.is_dir() and not folder.is_symlink():
             if any(folder.iterdir()):
@@ -100,14 +108,6 @@ def claim_run_dir(cfg: DictConfig, run_dir: Path) -> None:
     if kept:
         shown = ", ".join(kept[:3]) + (f" and {len(kept) - 3} more" if len(kept) > 3 else "")
         rank_zero_info(f"[ctx-inpaint] overwrite=true: kept {shown}, not written by a run")
-
-
-def check_seed(cfg: DictConfig) -> None:
-    """``seed`` must be one numpy can take: Lightning's ``seed_everything`` fails with a traceback above 2^32-1
-    (older versions used 0 instead, so seeds 2^32 and 0 gave the same run)."""
-    seed = cfg.get("seed")
-    if isinstance(seed, int) and not isinstance(seed, bool) and not 0 <= seed <= MAX_SEED:
-        raise ConfigError(f"seed: got {seed}; expected an integer from 0 to {MAX_SEED} (2^32-1)")
 
 
 def _remove_dead_saves(cfg: DictConfig) -> None:
@@ -164,22 +164,24 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
     Nothing of the run outlives the call, failed or not, so the jobs of a Hydra multirun, one after the other in
     one process, do not add up (see ``_release_frames``)."""
+    resume: ResumeCheckpoint | None = None
     try:
-        check_config(cfg)  # refuse bad keys/values before anything is built or written
-        check_seed(cfg)
+        check_config(cfg)  # the one config check: refused before anything is built or written
         output_dir = Path(cfg.paths.output_dir)
         # SIGTERM and SIGINT stop the run at a batch boundary with last.ckpt written (checkpointing).
         with run_dir_lock(output_dir), catch_stop_signals(output_dir, _launching_process()):
-            # A checkpoint the config cannot continue is refused before any record is touched.
-            check_resume(cfg)
+            # A checkpoint the config cannot continue is refused before any record is touched; one it can
+            # continue is read here once, and handed to the trainer.
+            resume = check_resume(cfg)
             claim_run_dir(cfg, output_dir)
             _remove_dead_saves(cfg)
-            return _train(cfg, output_dir)
+            return _train(cfg, output_dir, resume)
     except BaseException as err:
         _release_frames(err)
         raise
     finally:
-        forget_preloaded()
+        if resume is not None:
+            resume.drop()  # a checkpoint Lightning did not take (the run failed before it resumed)
         # Trainer, module, optimizers and data loaders refer to one another: only the cycle collector frees them,
         # and its full collections are rare in a process this size. Freed now, not jobs later.
         gc.collect()
@@ -202,7 +204,7 @@ def _release_frames(err: BaseException) -> None:
         pending += [exc.__cause__, exc.__context__]
 
 
-def _train(cfg: DictConfig, output_dir: Path) -> dict[str, float]:
+def _train(cfg: DictConfig, output_dir: Path, resume: ResumeCheckpoint | None = None) -> dict[str, float]:
     if cfg.get("keep_freed_memory", False) and not keep_freed_memory(True):
         rank_zero_info(
             "[ctx-inpaint] keep_freed_memory: not glibc malloc here; the allocator's defaults stay"
@@ -224,9 +226,10 @@ def _train(cfg: DictConfig, output_dir: Path) -> dict[str, float]:
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
     callbacks.append(StopOnSignal())  # SIGTERM/SIGINT before the first batch stop the run there
     trainer: pl.Trainer = instantiate(cfg.trainer, logger=loggers, callbacks=callbacks)
+    hand_over(resume, trainer)
     try:
         # ckpt_path=last: Lightning resumes from the newest last.ckpt, or starts from scratch when there is none;
-        # the checkpoint is read once, safely, by training.checkpointing.AtomicCheckpointIO.
+        # the checkpoint check_resume read is the one Lightning takes (training.checkpointing.AtomicCheckpointIO).
         trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"), weights_only=True)
     finally:
         if "wandb" in logger_cfgs:
@@ -234,3 +237,17 @@ def _train(cfg: DictConfig, output_dir: Path) -> dict[str, float]:
 
             wandb.finish()  # never let multirun jobs merge into one W&B run
     return {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
+
+
+def prepare(cfg: DictConfig) -> list[PreparedImages]:
+    """Build (or validate) the train and val caches exactly as training would (same config check, datamodule and
+    bad-image screening), so training finds them under the same key; returns them."""
+    check_config(cfg)  # refuse bad keys/values as training does, before anything is read or written
+    if not cfg.data.get("prepared_dir"):
+        raise ConfigError("data.prepared_dir: null, so there is no cache to prepare (set a folder)")
+    datamodule = instantiate(cfg.data, masks=instantiate(cfg.masks))  # as _train builds it
+    datamodule.prepare_data()
+    for split, store, seconds in datamodule.prepared:
+        action = "built" if store.built else "up to date"
+        print(f"[ctx-inpaint] {split}: {len(store)} photos {action} in {seconds:.1f} s: {store.dir}")
+    return [store for _, store, _ in datamodule.prepared]

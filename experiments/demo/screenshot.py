@@ -1,7 +1,8 @@
 """The README's screenshot of the demo page (``make demo-screenshot``): the shipped free-form model removing a lamp
 post from an embedded held-out campus photo, beside OpenCV, in headless Chromium at 1280x900.
 
-    python experiments/demo/screenshot.py [--out experiments/demo/screenshot.png]
+    python -m experiments.demo.screenshot [--out experiments/demo/screenshot.png]   (from the repository root:
+    it imports tools.browser, which is not installed with the package)
 
 Serves the demo app (shipped models, CPU) on 127.0.0.1, picks the example, brushes one stroke along the post,
 runs the three fills, checks each result (visible pixels unchanged, hole filled) and saves the page.

@@ -30,7 +30,8 @@ def photo(height: int, width: int, seed: int) -> np.ndarray:
 
 
 def main(ckpt: str) -> None:
-    inpainter = Inpainter.from_checkpoint(ckpt, device="cpu")
+    load = getattr(Inpainter, "load", None) or Inpainter.from_checkpoint  # from_checkpoint: the earlier code
+    inpainter = load(ckpt, device="cpu")
     for name, ((h, w), (top, left, hh, ww)) in CASES.items():
         hole = np.zeros((h, w), dtype=bool)
         hole[top : top + hh, left : left + ww] = True

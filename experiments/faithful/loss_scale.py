@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 
 from ctx_inpaint.masks.generators import CenterMask, RandomRegion
-from ctx_inpaint.training.losses import masked_reconstruction
+from ctx_inpaint.training.objective import masked_reconstruction
 
 
 def main() -> None:
@@ -22,7 +22,9 @@ def main() -> None:
         pred = torch.rand(8, 3, *weight.shape[-2:]) * 2 - 1
         target = torch.rand(8, 3, *weight.shape[-2:]) * 2 - 1
         loss = masked_reconstruction(pred, target, weight).item()
-        print(f"{name}: L_rec = {loss:.4f}, weight sum / elements = {weight.sum().item() / weight.numel():.4f}")
+        print(
+            f"{name}: L_rec = {loss:.4f}, weight sum / elements = {weight.sum().item() / weight.numel():.4f}"
+        )
 
 
 if __name__ == "__main__":

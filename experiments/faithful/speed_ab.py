@@ -1,9 +1,14 @@
 """GAN steps per second of campus_cpu in the bare loop, for the code at ROOT (a checkout): run it alternately on
 two checkouts to compare them on a noisy machine (the "1.53/1.57 and 1.64/1.65 steps/s, old/new" figures):
 
-    git worktree add /tmp/old d657a2f
+    git worktree add /tmp/old <commit>
     for i in 1 2; do .venv/bin/python experiments/faithful/speed_ab.py /tmp/old; \\
                      .venv/bin/python experiments/faithful/speed_ab.py $PWD; done
+
+Both checkouts need this layout (ctx_inpaint.config.build, ctx_inpaint.benchmark.loops). The recorded figures
+compared d657a2f with the code of the commit that added this script (a12fceb); that comparison runs with the
+script as it was then, which read both of those layouts:
+``git show a12fceb:experiments/faithful/speed_ab.py > /tmp/speed_ab_a12fceb.py``.
 """
 
 from __future__ import annotations
@@ -18,11 +23,8 @@ import torch  # noqa: E402
 from hydra import compose, initialize_config_dir  # noqa: E402
 from hydra.utils import instantiate  # noqa: E402
 
-try:
-    from ctx_inpaint.config.compose import build_module  # noqa: E402
-except ImportError:  # the layout before the restructure
-    from ctx_inpaint.train import build_module  # noqa: E402
 from ctx_inpaint.benchmark.loops import parts_from_module, plain_step  # noqa: E402
+from ctx_inpaint.config.build import build_module  # noqa: E402
 
 with initialize_config_dir(config_dir=ROOT + "/conf", version_base="1.3"):
     cfg = compose("train", overrides=["+experiment=campus_cpu", "data.num_workers=0"])

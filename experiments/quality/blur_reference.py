@@ -12,8 +12,9 @@ import torch
 from torchvision.transforms.v2 import functional as TF
 
 from ctx_inpaint.data.sources import embedded_files
-from ctx_inpaint.evaluate import VAL_DEFAULTS, crop_samples
 from ctx_inpaint.evaluation.metrics import HiddenPixelMetrics, to_unit_range
+from ctx_inpaint.evaluation.run import VAL_DEFAULTS
+from ctx_inpaint.evaluation.scoring import crop_samples
 from ctx_inpaint.masks.generators import CenterMask
 
 HERE = Path(__file__).resolve().parent

@@ -14,9 +14,10 @@ import torch
 from torchmetrics.functional.image import structural_similarity_index_measure
 
 from ctx_inpaint.data.sources import embedded_files
-from ctx_inpaint.evaluate import VAL_DEFAULTS, crop_samples, model_outputs
 from ctx_inpaint.evaluation.baselines import make_baselines
 from ctx_inpaint.evaluation.metrics import to_unit_range
+from ctx_inpaint.evaluation.run import VAL_DEFAULTS
+from ctx_inpaint.evaluation.scoring import crop_samples, model_outputs
 from ctx_inpaint.inference.loading import load_model
 from ctx_inpaint.masks.generators import CenterMask
 

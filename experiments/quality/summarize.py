@@ -10,6 +10,9 @@ import json
 import random
 from pathlib import Path
 
+from ctx_inpaint.common import run_folder
+from ctx_inpaint.common.run_folder import RunFolder
+
 HERE = Path(__file__).resolve().parent
 
 
@@ -25,7 +28,7 @@ def _pair(row: dict[str, str]) -> str:
 def probe_rows(folder: Path, minutes: int, same_epoch: int) -> list[str]:
     """One row per probe run in ``folder``: the overrides it adds to those all of them share (as recorded in
     their overrides.json), its size, and val at ``same_epoch``."""
-    runs = sorted(folder.glob("*/metrics.csv"))
+    runs = sorted(folder.glob(f"*/{run_folder.METRICS}"))
     recorded = {run: json.loads((run.parent / "overrides.json").read_text()) for run in runs}
     common = [o for o in next(iter(recorded.values()), []) if all(o in r for r in recorded.values())]
     lines = [
@@ -40,7 +43,7 @@ def probe_rows(folder: Path, minutes: int, same_epoch: int) -> list[str]:
         if not val:
             continue
         overrides = [o for o in recorded[run] if o not in common]
-        status_file = run.parent / "run_status.json"
+        status_file = RunFolder(run.parent).status
         status = json.loads(status_file.read_text()) if status_file.exists() else {}
         batches = status.get("global_step", 0) // 2  # G and D each step once per batch
         at = val[min(same_epoch, len(val)) - 1]
@@ -86,8 +89,8 @@ LABELS = {"telea": "OpenCV Telea", "ns": "OpenCV Navier-Stokes"}
 
 
 def curve(run: Path, every: int = 5) -> list[str]:
-    """Validation PSNR / SSIM every few epochs of a recorded run (run/metrics.csv)."""
-    val = _val_rows(run / "metrics.csv")
+    """Validation PSNR / SSIM every few epochs of a recorded run (its copied run folder, ``run/``)."""
+    val = _val_rows(RunFolder(run).metrics)
     picked = [r for r in val if int(r["epoch"]) % every == every - 1 or r is val[-1]]
     return [
         "| epoch | " + " | ".join(str(int(r["epoch"]) + 1) for r in picked) + " |",
@@ -108,12 +111,12 @@ def main() -> None:
         parts += [f"## {table.parent.name}", "", table.read_text().strip(), ""]
         if (table.parent / "per_image.csv").exists():
             parts += [*paired(table.parent / "per_image.csv"), ""]
-        if (table.parent / "run" / "metrics.csv").exists():
+        if RunFolder(table.parent / "run").metrics.exists():
             parts += ["Validation during training (the same crops):", "", *curve(table.parent / "run"), ""]
     if (HERE / "probes_cpu").is_dir():
         parts += ["## Probes around campus_cpu (`bash experiments/quality/probe_cpu.sh`)", ""]
         parts += [*probe_rows(HERE / "probes_cpu", 5, 12), ""]
-        run = HERE / "campus_cpu" / "run" / "metrics.csv"
+        run = RunFolder(HERE / "campus_cpu" / "run").metrics
         if run.exists():
             parts += [f"campus_cpu itself after epoch 12: {_pair(_val_rows(run)[11])}.", ""]
     if (HERE / "ssim_by_ring.md").exists():
@@ -126,7 +129,7 @@ def main() -> None:
     if (HERE / "probes_ssim").is_dir():
         parts += ["## SSIM-weight probes (`bash experiments/quality/probe_ssim.sh`)", ""]
         parts += [*probe_rows(HERE / "probes_ssim", 5, 12), ""]
-        tuned = HERE / "tuned_l2_0999" / "run" / "metrics.csv"
+        tuned = RunFolder(HERE / "tuned_l2_0999" / "run").metrics
         if tuned.exists():
             at = _val_rows(tuned)[11]
             parts += [

@@ -83,7 +83,7 @@ def run_case(name: str, limit_gb: float) -> dict:
     from ctx_inpaint.inference.inpainter import Inpainter
 
     torch.set_num_threads(2)
-    inpainter = Inpainter.from_pretrained("freeform", device="cpu")
+    inpainter = Inpainter.load("freeform", device="cpu")
     calls = [0]
     inpainter.generator.register_forward_hook(lambda *_: calls.__setitem__(0, calls[0] + 1))
     work = None

@@ -1,5 +1,6 @@
-"""The demo's models by name: shipped ones and checkpoints, each loaded on first use and called by one request at a
-time (a lock per model), so concurrent requests queue instead of each holding a model's working memory."""
+"""The demo's models by name: shipped ones, checkpoints and run folders (their ``checkpoints/last.ckpt``), each
+loaded on first use and called by one request at a time (a lock per model), so concurrent requests queue instead of
+each holding a model's working memory."""
 
 from __future__ import annotations
 
@@ -12,11 +13,12 @@ from pathlib import Path
 
 import torch
 
+from ctx_inpaint.common.run_folder import RunFolder
 from ctx_inpaint.errors import InputError
 from ctx_inpaint.inference.inpainter import Inpainter
 from ctx_inpaint.inference.weights import PRETRAINED
 
-# name -> what ``Inpainter.from_checkpoint`` loads (a shipped name or a path)
+# name -> what ``Inpainter.load`` loads (a shipped name or a path)
 DEFAULT_MODELS = {name: name for name in PRETRAINED}
 DESCRIPTIONS = {
     "freeform": "shipped free-form model (brushed holes of any shape)",
@@ -46,21 +48,25 @@ class Entry:
     seconds: float = 0.0
 
 
-def checkpoint_models(specs: list[str], taken: set[str], key: str = "--checkpoint") -> dict[str, str]:
-    """``PATH`` or ``NAME=PATH`` per spec -> {name: path}; a bare path is named by its stem (``run/last.ckpt`` ->
-    ``last``, then ``last-2``... when taken). Missing files and bad names are one-line ``InputError``s."""
+def checkpoint_models(specs: list[str], taken: set[str], key: str = "checkpoints") -> dict[str, str]:
+    """``PATH`` or ``NAME=PATH`` per spec -> {name: checkpoint path}. ``PATH`` is a ``.ckpt`` or ``.safetensors``
+    file, named by its stem (``model.ckpt`` -> ``model``, then ``model-2``... when taken), or a training run folder,
+    meaning its ``checkpoints/last.ckpt`` and named by the folder. Missing files and bad names are one-line
+    ``InputError``s naming ``key`` (what the caller calls the list: the command passes its flag)."""
     out: dict[str, str] = {}
     for spec in specs:
         name, sep, path = spec.partition("=")
         if not sep or not NAME_PATTERN.match(name):
             name, path = "", spec
-        file = Path(path).expanduser()
+        file, stem = Path(path).expanduser(), None
+        if file.is_dir() and RunFolder(file).last_checkpoint.is_file():
+            file, stem = RunFolder(file).last_checkpoint, file.resolve().name
         if not file.is_file():
             raise InputError(
-                f"{key}: {path} is not a file (expected a .ckpt or .safetensors file, or NAME=PATH)"
+                f"{key}: {path} is not a file (expected a .ckpt or .safetensors file, a run folder, or NAME=PATH)"
             )
         if not name:
-            stem = re.sub(r"[^A-Za-z0-9_.-]", "-", file.stem).lstrip("-._") or "model"
+            stem = re.sub(r"[^A-Za-z0-9_.-]", "-", stem or file.stem).lstrip("-._") or "model"
             name, i = stem, 2
             while name in taken or name in out:
                 name, i = f"{stem}-{i}", i + 1
@@ -83,7 +89,7 @@ class ModelRegistry:
         if not models:
             raise InputError("models: expected at least one model")
         self.device = device
-        self.loader: Loader = loader or (lambda spec, device: Inpainter.from_checkpoint(spec, device=device))
+        self.loader: Loader = loader or (lambda spec, device: Inpainter.load(spec, device=device))
         self.entries = {
             name: Entry(name, spec, DESCRIPTIONS.get(spec, f"checkpoint {Path(spec).name}"))
             for name, spec in models.items()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import socket
 import threading
 import time
+from collections.abc import Mapping
 from types import TracebackType
 
 import uvicorn
@@ -17,15 +18,17 @@ LOOPBACK = ("127.0.0.1", "localhost", "::1")
 WILDCARDS = ("0.0.0.0", "::", "")  # every interface: no one name of this server
 
 
-def bind(host: str, port: int) -> socket.socket:
-    """A listening TCP socket on ``host:port`` (``port`` 0: any free port); one-line ``InputError`` otherwise."""
+def bind(host: str, port: int, names: Mapping[str, str] | None = None) -> socket.socket:
+    """A listening TCP socket on ``host:port`` (``port`` 0: any free port); one-line ``InputError`` otherwise,
+    naming ``host`` or ``port`` as ``names`` maps them (the demo command passes its flags)."""
+    host_name, port_name = (names or {}).get("host", "host"), (names or {}).get("port", "port")
     if not 0 <= port <= 65535:
-        raise InputError(f"--port: got {port}; expected a port number in 0..65535")
+        raise InputError(f"{port_name}: got {port}; expected a port number in 0..65535")
     try:
         family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
     except (OSError, UnicodeError) as err:
         raise InputError(
-            f"--host: cannot resolve {host!r} ({err}); expected an address such as 127.0.0.1"
+            f"{host_name}: cannot resolve {host!r} ({err}); expected an address such as 127.0.0.1"
         ) from None
     sock = socket.socket(family, kind, proto)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -35,12 +38,13 @@ def bind(host: str, port: int) -> socket.socket:
     except OSError as err:
         sock.close()
         raise InputError(
-            f"--port: cannot listen on {host}:{port} ({err.strerror or err}); expected a free port (--port)"
+            f"{port_name}: cannot listen on {host}:{port} ({err.strerror or err}); expected a free port ({port_name})"
         ) from None
     return sock
 
 
 def url_of(sock: socket.socket) -> str:
+    """The http address a bound socket serves on (IPv6 addresses in brackets)."""
     host, port = sock.getsockname()[:2]
     return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 

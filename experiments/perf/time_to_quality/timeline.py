@@ -26,7 +26,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from ctx_inpaint.evaluate import evaluate  # noqa: E402
+from ctx_inpaint.common.run_folder import RunFolder  # noqa: E402
+from ctx_inpaint.evaluation.run import evaluate  # noqa: E402
 
 SIDES = ("before", "after")
 WITHIN_DB = 0.2
@@ -60,13 +61,13 @@ def read_profile(path: Path) -> dict[str, tuple[float, int]]:
 
 
 def side_record(folder: Path) -> dict[str, Any]:
-    run = folder / "run"
+    run = RunFolder(folder / "run")
     launched = float((folder / "launched_at").read_text())
     exited = float((folder / "exited_at").read_text())
-    status = json.loads((run / "run_status.json").read_text())
+    status = json.loads(run.status.read_text())
     fit_start = datetime.fromisoformat(status["started_at"]).timestamp()  # 1-second resolution
     startup = fit_start - launched
-    rows = [r for r in csv.DictReader(open(run / "metrics.csv", newline="")) if r.get("val/psnr")]
+    rows = [r for r in csv.DictReader(open(run.metrics, newline="")) if r.get("val/psnr")]
     vals = [
         {
             "epoch": int(r["epoch"]),
@@ -240,18 +241,15 @@ def main() -> None:
     p.add_argument("--record", type=Path, required=True, help="where the record goes")
     p.add_argument("--title", default="make train (campus_cpu)", help="what the two runs were")
     args = p.parse_args()
-    missing = [
-        str(args.out / n / "run" / "metrics.csv")
-        for n in SIDES
-        if not (args.out / n / "run" / "metrics.csv").is_file()
-    ]
+    runs = {n: RunFolder(args.out / n / "run") for n in SIDES}
+    missing = [str(run.metrics) for run in runs.values() if not run.metrics.is_file()]
     if missing:
         p.exit(
             2,
             f"timeline.py: {', '.join(missing)}: not found; OUT must be a folder run_side_by_side.sh wrote\n",
         )
     sides = {name: side_record(args.out / name) for name in SIDES}
-    base = baselines(args.out / "after" / "run" / "checkpoints" / "last.ckpt")
+    base = baselines(runs["after"].last_checkpoint)
     for side in sides.values():
         side["milestones"] = milestones(side, base["telea_psnr"])
     record = {"source": str(args.out), "title": args.title, "baselines": base, "sides": sides}
@@ -259,9 +257,10 @@ def main() -> None:
     for name in SIDES:
         dest = args.record / name
         dest.mkdir(exist_ok=True)
-        for f in ("run/metrics.csv", "run/run_status.json", "run/.hydra/overrides.yaml", "revision"):
-            if (args.out / name / f).exists():
-                shutil.copy(args.out / name / f, dest / Path(f).name)
+        run = runs[name]
+        for f in (run.metrics, run.status, run.overrides, args.out / name / "revision"):
+            if f.exists():
+                shutil.copy(f, dest / f.name)
         for f in (args.out / name).glob("*profile*.txt"):
             shutil.copy(f, dest / "profile.txt")
     (args.record / "timeline.json").write_text(json.dumps(record, indent=1) + "\n")

@@ -11,7 +11,8 @@ import tempfile
 import torch
 from hydra.utils import instantiate
 
-from ctx_inpaint.config.compose import build_module, compose_config
+from ctx_inpaint.config.build import build_module
+from ctx_inpaint.config.compose import compose_config
 
 
 def main() -> None:

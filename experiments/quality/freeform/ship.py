@@ -18,20 +18,26 @@ import torch
 import yaml
 
 from ctx_inpaint.common.files import atomic_write
-from ctx_inpaint.evaluate import evaluate
-from ctx_inpaint.inference.weights import PRETRAINED, PRETRAINED_DIR, export_weights
+from ctx_inpaint.common.run_folder import RunFolder
+from ctx_inpaint.evaluation.run import evaluate
+from ctx_inpaint.inference.export import export
+from ctx_inpaint.inference.weights import PRETRAINED, PRETRAINED_DIR
 
 ATTRIBUTION = (
     "Trained on the campus photos of the PyPI package mvtb-data==1.6.1 (mvtbdata/images/campus/*.png, MIT licence, "
     "Peter Corke, Machine Vision Toolbox); validated on campus/holdout."
 )
 EXPERIMENTS = {"freeform": "campus_freeform", "center": "campus_center"}
-# What a run dir must hold: the checkpoint to export, then the records copied beside the tables.
-RUN_FILES = ("checkpoints/last.ckpt", "metrics.csv", "run_status.json", ".hydra/overrides.yaml")
+
+
+def run_files(run: Path) -> list[Path]:
+    """What a run dir must hold: the checkpoint to export, then the records copied beside the tables."""
+    folder = RunFolder(run)
+    return [folder.last_checkpoint, folder.metrics, folder.status, folder.overrides]
 
 
 def command(run: Path) -> str:
-    overrides = yaml.safe_load((run / ".hydra" / "overrides.yaml").read_text())
+    overrides = yaml.safe_load(RunFolder(run).overrides.read_text())
     return "python -m ctx_inpaint.train " + " ".join(overrides)
 
 
@@ -59,15 +65,13 @@ def main() -> None:
     names = args.only or list(PRETRAINED)
     # Every run is checked before anything is written: a missing one must not leave a half-updated pretrained/.
     for name in names:
-        for needed in RUN_FILES:
-            if not (Path(args.runs) / name / needed).is_file():
-                raise SystemExit(
-                    f"ship.py: {Path(args.runs) / name / needed} is missing; train it with make weights-train"
-                )
+        for needed in run_files(Path(args.runs) / name):
+            if not needed.is_file():
+                raise SystemExit(f"ship.py: {needed} is missing; train it with make weights-train")
     for name in names:
         run = Path(args.runs) / name
-        checkpoint = run / "checkpoints" / "last.ckpt"
-        status = json.loads((run / "run_status.json").read_text())
+        checkpoint = RunFolder(run).last_checkpoint
+        status = json.loads(RunFolder(run).status.read_text())
         extra = {
             "name": name,
             "experiment": EXPERIMENTS[name],
@@ -78,15 +82,17 @@ def main() -> None:
             "data_attribution": ATTRIBUTION,
             "machine": "2 CPU cores (x86_64), no GPU; torch " + torch.__version__,
         }
-        path, json_path = export_weights(checkpoint, Path(args.out) / f"{name}.safetensors", "float16", extra)
+        path, json_path = export(
+            checkpoint, Path(args.out) / f"{name}.safetensors", "safetensors", dtype="float16", extra=extra
+        ).files
         meta = json.loads(json_path.read_text())
         meta["float16_check"] = fp16_cost(checkpoint, path)
         data = (json.dumps(meta, indent=2, default=str) + "\n").encode()
         atomic_write(json_path, lambda f, data=data: f.write(data))
         records = Path(__file__).resolve().parent / "runs" / name  # the run's own record, beside the tables
         records.mkdir(parents=True, exist_ok=True)
-        for needed in RUN_FILES[1:]:
-            shutil.copy(run / needed, records / Path(needed).name)
+        for needed in run_files(run)[1:]:
+            shutil.copy(needed, records / needed.name)
         size = path.stat().st_size / 2**20
         print(
             f"{path}: {size:.2f} MiB, {meta['parameters']:,} parameters; float16 check {meta['float16_check']}"

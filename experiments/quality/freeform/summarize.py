@@ -11,6 +11,8 @@ import csv
 import json
 from pathlib import Path
 
+from ctx_inpaint.common.run_folder import RunFolder
+
 HERE = Path(__file__).resolve().parent
 RUNS = {
     "freeform_holdout": "shipped `freeform` model, campus hold-out",
@@ -80,7 +82,7 @@ def section(name: str, title: str) -> list[str]:
 def probes() -> list[str]:
     lines = ["## Probes (val PSNR / SSIM of the hole on the run's own free-form val masks, by epoch)", ""]
     for folder in sorted((HERE / "probes").glob("*/")):
-        rows = [r for r in csv.DictReader(open(folder / "metrics.csv")) if r.get("val/psnr")]
+        rows = [r for r in csv.DictReader(open(RunFolder(folder).metrics)) if r.get("val/psnr")]
         command = (folder / "command_overrides.txt").read_text().strip()
         curve = ", ".join(f"{float(r['val/psnr']):.2f}/{float(r['val/ssim']):.3f}" for r in rows)
         lines.append(f"- `{folder.name}` (`{command}`), {rows[-1]['step']} steps: {curve}")
