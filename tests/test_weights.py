@@ -244,11 +244,20 @@ def test_one_export_for_both_formats_keeps_the_same_promises(exported: Path, tmp
 
 def test_the_export_command_writes_safetensors_by_format_or_suffix(tmp_path: Path) -> None:
     """``--format safetensors`` (or a .safetensors --out) writes weights that load back with the same outputs."""
-    assert run_command("export", ["-c", "center", "-o", str(tmp_path / "a.bin"), "--format", "safetensors"]) == 0
+    assert (
+        run_command("export", ["-c", "center", "-o", str(tmp_path / "a.bin"), "--format", "safetensors"]) == 0
+    )
     assert run_command("export", ["-c", "center", "-o", str(tmp_path / "b.safetensors")]) == 0
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.json", "a.safetensors", "b.json", "b.safetensors"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "a.json",
+        "a.safetensors",
+        "b.json",
+        "b.safetensors",
+    ]
     assert not list(tmp_path.glob("*.onnx"))
-    shipped, a, b = (load_model(s) for s in ("center", tmp_path / "a.safetensors", tmp_path / "b.safetensors"))
+    shipped, a, b = (
+        load_model(s) for s in ("center", tmp_path / "a.safetensors", tmp_path / "b.safetensors")
+    )
     x = torch.rand(1, 3, shipped.input_size, shipped.input_size) * 2 - 1
     with torch.no_grad():
         ref = shipped.generator(x)
