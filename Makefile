@@ -159,12 +159,17 @@ bench-precision: ## Compare float32 and bf16-mixed gradients and 30 training ste
 	$(PY) -m ctx_inpaint.benchmark.precision_check +experiment=l2_0999 +check_steps=30 \
 		+out_json=$(BENCH_OUT)/precision_check_l2_0999.json hydra.run.dir=$${TMPDIR:-/tmp}/ctx_precision_run
 
-# Shipped weights (issue 12): two recorded trainings of 29 minutes each on 2 CPU cores, then their generators as
-# float16 safetensors + JSON in ctx_inpaint/inference/pretrained/ (what Inpainter.load and `inpaint -c NAME` load).
-WEIGHTS_RUNS ?= logs/runs/shipped
-weights-train: ## Train the shipped models into WEIGHTS_RUNS: campus_freeform, then campus_center (29 min each)
-	flock /tmp/ctx_heavy.lock $(PY) -m ctx_inpaint.train +experiment=campus_freeform hydra.run.dir=$(WEIGHTS_RUNS)/freeform
-	flock /tmp/ctx_heavy.lock $(PY) -m ctx_inpaint.train +experiment=campus_center hydra.run.dir=$(WEIGHTS_RUNS)/center
+# Shipped weights (issue 27): two recorded trainings of 2 hours each on 2 CPU cores (side by side, one thread
+# each: OMP_NUM_THREADS=1, passive waits), then their generators as float16 safetensors + JSON in
+# ctx_inpaint/inference/pretrained/ (what Inpainter.load and `inpaint -c NAME` load). Resume an interrupted pair
+# with ARGS=ckpt_path=last: the cosine lr follows the Timer, whose elapsed time travels in last.ckpt.
+WEIGHTS_RUNS ?= logs/runs/ship
+weights-train: ## Train the shipped models into WEIGHTS_RUNS side by side: ship_freeform and ship_center (2 h); ARGS=ckpt_path=last resumes
+	mkdir -p $(WEIGHTS_RUNS)
+	OMP_NUM_THREADS=1 OMP_WAIT_POLICY=PASSIVE $(PY) -m ctx_inpaint.train +experiment=ship_freeform hydra.run.dir=$(WEIGHTS_RUNS)/freeform $(ARGS) > $(WEIGHTS_RUNS).freeform.log 2>&1 & \
+	OMP_NUM_THREADS=1 OMP_WAIT_POLICY=PASSIVE $(PY) -m ctx_inpaint.train +experiment=ship_center hydra.run.dir=$(WEIGHTS_RUNS)/center $(ARGS) > $(WEIGHTS_RUNS).center.log 2>&1 & \
+	wait
+	tail -n 2 $(WEIGHTS_RUNS).freeform.log $(WEIGHTS_RUNS).center.log
 
 weights: ## Export WEIGHTS_RUNS' last checkpoints to ctx_inpaint/inference/pretrained/ (float16 safetensors + JSON, float16 cost measured); ARGS="--only freeform"
 	$(PY) experiments/quality/freeform/ship.py --runs $(WEIGHTS_RUNS) $(ARGS)

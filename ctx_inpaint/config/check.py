@@ -242,7 +242,7 @@ def _check_ckpt_path(cfg: DictConfig) -> None:
 def _check_data_paths(cfg: DictConfig) -> None:
     """Folder and Paris sources: the folders exist and hold images (a listing, nothing is decoded)."""
     data = cfg.get("data")
-    if data is None or _get(cfg, "data.source") in (_ABSENT, "embedded"):
+    if data is None or _get(cfg, "data.source") in (_ABSENT, "embedded", "embedded_wide"):
         return
     resolve_files(
         data.source,

@@ -1,4 +1,5 @@
-"""Where images come from: the embedded campus photos, any folder, or the Paris StreetView layout."""
+"""Where images come from: the embedded campus photos (alone or with the package's other scenes), any folder, or
+the Paris StreetView layout."""
 
 from __future__ import annotations
 
@@ -70,6 +71,46 @@ EMBEDDED_PLACES = (
 )
 EMBEDDED_SETS = ("holdout", "places")
 
+# More scenes from the same package for training (``data.source=embedded_wide``: these plus the 20 campus photos,
+# validated on the campus hold-out). Left out on purpose: the ``EMBEDDED_PLACES`` photos and every photo of the same
+# scene as one of them (church.jpg, building2-2/2-3, eiffel-2, walls-r), calibration targets, tags, cartoons and
+# synthetic test patterns. Never-used names (``FORBIDDEN_NAMES``) stay out as everywhere.
+EMBEDDED_WIDE_EXTRA = (
+    "road.png",
+    "image3.jpg",
+    "lab-scene.png",
+    "greenscreen.png",
+    "butterfly.jpg",
+    "rocks2-l.png",
+    "castle.png",
+    "castle2.png",
+    "penguins.png",
+    "flowers1.png",
+    "flowers5.png",
+    "flowers9.png",
+    "tomato_14.png",
+    "tomato_54.png",
+    "mosaic/aerial-08.png",
+    "mosaic/aerial-10.png",
+    "mosaic/aerial2-001.png",
+    "mosaic/aerial2-005.png",
+    "mosaic/aerialphoto.png",
+    "seq/im.001.png",
+)
+# Photos of the held-out places' own scenes: never trained on, so the places set stays a clean hold-out.
+PLACES_SIBLINGS = ("church.jpg", "building2-2.png", "building2-3.png", "eiffel-2.png", "walls-r.png")
+
+
+def embedded_wide_files() -> tuple[list[Path], list[Path]]:
+    """``embedded_files()`` with ``EMBEDDED_WIDE_EXTRA`` added to the train photos (same campus hold-out)."""
+    train, val = embedded_files()
+    root = Path(str(importlib.resources.files("mvtbdata").joinpath("images")))
+    extra = [root / n for n in EMBEDDED_WIDE_EXTRA if Path(n).name.lower() not in FORBIDDEN_NAMES]
+    missing = [str(p) for p in extra if not p.is_file()]
+    if missing:
+        raise MissingDataError(f"data.source=embedded_wide: {missing[0]} is missing (expected mvtb-data==1.6.1)")
+    return train + extra, val
+
 
 def embedded_set(name: str, key: str = "--images") -> list[Path]:
     """Held-out embedded photos by name: ``holdout`` (campus/holdout) or ``places`` (``EMBEDDED_PLACES``)."""
@@ -128,10 +169,12 @@ def resolve_files(
     """Train and val image files for ``data.source``; ``screen`` filters folder/Paris files (not the embedded)."""
     if source == "embedded":
         return embedded_files()
+    if source == "embedded_wide":
+        return embedded_wide_files()
     if source in ("folder", "paris") and not root:
         raise DataError(f"data.root: required for data.source={source} (got {root!r})")
     if source == "folder":
         return folder_files(root, val_root, val_fraction, split_seed, screen)
     if source == "paris":
         return paris_files(root, screen)
-    raise DataError(f"data.source: unknown source {source!r}; expected one of embedded, folder, paris")
+    raise DataError(f"data.source: unknown source {source!r}; expected one of embedded, embedded_wide, folder, paris")

@@ -32,7 +32,7 @@ from ctx_inpaint.inference.weights import (
     pretrained_path,
     read_weights,
 )
-from ctx_inpaint.masks.generators import MaskGenerator
+from ctx_inpaint.masks.generators import CenterMask, MaskGenerator
 from ctx_inpaint.models.generator import Generator
 
 # What load_model takes: a shipped model name, or the path of a .safetensors export or a .ckpt.
@@ -53,8 +53,9 @@ class LoadedModel:
 
     @property
     def kind(self) -> str:
-        """``center``: predicts a centre square (CenterMask); ``whole``: predicts the whole input (random masks)."""
-        return "center" if self.masks.target_box is not None else "whole"
+        """``center``: trained on the centre hole (CenterMask, predicting its square or, with ``whole_image``, the
+        whole input); ``whole``: predicts the whole input for any hole (random and free-form masks)."""
+        return "center" if isinstance(self.masks, CenterMask) or self.masks.target_box is not None else "whole"
 
 
 def pick_device(device: str | torch.device | None, name: str = "device") -> torch.device:

@@ -106,10 +106,20 @@ class MaskGenerator:
 class CenterMask(MaskGenerator):
     """The paper's centre hole: the network predicts the centre ``target_size`` square of the image; only the
     inner part is hidden, leaving an ``overlap``-pixel visible ring that the loss weighs ``overlap_weight`` times.
+
+    ``whole_image=True`` (beyond the paper) makes the network predict the whole image instead, as the free-form
+    models do, so the same hole can be learnt by a U-Net (``model.skips``) correcting a classical ``fill``; the loss
+    then weighs every visible pixel ``overlap_weight``.
     """
 
     def __init__(
-        self, image_size: int = 128, target_size: int = 64, overlap: int = 4, overlap_weight: float = 10.0
+        self,
+        image_size: int = 128,
+        target_size: int = 64,
+        overlap: int = 4,
+        overlap_weight: float = 10.0,
+        fill: str = "mean",
+        whole_image: bool = False,
     ) -> None:
         if not 0 < target_size <= image_size:
             raise ConfigError(
@@ -127,6 +137,10 @@ class CenterMask(MaskGenerator):
         self._mask = torch.zeros(1, image_size, image_size)
         y0, y1, x0, x1 = self.hidden_box
         self._mask[:, y0:y1, x0:x1] = 1.0
+        self.fill = check_fill(fill)
+        self.whole_image = bool(whole_image)
+        if self.whole_image:
+            self.target_box = None
 
     def sample(self, generator: torch.Generator | None = None) -> torch.Tensor:
         return self._mask.clone()
