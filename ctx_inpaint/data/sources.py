@@ -108,7 +108,9 @@ def embedded_wide_files() -> tuple[list[Path], list[Path]]:
     extra = [root / n for n in EMBEDDED_WIDE_EXTRA if Path(n).name.lower() not in FORBIDDEN_NAMES]
     missing = [str(p) for p in extra if not p.is_file()]
     if missing:
-        raise MissingDataError(f"data.source=embedded_wide: {missing[0]} is missing (expected mvtb-data==1.6.1)")
+        raise MissingDataError(
+            f"data.source=embedded_wide: {missing[0]} is missing (expected mvtb-data==1.6.1)"
+        )
     return train + extra, val
 
 
@@ -177,4 +179,6 @@ def resolve_files(
         return folder_files(root, val_root, val_fraction, split_seed, screen)
     if source == "paris":
         return paris_files(root, screen)
-    raise DataError(f"data.source: unknown source {source!r}; expected one of embedded, embedded_wide, folder, paris")
+    raise DataError(
+        f"data.source: unknown source {source!r}; expected one of embedded, embedded_wide, folder, paris"
+    )

@@ -55,7 +55,9 @@ class LoadedModel:
     def kind(self) -> str:
         """``center``: trained on the centre hole (CenterMask, predicting its square or, with ``whole_image``, the
         whole input); ``whole``: predicts the whole input for any hole (random and free-form masks)."""
-        return "center" if isinstance(self.masks, CenterMask) or self.masks.target_box is not None else "whole"
+        return (
+            "center" if isinstance(self.masks, CenterMask) or self.masks.target_box is not None else "whole"
+        )
 
 
 def pick_device(device: str | torch.device | None, name: str = "device") -> torch.device:
