@@ -9,7 +9,7 @@ validation, so the model's row equals its ``val/*`` metrics; ``--images embedded
 full: ``ctx_inpaint.evaluation.run.evaluate``.
 """
 
-from __future__ import annotations
+import ctx_inpaint.common.startup  # noqa: F401  first: the thread policy, set before torch loads
 
 import argparse
 import sys
@@ -39,7 +39,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add(
         "--images",
         "-i",
-        help="held-out folder, a paris_eval_gt/ folder, or embedded:holdout (default) / embedded:places",
+        help="held-out folder, a paris_eval_gt/ folder, or embedded:holdout (default) / embedded:places / embedded:cross (photos from other packages)",
     )
     add("--out", "-o", default=None, help="output folder (default logs/eval/<checkpoint or baselines>)")
     add("--protocol", default="auto", choices=["auto", "crops", "paris"])

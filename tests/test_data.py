@@ -101,3 +101,40 @@ def test_resize_keeps_small_photos_and_never_goes_below_crop() -> None:
     assert resize_short_side(mid, 350, 128).shape[-2:] == (200, 300)
     small = torch.zeros(3, 50, 100, dtype=torch.uint8)
     assert resize_short_side(small, 350, 128).shape[-2:] == (128, 256)
+
+
+def _digest(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_wide_training_set_keeps_every_held_out_scene_out() -> None:
+    """``embedded_wide`` adds the package's other scenes to the campus photos, never a held-out place, a photo of
+    a held-out place's scene, a forbidden name, or a validation photo."""
+    from ctx_inpaint.data.sources import EMBEDDED_PLACES, PLACES_SIBLINGS, embedded_set
+
+    train, val = resolve_files("embedded_wide")
+    campus_train, campus_val = embedded_files()
+    assert val == campus_val and train[: len(campus_train)] == campus_train
+    assert len(train) == len(campus_train) + 20 and len(set(train)) == len(train)
+    names = {p.name.lower() for p in train}
+    assert not names & {n.lower() for n in (*EMBEDDED_PLACES, *PLACES_SIBLINGS, *FORBIDDEN_NAMES)}
+    held_out = [*val, *embedded_set("places")]
+    assert not {_digest(p) for p in train} & {_digest(p) for p in held_out}
+
+
+def test_cross_source_set_is_disjoint_from_every_training_photo_by_content() -> None:
+    """The cross-source hold-out (photos from other packages) shares no file content with any training set."""
+    from ctx_inpaint.data.sources import CROSS_SOURCE_DIR, embedded_set
+
+    cross = embedded_set("cross")
+    assert len(cross) == 10 and all(p.parent == CROSS_SOURCE_DIR for p in cross)
+    assert (CROSS_SOURCE_DIR / "ATTRIBUTION.md").is_file()
+    attribution = (CROSS_SOURCE_DIR / "ATTRIBUTION.md").read_text()
+    assert all(p.name in attribution for p in cross)  # every photo credited
+    trained = {_digest(p) for p in resolve_files("embedded_wide")[0]}
+    others = {_digest(p) for p in [*embedded_set("holdout"), *embedded_set("places")]}
+    digests = [_digest(p) for p in cross]
+    assert len(set(digests)) == len(cross)
+    assert not set(digests) & trained and not set(digests) & others

@@ -99,3 +99,20 @@ def test_bad_mask_options_are_refused() -> None:
         RandomRegion(visible_weight=-1)
     with pytest.raises(ValueError, match="masks.overlap_weight"):
         CenterMask(overlap_weight=float("nan"))
+
+
+def test_center_mask_can_train_a_whole_image_model_on_a_classical_fill() -> None:
+    """``whole_image``: the same centre hole, the whole image predicted (what a U-Net needs), the hole filled by
+    the configured classical fill; the default keeps the paper's centre square and mean colour."""
+    from ctx_inpaint.errors import ConfigError
+    from ctx_inpaint.masks.fills import classical_fill
+
+    paper, whole = CenterMask(128), CenterMask(128, fill="ns", whole_image=True)
+    assert paper.target_box == (32, 96, 32, 96) and paper.output_size == 64 and paper.fill == "mean"
+    assert whole.target_box is None and whole.output_size == 128 and whole.hidden_box == paper.hidden_box
+    assert torch.equal(whole.sample(), paper.sample())
+    image = torch.rand(3, 128, 128) * 2 - 1
+    mask = whole.sample()
+    assert torch.equal(whole.hide(image, mask), classical_fill(image, mask, "ns"))
+    with pytest.raises(ConfigError, match="masks.fill"):
+        CenterMask(128, fill="blur")

@@ -69,7 +69,10 @@ EMBEDDED_PLACES = (
     "street.png",
     "walls-l.png",
 )
-EMBEDDED_SETS = ("holdout", "places")
+EMBEDDED_SETS = ("holdout", "places", "cross")
+# Photos from other packages (scikit-learn, scikit-image, PyWavelets; licences in cross_source/ATTRIBUTION.md),
+# never trained on: the cross-source hold-out (``evaluate --images embedded:cross``).
+CROSS_SOURCE_DIR = Path(__file__).with_name("cross_source")
 
 # More scenes from the same package for training (``data.source=embedded_wide``: these plus the 20 campus photos,
 # validated on the campus hold-out). Left out on purpose: the ``EMBEDDED_PLACES`` photos and every photo of the same
@@ -115,12 +118,15 @@ def embedded_wide_files() -> tuple[list[Path], list[Path]]:
 
 
 def embedded_set(name: str, key: str = "--images") -> list[Path]:
-    """Held-out embedded photos by name: ``holdout`` (campus/holdout) or ``places`` (``EMBEDDED_PLACES``)."""
+    """Held-out embedded photos by name: ``holdout`` (campus/holdout), ``places`` (``EMBEDDED_PLACES``) or
+    ``cross`` (photos from other packages, ``CROSS_SOURCE_DIR``)."""
     if name == "holdout":
         return embedded_files()[1]
     if name == "places":
         root = Path(str(importlib.resources.files("mvtbdata").joinpath("images")))
         return _require_images([root / n for n in EMBEDDED_PLACES if (root / n).is_file()], root, key)
+    if name == "cross":
+        return list_images(CROSS_SOURCE_DIR, key, "the cross-source photos shipped with the package")
     raise MissingDataError(
         f"{key}: unknown embedded set {name!r}; expected one of {', '.join('embedded:' + n for n in EMBEDDED_SETS)}"
     )

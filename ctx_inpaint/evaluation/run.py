@@ -3,7 +3,8 @@ masks and writes the tables; ``python -m ctx_inpaint.evaluate`` is this call.
 
 Default images: the embedded held-out photos (campus/holdout) with the fixed crops and masks of training
 validation (same short side, crops per photo and seed), so the model's row equals its ``val/*`` metrics.
-``embedded:places`` scores photos of other places from the same package (never used in training). ``mask_sets``
+``embedded:places`` scores photos of other places from the same package and ``embedded:cross`` photos from other
+packages (neither ever used in training). ``mask_sets``
 scores named, seeded mask sets instead (:mod:`ctx_inpaint.masks.sets`) on the same crops: per set the hole and
 whole-image metrics, results by hole-area bin, the model against each baseline image by image, and a fingerprint of
 the masks and images, so two tables are comparable only when they agree. A folder gets the same crop protocol; a
@@ -172,7 +173,8 @@ def evaluate(
 
 
 def resolve_images(images: str | Path | None, name: str = "images") -> tuple[list[Path], str]:
-    """The photos ``images`` names: a folder, ``embedded:holdout`` (the default) or ``embedded:places``."""
+    """The photos ``images`` names: a folder, ``embedded:holdout`` (the default), ``embedded:places`` or
+    ``embedded:cross``."""
     text = str(images) if images is not None else "embedded:holdout"
     if text.startswith("embedded:"):
         return embedded_set(text.split(":", 1)[1], name), text
