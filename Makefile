@@ -184,6 +184,27 @@ quality-freeform: ## Regenerate experiments/quality/freeform/: the shipped model
 	$(PY) -m ctx_inpaint.export -c freeform -o $${TMPDIR:-/tmp}/ctx_freeform.onnx | tee $(FREEFORM_OUT)/onnx_export.txt
 	$(PY) experiments/quality/freeform/summarize.py
 
+# Issue 27's bar (experiments/quality/shipped/): each shipped model against the better of OpenCV Telea and NS, per
+# mask set and hole-area bin, on the campus hold-out, other places and the cross-source photos. SHIP_FREEFORM and
+# SHIP_CENTER take a .ckpt or .safetensors to score a candidate before it ships; ARGS go to every evaluate call
+# (e.g. ARGS="--crops-per-image 2" with SHIPPED_OUT=/tmp/qs for a quick check outside the repository).
+SHIP_FREEFORM ?= freeform
+SHIP_CENTER ?= center
+SHIP_CENTER_SETS ?= center
+SHIPPED_OUT ?= experiments/quality/shipped
+quality-shipped: ## Issue 27's bar: SHIP_FREEFORM (5 mask sets) and SHIP_CENTER (centre hole) vs OpenCV on holdout, places, cross; RESULTS.md in SHIPPED_OUT
+	for images in holdout places cross; do \
+		$(PY) -m ctx_inpaint.evaluate -c $(SHIP_FREEFORM) --mask-sets $(FREEFORM_SETS) -i embedded:$$images -o $(SHIPPED_OUT)/freeform_$$images --grid 6 $(ARGS) || exit 1; \
+		$(PY) -m ctx_inpaint.evaluate -c $(SHIP_CENTER) --mask-sets $(SHIP_CENTER_SETS) -i embedded:$$images -o $(SHIPPED_OUT)/center_$$images --grid 6 $(ARGS) || exit 1; \
+	done
+	$(PY) experiments/quality/shipped/summarize.py --dir $(SHIPPED_OUT)
+
+# Inference latency of the shipped weights at LATENCY_BEFORE (git revision) against the working tree's, interleaved
+# in one process (Inpainter.predict, 256 and 1024 px photos), under the heavy lock: run it on a quiet machine.
+LATENCY_BEFORE ?= HEAD
+quality-latency: ## Latency of the shipped weights at LATENCY_BEFORE vs the working tree's (experiments/quality/shipped/latency.{json,md}); ARGS="--repeats 20 ..."
+	flock /tmp/ctx_heavy.lock $(PY) experiments/quality/shipped/latency.py --before-rev $(LATENCY_BEFORE) $(ARGS)
+
 leak-check: ## Does the fill depend on hidden pixels? Two photos differing only in the hole, CKPT= (0 = no leak)
 	@test -n "$(CKPT)" || { echo "make leak-check: set CKPT=path/to/checkpoint.ckpt"; exit 2; }
 	$(PY) experiments/faithful/leak_check.py $(CKPT)
@@ -191,6 +212,6 @@ leak-check: ## Does the fill depend on hidden pixels? Two photos differing only 
 clean: ## Remove run outputs (logs/) and caches, keep .venv
 	rm -rf logs .pytest_cache .ruff_cache
 
-.PHONY: weights weights-train quality-freeform leak-check help install train test lint format clean evaluate quality quality-train quality-train-tuned quality-probes ablations report bench-data bench bench-attempts bench-precision bench-ab bench3 gpu-check
+.PHONY: weights weights-train quality-freeform quality-shipped quality-latency leak-check help install train test lint format clean evaluate quality quality-train quality-train-tuned quality-probes ablations report bench-data bench bench-attempts bench-precision bench-ab bench3 gpu-check
 .PHONY: demo demo-loadtest demo-screenshot time-to-quality time-to-quality-report allocator-ab
 .PHONY: docs docs-serve reliability-memory ablations-report

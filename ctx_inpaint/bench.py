@@ -6,7 +6,7 @@ ratios with their spread (``ctx_inpaint.benchmark.run``). Prints a table and, la
 to ``bench.out_json``). ``--sizes`` adds a sweep of the batch size over 16, 32, 64 and 128.
 """
 
-from __future__ import annotations
+import ctx_inpaint.common.startup  # noqa: F401  first: the thread policy, set before torch loads
 
 import sys
 

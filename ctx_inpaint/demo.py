@@ -6,7 +6,7 @@ Binds to 127.0.0.1 (this machine only) unless ``--host`` says otherwise, and ans
 names from its own page (``guard``): ``--allow-host`` and ``--allow-origin`` open it to more. Library: ``start_demo``.
 """
 
-from __future__ import annotations
+import ctx_inpaint.common.startup  # noqa: F401  first: the thread policy, set before torch loads
 
 import argparse
 import sys

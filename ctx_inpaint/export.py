@@ -11,7 +11,7 @@ a failed export leaves nothing behind. ``--out`` may replace an earlier export, 
 any other file. The library call: ``ctx_inpaint.inference.export.export``.
 """
 
-from __future__ import annotations
+import ctx_inpaint.common.startup  # noqa: F401  first: the thread policy, set before torch loads
 
 import sys
 

@@ -10,7 +10,7 @@ PNG of the input's size under ``--output`` in which only hole pixels differ from
 ``<name>_preview.png`` (masked input | result) beside it. The library call: ``ctx_inpaint.inference.batch``.
 """
 
-from __future__ import annotations
+import ctx_inpaint.common.startup  # noqa: F401  first: the thread policy, set before torch loads
 
 import argparse
 import sys

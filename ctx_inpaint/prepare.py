@@ -4,7 +4,7 @@ Takes the same overrides as ``train`` and builds the cache exactly as training w
 so training finds it under the same key; training builds the cache itself on first use when this was not run.
 """
 
-from __future__ import annotations
+import ctx_inpaint.common.startup  # noqa: F401  first: the thread policy, set before torch loads
 
 import sys
 

@@ -4,7 +4,7 @@ Reads every run's ``metrics.csv``, ``config_resolved.yaml`` (or ``.hydra/config.
 W&B is not needed. Writes ``report.md`` and its PNGs into ``--out`` (default: ``<sweep dir>/report``).
 """
 
-from __future__ import annotations
+import ctx_inpaint.common.startup  # noqa: F401  first: the thread policy, set before torch loads
 
 import argparse
 import sys

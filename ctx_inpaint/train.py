@@ -3,7 +3,7 @@
 Hydra reads the configs from ``config.CONFIG_DIR`` (``conf/`` at the repository root, or the copy a wheel carries).
 """
 
-from __future__ import annotations
+import ctx_inpaint.common.startup  # noqa: F401  first: the thread policy, set before torch loads
 
 import sys
 

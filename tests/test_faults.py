@@ -20,7 +20,7 @@ from ctx_inpaint.inference.loading import CheckpointError, load_model
 from ctx_inpaint.training.callbacks import NonFiniteLossError, RunStatus
 from ctx_inpaint.training.checkpointing import AtomicCheckpointIO, check_resume
 from ctx_inpaint.training.loggers import ResumableCSVLogger, fill_wandb_resume
-from ctx_inpaint.training.run import train
+from ctx_inpaint.training.run import train, with_resolved_precision
 from tests.conftest import TINY, compose_config, run_cli
 from tests.helper_callbacks import LastCheckpointSpy
 
@@ -293,7 +293,7 @@ def test_lightning_resume_path_is_weights_only(tiny_cfg, tmp_path: Path) -> None
     marker = tmp_path / "pwned"
     evil = tmp_path / "evil.ckpt"
     torch.save({"state_dict": {}, "payload": _RunsCode(marker)}, evil)
-    cfg = tiny_cfg("+experiment=l2_1")
+    cfg = with_resolved_precision(tiny_cfg("+experiment=l2_1"))[0]  # trainer.precision=auto, as train() does
     masks = instantiate(cfg.masks)
     for plugins, error in ((None, CheckpointError), ([], pickle.UnpicklingError)):
         extra = {} if plugins is None else {"plugins": plugins}

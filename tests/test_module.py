@@ -8,7 +8,7 @@ from hydra.utils import instantiate
 from omegaconf import open_dict
 
 from ctx_inpaint.config.build import build_module
-from ctx_inpaint.training.run import train
+from ctx_inpaint.training.run import train, with_resolved_precision
 
 
 def test_l2_only_builds_no_discriminator(tiny_cfg) -> None:
@@ -43,6 +43,7 @@ def test_training_steps_update_both_networks(tiny_cfg) -> None:
     dm = instantiate(cfg.data, masks=masks)
     before_g = [p.detach().clone() for p in module.generator.parameters()]
     before_d = [p.detach().clone() for p in module.discriminator.parameters()]
+    cfg = with_resolved_precision(cfg)[0]  # trainer.precision=auto, as train() resolves it
     trainer = instantiate(cfg.trainer, logger=False, callbacks=[], enable_checkpointing=False)
     trainer.fit(module, datamodule=dm)
     assert any(not torch.equal(a, b) for a, b in zip(before_g, module.generator.parameters()))
@@ -172,6 +173,7 @@ def test_random_mask_gan_reconstructs_the_visible_pixels(tmp_path: Path, visible
     dm.setup("fit")
     batch = next(iter(dm.train_dataloader()))
     before = _visible_error(module, batch)
+    cfg = with_resolved_precision(cfg)[0]  # trainer.precision=auto, as train() resolves it
     trainer = instantiate(
         cfg.trainer, logger=False, callbacks=[], enable_checkpointing=False, max_steps=40, limit_val_batches=0
     )

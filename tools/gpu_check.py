@@ -212,6 +212,11 @@ def bench_step(plan: Plan, batch: int) -> Step:
         keys += ["data_over_train"]
         figures: dict[str, Any] = {"precision": r.get("precision"), "rounds": r.get("rounds")}
         for key in keys:
+            if (
+                key in r and r[key] is None and f"{key}_refused" in r
+            ):  # the bench refused the figure (e.g. > 1)
+                figures[f"{key}_refused"] = r[f"{key}_refused"]
+                continue
             if key in r:
                 if not math.isfinite(r[key]):
                     raise StepFailed(f"{key} is {r[key]}")

@@ -9,6 +9,8 @@ with their spread and count. Writes one JSON line (and ``out_json`` when given).
 
 from __future__ import annotations
 
+import ctx_inpaint.common.startup  # noqa: F401  first: the thread policy, set before torch loads
+
 import json
 from pathlib import Path
 

@@ -1,7 +1,8 @@
 """The benchmark's measurements: the steps timed in interleaved rounds (the Lightning step, the bare PyTorch loop,
-the straightforward fp32 port, the bf16 step, batch making, the matmul peak), the ratios derived from those rounds,
-and the absolute figures measured on their own (DataLoader throughput, inference latency, a short real
-``trainer.fit``). ``ctx_inpaint.benchmark.run`` (the bench), ``ab`` and ``precision_check`` compose them.
+the straightforward fp32 port, the bf16 step, batch making, the peak GEMM), the ratios derived from those rounds
+(a fraction of the peak above 1 refused, not printed), and the absolute figures measured on their own (DataLoader
+throughput, inference latency, a short real ``trainer.fit``). ``ctx_inpaint.benchmark.run`` (the bench), ``ab``
+and ``precision_check`` compose them.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import math
 import statistics
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import pytorch_lightning as pl
@@ -24,14 +25,15 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from ctx_inpaint.benchmark.lightning_runs import BatchClock, InterleavingClock, repeated_loader
 from ctx_inpaint.benchmark.loops import GanParts, autocast_for, parts_from_module, plain_step
-from ctx_inpaint.benchmark.timing import matmul_flops, median_seconds, put_ratio, ratio
+from ctx_inpaint.benchmark.peak import Gemm
+from ctx_inpaint.benchmark.timing import median_seconds, put_ratio, ratio
 from ctx_inpaint.common import machine
 from ctx_inpaint.config.build import build_module
 from ctx_inpaint.errors import ConfigError
 from ctx_inpaint.masks.generators import MaskGenerator
 from ctx_inpaint.training.module import ContextEncoderModule
 
-MEASUREMENTS = {"data", "train", "plain", "baseline", "infer", "fit"}
+MEASUREMENTS = {"data", "train", "plain", "baseline", "infer", "fit", "contention"}
 
 
 # ---- configuration ------------------------------------------------------------------------------------
@@ -69,6 +71,38 @@ def device_of(cfg: DictConfig) -> torch.device:
     if accel not in ("cpu", "auto"):
         raise ConfigError(f"trainer.accelerator: the bench runs on cpu or gpu, got {accel!r}")
     return torch.device("cpu")
+
+
+def precision_choice(precision: Any, device: torch.device) -> tuple[str, str]:
+    """``trainer.precision`` as the step runs it, and why: ``auto`` resolved, any other value as it is.
+
+    ``auto`` is :func:`ctx_inpaint.common.machine.resolve_precision`'s choice for ``device`` (``bf16-mixed`` where
+    it has native bf16, ``32-true`` elsewhere); where that function is absent (an older ``machine``), the same rule
+    from :func:`~ctx_inpaint.common.machine.bf16_native`."""
+    text = str(precision)
+    resolve = getattr(machine, "resolve_precision", None)
+    if resolve is not None:
+        value, why = resolve(text, device.type)
+        return str(value), str(why)
+    if text != "auto":
+        return text, "set explicitly"
+    if machine.bf16_native(device):
+        return "bf16-mixed", f"{device.type} has native bf16"
+    return "32-true", f"no native bf16 on {device.type}"
+
+
+def resolved_precision(precision: Any, device: torch.device) -> str:
+    """:func:`precision_choice`'s precision."""
+    return precision_choice(precision, device)[0]
+
+
+def with_resolved_precision(cfg: DictConfig, device: torch.device) -> DictConfig:
+    """``cfg`` with ``trainer.precision: auto`` replaced by its resolved value (Lightning's Trainer, which every
+    Lightning measurement instantiates from ``cfg.trainer``, knows no ``auto``); ``cfg`` itself otherwise."""
+    precision = resolved_precision(cfg.trainer.precision, device)
+    if precision == str(cfg.trainer.precision):
+        return cfg
+    return with_overrides(cfg, [f"trainer.precision={precision}"])
 
 
 def fresh_module(cfg: DictConfig, masks: MaskGenerator) -> ContextEncoderModule:
@@ -133,7 +167,7 @@ def gan_step_fn(
     """One bare-loop GAN step of ``parts`` on ``batch`` under ``cfg``'s precision, as a function to time."""
     device = next(parts.generator.parameters()).device
     data = prepare(to_device(batch, device))
-    autocast = autocast_for(cfg.trainer.precision, device)
+    autocast = autocast_for(resolved_precision(cfg.trainer.precision, device), device)
 
     def step() -> None:
         with autocast:
@@ -225,7 +259,7 @@ def infer_ms(
     module = fresh_module(cfg, masks)
     module.apply_speed_settings(device)
     module.to(device).eval()
-    autocast = autocast_for(cfg.trainer.precision, device)
+    autocast = autocast_for(resolved_precision(cfg.trainer.precision, device), device)
     out = {}
     for n in sizes:
         reps = math.ceil(n / batch["masked"].shape[0])
@@ -278,7 +312,7 @@ def want_bf16(setting: Any, device: torch.device) -> bool:
 
 
 def dtype_name(precision: Any) -> str:
-    """``fp32`` or ``bf16``: the matmul dtype a training precision is compared with."""
+    """``fp32`` or ``bf16``: the GEMM dtype a (resolved) training precision is compared with."""
     return "bf16" if str(precision) == "bf16-mixed" else "fp32"
 
 
@@ -292,30 +326,60 @@ STEP_RATES = {
 }
 
 
+def refuse_above_one(out: dict[str, Any], key: str, value: float, why: str) -> bool:
+    """A fraction of a peak above 1 says the peak was under-measured, not that the step beat the machine: the
+    figure is not printed. ``out[key]`` is then ``None`` and ``out[key + "_refused"]`` says why (the rest of the
+    record stands). Returns whether it refused."""
+    if not value > 1.0:
+        return False
+    out[key] = None
+    out[f"{key}_refused"] = f"{value:.2f} > 1: {why}"
+    return True
+
+
+def put_fraction(out: dict[str, Any], key: str, r: Mapping[str, Any], peak: Gemm, dtype: str) -> None:
+    """:func:`~ctx_inpaint.benchmark.timing.put_ratio` of a fraction of the peak, or its refusal (no value,
+    spread or rounds: ``key + "_refused"`` holds them) where its median is above 1."""
+    lo, hi = r["spread"]
+    why = (
+        f"peak under-measured: the step ran more FLOP/s than the {dtype} peak GEMM ({peak.name}) in the same "
+        f"rounds (per-round {lo:.2f}..{hi:.2f}, n={r['rounds']}); widen bench.gemm_shapes or check the FLOP count"
+    )
+    if not refuse_above_one(out, key, r["value"], why):
+        put_ratio(out, key, r)
+
+
 def derive(
-    result: dict[str, Any], now: dict[str, Any], timer: dict[str, Any], batch_size: int, gemm_size: int
+    result: dict[str, Any],
+    now: dict[str, Any],
+    timer: dict[str, Any],
+    batch_size: int,
+    peaks: Mapping[str, Gemm],
 ) -> None:
     """Every ratio of the JSON from the interleaved rounds (median of per-round ratios, spread, rounds) into
-    ``result``; the medians of the absolute times as this machine's figures into ``now``.
+    ``result``; the medians of the absolute times as this machine's figures into ``now``. ``peaks`` is the GEMM
+    timed as ``matmul_<dtype>`` in the rounds (``ctx_inpaint.benchmark.peak``: the best of the search).
 
     - ``lightning_overhead = 1 - t(plain) / t(lightning)``: the rate the Lightning loop loses;
     - ``speedup_vs_baseline = t(baseline) / t(plain)`` (the Lightning step if the bare loop was not measured);
     - ``speedup_bf16_vs_baseline = t(baseline) / t(bf16 bare-loop step)``;
     - ``data_over_train = t(training step) / t(making one batch)``;
-    - ``fraction_of_peak = (FLOPs/image x batch / t(step)) / (2 n^3 / t(matmul))``: the Lightning step against
-      the matmul of the configured precision's dtype; ``fraction_of_peak_fp32`` / ``_bf16``: the bare-loop step of
-      that dtype against the matmul of that dtype.
+    - ``fraction_of_peak = (FLOPs/image x batch / t(step)) / (FLOPs(peak GEMM) / t(peak GEMM))``: the Lightning
+      step against the peak GEMM of the configured precision's dtype; ``fraction_of_peak_fp32`` / ``_bf16``: the
+      bare-loop step of that dtype against the peak GEMM of that dtype. One above 1 is refused
+      (:func:`refuse_above_one`).
     """
     sec = timer["median_s"]
     has = set(sec)
     for name, key in STEP_RATES.items():
         if name in has:
             now[key] = batch_size / sec[name]
-    for dt in ("fp32", "bf16"):
+    for dt, peak in peaks.items():
         if f"matmul_{dt}" in has:
-            now["sgemm_gflops" if dt == "fp32" else "bf16_gemm_gflops"] = (
-                matmul_flops(gemm_size) / sec[f"matmul_{dt}"] / 1e9
-            )
+            now[f"peak_{dt}_gflops"] = peak.flops / sec[f"matmul_{dt}"] / 1e9
+            now[f"peak_{dt}_shape"] = peak.shape
+            now[f"peak_{dt}_kernel"] = peak.kernel
+            now[f"peak_{dt}_threads"] = peak.layout
     configured = dtype_name(result.get("precision"))
     step = "lightning" if "lightning" in has else ("plain" if "plain" in has else None)
     if {"lightning", "plain"} <= has:
@@ -334,11 +398,14 @@ def derive(
     flops = result.get("flops_per_image")
     if not flops:
         return
-    scale = flops * batch_size / matmul_flops(gemm_size)
     if step and f"matmul_{configured}" in has:
-        put_ratio(result, "fraction_of_peak", ratio(timer, f"matmul_{configured}", step, scale=scale))
+        peak = peaks[configured]
+        r = ratio(timer, f"matmul_{configured}", step, scale=flops * batch_size / peak.flops)
+        put_fraction(result, "fraction_of_peak", r, peak, configured)
         now["achieved_gflops"] = flops * batch_size / sec[step] / 1e9
     per_dtype = {configured: fast, "bf16": bf16_step} if configured == "fp32" else {"bf16": fast}
     for dt, name in per_dtype.items():
         if name and f"matmul_{dt}" in has:
-            put_ratio(result, f"fraction_of_peak_{dt}", ratio(timer, f"matmul_{dt}", name, scale=scale))
+            peak = peaks[dt]
+            r = ratio(timer, f"matmul_{dt}", name, scale=flops * batch_size / peak.flops)
+            put_fraction(result, f"fraction_of_peak_{dt}", r, peak, dt)

@@ -8,6 +8,8 @@ reconstruction loss over ``steps`` training steps on the same batches. Writes ``
 
 from __future__ import annotations
 
+import ctx_inpaint.common.startup  # noqa: F401  first: the thread policy, set before torch loads
+
 import json
 from pathlib import Path
 

@@ -3,10 +3,11 @@
 
 Every ratio comes from interleaved rounds (``ctx_inpaint.benchmark.timing``): the Lightning training step (inside
 ``trainer.fit``), the same step in a bare PyTorch loop, the straightforward fp32 port of it, the step in bf16
-(where the hardware has bf16), making one training batch, and the matmul that defines the peak run one after
+(where the hardware has bf16), making one training batch, and the GEMM that defines the peak run one after
 another in every round, the order rotated each round; each ratio is the median of the per-round ratios, with
-their spread and the number of rounds. Absolute figures (images/s, ms, GFLOP/s) are this machine's at that time,
-under ``machine_now``.
+their spread and the number of rounds. The peak GEMM is the best of a search over shapes, kernels and thread
+layouts run first (``ctx_inpaint.benchmark.peak``); the theoretical FMA peak of the CPU is reported beside it.
+Absolute figures (images/s, ms, GFLOP/s) are this machine's at that time, under ``machine_now``.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 from torch import nn
 
+from ctx_inpaint.benchmark.contention import contention_rows, run_contention
 from ctx_inpaint.benchmark.measure import (
     MEASUREMENTS,
     count_flops,
@@ -38,12 +40,25 @@ from ctx_inpaint.benchmark.measure import (
     infer_ms,
     lightning_interleaved,
     plain_parts,
+    precision_choice,
+    refuse_above_one,
     straightforward_config,
     want_bf16,
     with_overrides,
+    with_resolved_precision,
+)
+from ctx_inpaint.benchmark.peak import (
+    Gemm,
+    ThreadTeam,
+    best,
+    calls_per_timing,
+    candidates,
+    gemm_fn,
+    search,
+    theoretical,
 )
 from ctx_inpaint.benchmark.table import Row, print_table, table_rows
-from ctx_inpaint.benchmark.timing import check_rounds, interleaved, matmul_step, put_ratio, ratio
+from ctx_inpaint.benchmark.timing import check_rounds, interleaved, put_ratio, ratio
 from ctx_inpaint.common import machine
 from ctx_inpaint.common.allocator import keep_freed_memory
 from ctx_inpaint.errors import ConfigError
@@ -82,8 +97,11 @@ def run_bench(cfg: DictConfig) -> dict[str, Any]:
     if b.threads:
         torch.set_num_threads(int(b.threads))
     device = device_of(cfg)
+    setting = str(cfg.trainer.precision)
+    why = precision_choice(setting, device)[1]
+    cfg = with_resolved_precision(cfg, device)  # trainer.precision: auto -> bf16-mixed or 32-true
     batch_size = int(b.batch_size)
-    rounds, warmup, gemm = int(b.rounds), int(b.warmup), int(b.gemm_size)
+    rounds, warmup = int(b.rounds), int(b.warmup)
     check_rounds(rounds, warmup)
     measure = set(b.measure)
     unknown = measure - MEASUREMENTS
@@ -103,9 +121,12 @@ def run_bench(cfg: DictConfig) -> dict[str, Any]:
         "name": str(cfg.name),
         "batch_size": batch_size,
         "device": str(device),
-        "precision": str(cfg.trainer.precision),
+        "precision": str(cfg.trainer.precision),  # as the steps ran: auto resolved
+        "precision_setting": setting,
+        "precision_reason": why,
         **machine_fields(),
         "bf16_supported": native,
+        **theoretical(device),
         "timing": "interleaved rounds; each ratio = median of per-round ratios, _spread = [lowest, highest], "
         "_rounds = rounds",
         "rounds": rounds,
@@ -117,22 +138,39 @@ def run_bench(cfg: DictConfig) -> dict[str, Any]:
         "measured_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
     }
 
+    if "contention" in measure:  # first, while this process is idle: its children need the machine
+        result["contention"] = run_contention(cfg)
+        measure.discard("contention")
+        if not measure:  # contention alone: its rows and the JSON, nothing else timed
+            result["machine_now"] = now
+            return _emit(cfg, result, contention_rows(result["contention"]), setting)
+
     data_ips, batch = data_rate(cfg, masks, batch_size)
     if "data" in measure:
         now["data_loader_images_per_s"] = data_ips
-    steps, inner, flops_from = build_steps(cfg, masks, batch, measure, device, configured, bf16, result)
-    for dt_name in [configured] + (["bf16"] if bf16 and configured == "fp32" else []):
-        steps[f"matmul_{dt_name}"] = matmul_step(gemm, DTYPES[dt_name], device)
-        inner[f"matmul_{dt_name}"] = int(b.gemm_calls)
-    if flops_from is not None:
-        result["flops_per_image"] = count_flops(*flops_from, batch)
-    del flops_from
-    if "train" in measure:
-        timer = lightning_interleaved(cfg, masks, batch, steps, device, inner)
-    else:
-        timer = interleaved(steps, rounds, warmup, device, inner)
+    dtypes = [configured] + (["bf16"] if bf16 and configured == "fp32" else [])
+    gemms = candidates(b.gemm_shapes, b.gemm_kernels, b.gemm_threads, int(b.gemm_size), device)
+    copies = max(g.copies for g in gemms)
+    team = ThreadTeam(copies) if copies > 1 else None
+    try:
+        peaks = {d: find_peak(cfg, gemms, d, device, team, now) for d in dtypes}
+        steps, inner, flops_from = build_steps(cfg, masks, batch, measure, device, configured, bf16, result)
+        for d, peak in peaks.items():
+            steps[f"matmul_{d}"] = gemm_fn(peak, DTYPES[d], device, team)
+            inner[f"matmul_{d}"] = calls_per_timing(peak, int(b.gemm_size), cubes=int(b.gemm_calls))
+        if flops_from is not None:
+            result["flops_per_image"] = count_flops(*flops_from, batch)
+        del flops_from
+        if "train" in measure:
+            timer = lightning_interleaved(cfg, masks, batch, steps, device, inner)
+        else:
+            timer = interleaved(steps, rounds, warmup, device, inner)
+    finally:
+        if team is not None:
+            team.close()
     result["steps"] = timer["order"][0]  # round 0's order; later rounds rotate it
-    derive(result, now, timer, batch_size, gemm)
+    derive(result, now, timer, batch_size, peaks)
+    of_theoretical(result, now)
     del steps
     gc.collect()
 
@@ -144,17 +182,61 @@ def run_bench(cfg: DictConfig) -> dict[str, Any]:
         now["end_to_end_images_per_s"] = end_to_end_rate(cfg, masks, batch_size)
     result["machine_now"] = now
     rows = table_rows(result)
+    if "contention" in result:
+        rows += contention_rows(result["contention"])
 
     if b.sizes:
         result["sizes"] = sweep_sizes(cfg, masks, batch, [int(s) for s in b.sizes], rows)
+    return _emit(cfg, result, rows, setting)
 
-    print_table(cfg, rows)
+
+def _emit(cfg: DictConfig, result: dict[str, Any], rows: list, setting: str) -> dict[str, Any]:
+    """Print the table, then the JSON record as one line (also written to ``bench.out_json``)."""
+    print_table(cfg, rows, setting)
     line = json.dumps(result, sort_keys=False)
-    if b.get("out_json"):
-        Path(b.out_json).parent.mkdir(parents=True, exist_ok=True)
-        Path(b.out_json).write_text(line + "\n")
+    if cfg.bench.get("out_json"):
+        Path(cfg.bench.out_json).parent.mkdir(parents=True, exist_ok=True)
+        Path(cfg.bench.out_json).write_text(line + "\n")
     print(line, flush=True)
     return result
+
+
+def find_peak(
+    cfg: DictConfig, gemms: list[Gemm], dtype: str, device: torch.device, team: ThreadTeam | None, now: dict
+) -> Gemm:
+    """The best of ``gemms`` in ``dtype`` (:func:`ctx_inpaint.benchmark.peak.search`): every GEMM's GFLOP/s
+    into ``now["peak_search"][dtype]``, and ``sgemm_gflops`` / ``bf16_gemm_gflops``, the figures of the bench's
+    former peak (``torch.mm`` of the ``bench.gemm_size`` cube on torch's threads), where it is one of them."""
+    n = int(cfg.bench.gemm_size)
+    rates = search(
+        gemms, lambda g: gemm_fn(g, DTYPES[dtype], device, team), int(cfg.bench.gemm_passes), n, device
+    )
+    now.setdefault("peak_search", {})[dtype] = rates
+    now["peak_search_passes"] = int(cfg.bench.gemm_passes)
+    cube = next((g for g in gemms if g.kernel == "mm" and g.copies == 1 and g.shape == f"{n}x{n}x{n}"), None)
+    if cube is not None:
+        now["sgemm_gflops" if dtype == "fp32" else "bf16_gemm_gflops"] = rates[cube.name]
+    return best(gemms, rates)
+
+
+def of_theoretical(result: dict[str, Any], now: dict[str, Any]) -> None:
+    """``peak_<dtype>_of_theoretical``, the measured peak GEMM over the theoretical peak, and
+    ``achieved_of_theoretical``, the measured step (``achieved_gflops``) over the theoretical peak of its dtype;
+    each refused above 1 (:func:`~ctx_inpaint.benchmark.measure.refuse_above_one`)."""
+    basis = result.get("theoretical_basis")
+    configured = dtype_name(result.get("precision"))
+    pairs = [(f"peak_{d}_of_theoretical", now.get(f"peak_{d}_gflops"), d, "peak GEMM") for d in DTYPES]
+    pairs.append(("achieved_of_theoretical", now.get("achieved_gflops"), configured, "training step"))
+    for key, measured, d, what in pairs:
+        ceiling = result.get(f"theoretical_{d}_gflops")
+        if not measured or not ceiling:
+            continue
+        why = (
+            f"the {what} ran faster than the theoretical peak: the clock read is below the one it ran at "
+            f"(boost?) or the FLOP/cycle assumption is wrong ({basis})"
+        )
+        if not refuse_above_one(now, key, measured / ceiling, why):
+            now[key] = measured / ceiling
 
 
 def build_steps(

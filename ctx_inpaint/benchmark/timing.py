@@ -159,16 +159,3 @@ def put_ratio(out: dict[str, Any], key: str, r: Mapping[str, Any]) -> None:
     out[key] = r["value"]
     out[f"{key}_spread"] = list(r["spread"])
     out[f"{key}_rounds"] = r["rounds"]
-
-
-def matmul_step(n: int, dtype: torch.dtype, device: torch.device) -> Callable[[], torch.Tensor]:
-    """One n x n x n matmul of ``dtype`` on ``device`` (2 n^3 FLOPs): the attainable peak ``fraction_of_peak``
-    divides by, timed interleaved with the training step."""
-    gen = torch.Generator(device="cpu").manual_seed(0)
-    a = torch.randn(n, n, generator=gen).to(device=device, dtype=dtype)
-    b = torch.randn(n, n, generator=gen).to(device=device, dtype=dtype)
-    return lambda: torch.mm(a, b)
-
-
-def matmul_flops(n: int) -> float:
-    return 2.0 * float(n) ** 3

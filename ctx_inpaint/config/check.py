@@ -5,11 +5,12 @@ One rule, one place: constructors check what they can see (weights, choices, mas
 settings against ``lambda_rec``), with ``errors.check_range``'s one message, and this check runs them through a
 dry build of masks and module on PyTorch's ``meta`` device (no memory, no compute) with one forward pass. What no
 constructor sees is checked here: unfilled ``???`` values, ``_target_``s that do not import (with the group's
-options), positive counts, the seed, optimizer settings, sizes across groups, ``ckpt_path`` and the data folders.
+options), positive counts, the seed, optimizer settings, ``trainer.precision``, sizes across groups, ``ckpt_path``
+and the data folders.
 
 Training calls ``check_config`` once, up front (``training.run.train``), as do ``prepare`` and the benchmark.
-This package imports only downward (errors, models, masks, data, and ``config``'s own modules); the module it
-dry-builds is named by the config's ``_target_``, never imported here.
+This package imports only downward (errors, common, models, masks, data, and ``config``'s own modules); the module
+it dry-builds is named by the config's ``_target_``, never imported here.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from ctx_inpaint.common.machine import AUTO_PRECISION, is_precision
 from ctx_inpaint.config.build import build_module
 from ctx_inpaint.config.compose import group_options
 from ctx_inpaint.config.targets import importable, walk_targets
@@ -201,6 +203,12 @@ def _check_trainer(cfg: DictConfig) -> None:
         )
         if not ok:
             raise ConfigError(f"{key}: got {value!r}; expected a batch count >= 0 or a fraction in [0, 1]")
+    precision = _get(cfg, "trainer.precision")
+    if precision is not _ABSENT and not is_precision(precision):
+        raise ConfigError(
+            f"trainer.precision: got {precision!r}; expected {AUTO_PRECISION} (bf16-mixed where the device has "
+            "native bf16, else 32-true), 32-true, bf16-mixed, 16-mixed or another Lightning precision"
+        )
     monitor = _get(cfg, "callbacks.model_checkpoint.monitor")
     if monitor not in (_ABSENT, None) and monitor not in MONITORABLE:
         raise ConfigError(

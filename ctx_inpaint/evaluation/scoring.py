@@ -109,7 +109,7 @@ def windowed_outputs(
 ) -> list[torch.Tensor]:
     """Outputs through ``Inpainter`` (windows around each hole, as ``inpaint`` fills users' photos): how a centre
     model is scored on holes it was not trained on."""
-    inpainter = Inpainter(model, device=device)
+    inpainter = Inpainter(model, device=device, precision="32")  # scores stay float32 on any hardware
     outs = []
     for s in tqdm(samples, desc="model (windows)", leave=False, disable=None):
         # predict writes hole pixels only: its result is already the composite.

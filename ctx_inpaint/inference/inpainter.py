@@ -24,10 +24,16 @@ cells past the budget (only photos a few pixels thin have them) get the classica
 the fill the model corrects). Ordinary holes (windows within the cap, within the budget) are filled exactly as
 before these bounds. ``should_stop``, a callable checked before each window, abandons the fill (``Cancelled``):
 the demo stops a request whose client has gone.
+
+``precision`` (``PRECISIONS``): the generator runs under bf16 autocast where the device computes bf16 natively
+(``auto``, the default: ``common.machine.bf16_native``), never (``32``) or always (``bf16``). Only the generator
+call: windows, resizing and the paste stay float32, so visible pixels stay bit-identical to the input whatever the
+precision.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -39,6 +45,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torchvision.transforms.v2 import functional as TF
 
+from ctx_inpaint.common.machine import bf16_native
 from ctx_inpaint.data.images import pil_as_8bit
 from ctx_inpaint.errors import InputError
 from ctx_inpaint.inference.loading import LoadedModel, ModelSource, load_model, pick_device
@@ -46,6 +53,8 @@ from ctx_inpaint.masks.fills import classical_fill
 from ctx_inpaint.masks.generators import FILLS, CenterMask, apply_mask, crop_box
 
 MASK_MODES = ("center",)
+# The generator's precision: bf16 autocast where native (auto), never (32), always (bf16).
+PRECISIONS = ("auto", "32", "bf16")
 # A window's side at most (image pixels): one window's tensors are then tens of MB whatever the hole.
 MAX_WINDOW = 1024
 # ... and at most this many times the photo's shorter side: beyond, a window over a thin strip is mostly padding.
@@ -149,9 +158,12 @@ class Inpainter:
         device: str | torch.device | None = None,
         margin: float = 2.0,
         max_window: int = MAX_WINDOW,
+        precision: str = "auto",
     ) -> None:
         self.model = model
         self.device = pick_device(device)
+        self.precision = precision
+        self.bf16 = use_bf16(precision, self.device)
         self.generator = model.generator.to(self.device).eval()
         self.size = model.input_size
         masks = model.masks
@@ -180,12 +192,21 @@ class Inpainter:
         device: str | torch.device | None = None,
         margin: float = 2.0,
         max_window: int = MAX_WINDOW,
+        precision: str = "auto",
     ) -> Inpainter:
         """An inpainter for the model ``source`` names (``load_model``: a shipped name such as ``freeform`` or
         ``center``, a ``.safetensors`` export or a ``.ckpt`` from training; weights only, no Hydra) on ``device``
-        (``None``/``auto``: cuda if available)."""
+        (``None``/``auto``: cuda if available), its generator in ``precision`` (``PRECISIONS``)."""
         dev = pick_device(device)  # a bad device is named before the model is read
-        return cls(load_model(source, dev), device=dev, margin=margin, max_window=max_window)
+        use_bf16(precision, dev)  # and a bad precision
+        return cls(
+            load_model(source, dev), device=dev, margin=margin, max_window=max_window, precision=precision
+        )
+
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        if self.bf16:
+            return torch.autocast(self.device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
 
     @property
     def kind(self) -> str:
@@ -488,7 +509,9 @@ class Inpainter:
         # Centre models always get their training hole (the hidden square) plus any other hole in the window.
         model_mask = hole_n if self.hidden_box is None else _box_mask(self.hidden_box, n).maximum(hole_n)
         masked = self.model.masks.hide(model_in, model_mask)
-        pred = self.generator(masked[None].to(self.device), model_mask[None].to(self.device)).float().cpu()[0]
+        with self._autocast():  # the generator call only: everything around it is float32
+            pred = self.generator(masked[None].to(self.device), model_mask[None].to(self.device))
+        pred = pred.float().cpu()[0]
         if side != n and self.generator.residual and self.hidden_box is None:
             # A model that corrects a classical fill: the fill is made at the window's own resolution (a thin
             # stroke in a large window would be a blur at 128) and only the model's correction is resized.
@@ -499,6 +522,22 @@ class Inpainter:
         if side != n:
             canvas = TF.resize(canvas, [side, side], antialias=side < n)
         return canvas
+
+
+def use_bf16(precision: str, device: torch.device) -> bool:
+    """Whether ``precision`` (``PRECISIONS``) runs the generator under bf16 autocast on ``device``; a one-line
+    ``InputError`` for anything else."""
+    if precision not in PRECISIONS:
+        raise InputError(f"precision: expected one of {', '.join(PRECISIONS)}, got {precision!r}")
+    if precision == "32":
+        return False
+    if precision == "bf16":
+        if not torch.amp.is_autocast_available(device.type):
+            raise InputError(
+                f"precision: bf16 autocast is not available on {device.type}; expected auto or 32"
+            )
+        return True
+    return bf16_native(device)
 
 
 def _cell_counts(hole: np.ndarray, cell: int) -> np.ndarray:

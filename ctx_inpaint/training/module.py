@@ -23,7 +23,13 @@ from ctx_inpaint.errors import ConfigError, check_range
 from ctx_inpaint.evaluation.metrics import HiddenPixelMetrics, to_unit_range
 from ctx_inpaint.masks.generators import MaskGenerator, apply_mask, composite
 from ctx_inpaint.models.init import dcgan_init
-from ctx_inpaint.training.objective import GanParts, check_rec_loss, gan_step, reconstruction_loss
+from ctx_inpaint.training.objective import (
+    GanParts,
+    check_rec_loss,
+    float32_region,
+    gan_step,
+    reconstruction_loss,
+)
 
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
 
@@ -213,10 +219,13 @@ class ContextEncoderModule(pl.LightningModule):
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         batch = self.format_batch(batch)
         pred = self.generator(batch["masked"], batch["mask"])
-        output = self.composite(pred, batch["masked"], batch["mask"])
-        per_image = self.val_metrics.update(
-            to_unit_range(output), to_unit_range(batch["image"]), batch["mask"]
-        )
+        # The composite and the metrics in float32 with autocast off (bf16-mixed validates under autocast): SSIM's
+        # window is a convolution autocast would run in bf16, and each metric averages many hidden pixels.
+        with float32_region(pred):
+            output = self.composite(pred.float(), batch["masked"], batch["mask"])
+            per_image = self.val_metrics.update(
+                to_unit_range(output), to_unit_range(batch["image"]), batch["mask"]
+            )
         if "index" in batch:
             self._val_rows.append(
                 torch.stack(

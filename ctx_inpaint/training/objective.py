@@ -7,6 +7,10 @@ on the real region and the detached prediction, then one generator update on
 ``lambda_rec * L_rec + (1 - lambda_rec) * L_adv`` with a fresh discriminator forward on the prediction. What differs
 between callers is only how a loss is backpropagated (``LightningModule.manual_backward`` or ``Tensor.backward``)
 and how the other network is kept out of a step (``toggled_optimizer`` or freezing its parameters).
+
+Under ``bf16-mixed`` the networks run in bf16, the losses do not: every loss term is a sum over a batch of pixels or
+logits, where bf16's 8-bit mantissa would round away the small terms, so each is computed in float32 with autocast
+off (``float32_region``) on float32 copies of its inputs. In float32 training those casts are no-ops.
 """
 
 from __future__ import annotations
@@ -32,6 +36,19 @@ Logs = dict[str, torch.Tensor]
 Reconstruction = Callable[[torch.Tensor, torch.Tensor, dict[str, torch.Tensor], Logs], torch.Tensor]
 
 
+def float32_region(x: torch.Tensor) -> contextlib.AbstractContextManager:
+    """Autocast off on ``x``'s device for the block, so what it computes stays float32 (autocast would run its
+    convolutions in bf16, the SSIM window among them); a no-op where there is no autocast (the ``meta`` device)."""
+    if torch.amp.is_autocast_available(x.device.type):
+        return torch.autocast(x.device.type, enabled=False)
+    return contextlib.nullcontext()
+
+
+def at_least_float32(x: torch.Tensor) -> torch.Tensor:
+    """``x`` as float32 when it is bf16 or fp16 (float32 and float64 tensors come back as they are)."""
+    return x.to(torch.promote_types(x.dtype, torch.float32))
+
+
 # ---- reconstruction ------------------------------------------------------------------------------------------
 def check_rec_loss(kind: str) -> str:
     """``kind`` if it names a reconstruction loss; a one-line ``ConfigError`` otherwise."""
@@ -50,9 +67,12 @@ def masked_reconstruction(
     matrix, so ``lambda_rec`` balances L2 and adversarial terms exactly as ``wtl2`` does there. ``weight`` is
     (B, 1, h, w), from the mask generator's ``loss_weight``: 1 on the hole, the visible-pixel weight elsewhere.
     """
-    diff = pred - target
-    err = diff.square() if check_rec_loss(kind) == "l2" else diff.abs()
-    return (err * weight.to(err.dtype)).mean()
+    check_rec_loss(kind)
+    # float32: a mean over B x 3 x h x w weighted errors (module docstring); autocast off, inputs cast.
+    with float32_region(pred):
+        diff = at_least_float32(pred) - at_least_float32(target)
+        err = diff.square() if kind == "l2" else diff.abs()
+        return (err * weight.to(err.dtype)).mean()
 
 
 def hole_ssim_loss(output: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -63,7 +83,10 @@ def hole_ssim_loss(output: torch.Tensor, target: torch.Tensor, mask: torch.Tenso
     ``target`` are (B, 3, h, w) in [0, 1] (the hole plus a margin of at least 5 px of context), ``mask`` is
     (B, 1, h, w), 1 = hidden.
     """
-    return 1.0 - hole_ssim(output.float(), target.float(), mask).mean()
+    # float32 with autocast off: SSIM's Gaussian window is a convolution, which autocast would run in bf16, and
+    # the map is averaged over every hidden pixel.
+    with float32_region(output):
+        return 1.0 - hole_ssim(output.float(), target.float(), mask.float()).mean()
 
 
 def grow_box(box: Box | None, margin: int, size: torch.Size) -> Box | None:
@@ -87,11 +110,12 @@ def reconstruction_loss(
 
     ``pred`` is the generator's output over ``target_box`` in [-1, 1]; the SSIM term pastes it into the masked
     input and scores the hole plus the context its windows reach, not the whole image."""
-    loss = masked_reconstruction(pred.float(), target.float(), batch["weight"], rec_loss)
+    pred = pred.float()  # a bf16 generator output (bf16-mixed): every term below is float32
+    loss = masked_reconstruction(pred, target, batch["weight"], rec_loss)
     if ssim_weight == 0.0:
         return loss
     box = grow_box(target_box, SSIM_MARGIN, batch["image"].shape[-2:])
-    output = crop_box(composite(pred, batch["masked"], batch["mask"], target_box), box)
+    output = crop_box(composite(pred, batch["masked"].float(), batch["mask"], target_box), box)
     truth, mask = crop_box(batch["image"], box), crop_box(batch["mask"], box)
     loss_ssim = hole_ssim_loss((output + 1) / 2, (truth + 1) / 2, mask)
     logs.update(loss_l2_l1=loss.detach(), loss_ssim=loss_ssim.detach())
@@ -100,9 +124,13 @@ def reconstruction_loss(
 
 # ---- adversarial -------------------------------------------------------------------------------------------
 def adversarial(logits: torch.Tensor, real: bool) -> torch.Tensor:
-    """Binary cross-entropy on discriminator logits against an all-real or all-fake target."""
-    target = torch.ones_like(logits) if real else torch.zeros_like(logits)
-    return F.binary_cross_entropy_with_logits(logits.float(), target.float())
+    """Binary cross-entropy on discriminator logits against an all-real or all-fake target, in float32."""
+    # float32 from the logits on, autocast off: log(1 + e^-x) of a bf16 logit near 0 loses the small losses a
+    # confident discriminator makes, and the mean is over the batch's logits.
+    with float32_region(logits):
+        logits = logits.float()
+        target = torch.ones_like(logits) if real else torch.zeros_like(logits)
+        return F.binary_cross_entropy_with_logits(logits, target)
 
 
 def discriminator_loss(d: nn.Module, target: torch.Tensor, pred: torch.Tensor) -> tuple[torch.Tensor, Logs]:

@@ -7,6 +7,7 @@ The config is checked once, up front, by ``config.check.check_config``; a resume
 
 from __future__ import annotations
 
+import copy
 import fcntl
 import gc
 import os
@@ -18,11 +19,12 @@ from pathlib import Path
 
 import pytorch_lightning as pl
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 from pytorch_lightning.utilities.rank_zero import rank_zero_info
 
 from ctx_inpaint.common import run_folder
 from ctx_inpaint.common.allocator import keep_freed_memory, release_freed_memory
+from ctx_inpaint.common.machine import resolve_precision
 from ctx_inpaint.config.build import build_module
 from ctx_inpaint.config.check import check_config
 from ctx_inpaint.data.prepared import PreparedImages
@@ -209,11 +211,12 @@ def _train(cfg: DictConfig, output_dir: Path, resume: ResumeCheckpoint | None = 
         rank_zero_info(
             "[ctx-inpaint] keep_freed_memory: not glibc malloc here; the allocator's defaults stay"
         )
+    cfg, precision_note = with_resolved_precision(cfg)
     pl.seed_everything(cfg.seed, workers=True)
     fill_wandb_group(cfg)
     output_dir.mkdir(parents=True, exist_ok=True)
     fill_wandb_resume(cfg, output_dir)
-    (output_dir / "config_resolved.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    (output_dir / "config_resolved.yaml").write_text(precision_note + OmegaConf.to_yaml(cfg, resolve=True))
 
     masks: MaskGenerator = instantiate(cfg.masks)
     datamodule = instantiate(cfg.data, masks=masks)
@@ -237,6 +240,25 @@ def _train(cfg: DictConfig, output_dir: Path, resume: ResumeCheckpoint | None = 
 
             wandb.finish()  # never let multirun jobs merge into one W&B run
     return {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
+
+
+def with_resolved_precision(cfg: DictConfig) -> tuple[DictConfig, str]:
+    """``cfg`` with ``trainer.precision: auto`` replaced by what the hardware computes well
+    (``common.machine.resolve_precision``), said in one line; and a comment line for ``config_resolved.yaml``,
+    which records the resolved value (``auto`` stays visible in that comment). An explicit precision, or a config
+    without one, comes back as it is (the same object), with no line. ``cfg`` itself is never changed."""
+    requested = OmegaConf.select(cfg, "trainer.precision", default=None)
+    precision, reason = resolve_precision(
+        requested, OmegaConf.select(cfg, "trainer.accelerator", default="auto")
+    )
+    if precision == requested:
+        return cfg, ""
+    line = f"precision: {requested} -> {precision} ({reason})"
+    rank_zero_info(f"[ctx-inpaint] {line}")
+    resolved = copy.deepcopy(cfg)
+    with read_write(resolved), open_dict(resolved):
+        resolved.trainer.precision = precision
+    return resolved, f"# trainer.{line}\n"
 
 
 def prepare(cfg: DictConfig) -> list[PreparedImages]:
