@@ -394,6 +394,7 @@ def test_budget_cosine_anneals_the_lr_per_batch_over_the_epochs(tiny_cfg, tmp_pa
             seen.append(trainer.optimizers[0].param_groups[0]["lr"])
 
     cfg = tiny_cfg("+experiment=l2_1", "trainer.max_epochs=3", "data.samples_per_epoch=16")
+    cfg = with_resolved_precision(cfg)[0]  # trainer.precision=auto, as train() does
     masks = instantiate(cfg.masks)
     module = build_module(cfg, masks)
     trainer = instantiate(

@@ -10,7 +10,6 @@ here depends on the machine's speed.
 from __future__ import annotations
 
 import json
-import logging
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,7 +23,6 @@ from pytorch_lightning.callbacks import Callback
 import ctx_inpaint.evaluation.metrics as metrics
 import ctx_inpaint.training.objective as objective
 from ctx_inpaint.common import machine
-from ctx_inpaint.common.cli import LIBRARY_LOGGERS
 from ctx_inpaint.config.build import build_module
 from ctx_inpaint.config.check import check_config
 from ctx_inpaint.errors import ConfigError, InputError
@@ -32,7 +30,7 @@ from ctx_inpaint.inference import inpainter as inpainter_module
 from ctx_inpaint.inference.inpainter import Inpainter
 from ctx_inpaint.inference.loading import LoadedModel
 from ctx_inpaint.masks.generators import apply_mask, crop_box
-from tests.commands import run_command
+from tests.commands import restored_logging, run_command
 
 NATIVE = frozenset({"avx512_bf16", "fpu", "sse2"})
 EMULATED = frozenset({"fpu", "sse2", "avx2"})
@@ -138,28 +136,10 @@ class PrecisionProbe(Callback):
 
 @pytest.fixture
 def own_logging() -> Iterator[None]:
-    """The logging set-up as it was before the test: an in-process Hydra run replaces the root logger's handlers
-    (console and ``train.log``) and makes Lightning's loggers propagate to them."""
-    root = logging.getLogger()
-    root_handlers, root_level = list(root.handlers), root.level
-    saved = {
-        name: (list(logging.getLogger(name).handlers), logging.getLogger(name).propagate)
-        for name in LIBRARY_LOGGERS
-    }
-    warnings_captured = getattr(logging, "_warnings_showwarning", None) is not None
-    try:
+    """The logging set-up as it was before the test (run_command restores it too; kept for the checks between
+    runs that read the handlers' files)."""
+    with restored_logging():
         yield
-    finally:
-        for handler in root.handlers:
-            if handler not in root_handlers:
-                handler.close()  # Hydra's train.log handler among them
-        root.handlers[:] = root_handlers
-        root.setLevel(root_level)
-        for name, (handlers, propagate) in saved.items():
-            logger = logging.getLogger(name)
-            logger.handlers[:] = handlers
-            logger.propagate = propagate
-        logging.captureWarnings(warnings_captured)
 
 
 def train_command(run_dir: Path, *extra: str) -> list[str]:
