@@ -159,6 +159,19 @@ bench-precision: ## Compare float32 and bf16-mixed gradients and 30 training ste
 	$(PY) -m ctx_inpaint.benchmark.precision_check +experiment=l2_0999 +check_steps=30 \
 		+out_json=$(BENCH_OUT)/precision_check_l2_0999.json hydra.run.dir=$${TMPDIR:-/tmp}/ctx_precision_run
 
+bench-contention: ## Thread policies alone and beside one busy process (~30 min): experiments/perf/threads/contention.{json,log}
+	mkdir -p experiments/perf/threads
+	$(PY) -m ctx_inpaint.bench +experiment=campus_cpu 'bench.measure=[contention]' bench.contention.steps=80 \
+		bench.out_json=experiments/perf/threads/contention.json hydra.run.dir=$${TMPDIR:-/tmp}/ctx_contention \
+		$(ARGS) 2>&1 | tee experiments/perf/threads/contention.log
+	$(PY) experiments/perf/threads/summarize.py
+
+bench-peak: ## The peak search and fp32/bf16 fractions of l2_0999's steps (~5 min): experiments/perf/peak/l2_0999.{json,txt}
+	mkdir -p experiments/perf/peak
+	$(PY) -m ctx_inpaint.bench +experiment=l2_0999 'bench.measure=[plain,baseline]' \
+		bench.out_json=experiments/perf/peak/l2_0999.json hydra.run.dir=$${TMPDIR:-/tmp}/ctx_peak \
+		$(ARGS) 2>&1 | tee experiments/perf/peak/l2_0999.txt
+
 # Shipped weights (issue 27): two recorded trainings of 2 hours each on 2 CPU cores (side by side, one thread
 # each: OMP_NUM_THREADS=1, passive waits), then their generators as float16 safetensors + JSON in
 # ctx_inpaint/inference/pretrained/ (what Inpainter.load and `inpaint -c NAME` load). Resume an interrupted pair
@@ -214,4 +227,4 @@ clean: ## Remove run outputs (logs/) and caches, keep .venv
 
 .PHONY: weights weights-train quality-freeform quality-shipped quality-latency leak-check help install train test lint format clean evaluate quality quality-train quality-train-tuned quality-probes ablations report bench-data bench bench-attempts bench-precision bench-ab bench3 gpu-check
 .PHONY: demo demo-loadtest demo-screenshot time-to-quality time-to-quality-report allocator-ab
-.PHONY: docs docs-serve reliability-memory ablations-report
+.PHONY: docs docs-serve reliability-memory ablations-report bench-contention bench-peak

@@ -12,7 +12,7 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -21,6 +21,7 @@ from omegaconf import open_dict
 
 from ctx_inpaint.benchmark import contention
 from ctx_inpaint.benchmark.contention import (
+    CHILD_CODE,
     RESULT_MARK,
     ChildFailed,
     Settings,
@@ -34,6 +35,8 @@ from ctx_inpaint.benchmark.contention import (
 )
 from ctx_inpaint.common import cli, threads
 from ctx_inpaint.common.threads import (
+    AUTO,
+    CHOICES,
     DEFAULT_POLICY,
     POLICIES,
     POLICY_ENV,
@@ -55,14 +58,62 @@ def _clean_env(**extra: str) -> dict[str, str]:
 
 
 # ---- the policy ---------------------------------------------------------------------------------------------------
-def test_the_default_policy_is_set_where_the_user_set_nothing() -> None:
+@pytest.fixture
+def machine(monkeypatch) -> Callable[[int, int], None]:
+    """Fake what ``auto`` looks at: ``others`` other running processes on ``cores`` cores."""
+
+    def set_to(others: int, cores: int = 2) -> None:
+        monkeypatch.setattr(threads, "other_running", lambda: others)
+        monkeypatch.setattr(threads, "usable_cores", lambda: cores)
+
+    return set_to
+
+
+def test_the_default_policy_is_auto_and_set_where_the_user_set_nothing(machine) -> None:
+    assert DEFAULT_POLICY == AUTO
+    machine(0)
     env: dict[str, str] = {}
     assert apply_thread_policy(env, modules={}) is True
-    assert env == dict(POLICIES[DEFAULT_POLICY])
-    assert threads.describe_thread_policy(env)["policy"] == DEFAULT_POLICY
+    assert env == {}  # a quiet machine: PyTorch's own threads and waits
+    assert threads.describe_thread_policy(env)["policy"] == AUTO
+    machine(1)
     blank = {POLICY_ENV: " "}
     apply_thread_policy(blank, modules={})
-    assert blank == {POLICY_ENV: " ", **POLICIES[DEFAULT_POLICY]}
+    assert blank == {POLICY_ENV: " ", "OMP_NUM_THREADS": "1"}
+    machine(1)
+    mine = {"OMP_NUM_THREADS": "2"}
+    apply_thread_policy(mine, modules={})
+    assert mine == {"OMP_NUM_THREADS": "2"}  # the user's count wins
+
+
+@pytest.mark.parametrize(
+    ("others", "cores", "env"),
+    [
+        (0, 2, {}),
+        (1, 2, {"OMP_NUM_THREADS": "1"}),
+        (3, 2, {"OMP_NUM_THREADS": "1"}),
+        (2, 8, {"OMP_NUM_THREADS": "6"}),
+    ],
+)
+def test_auto_uses_the_cores_other_processes_leave_free(others: int, cores: int, env: dict[str, str]) -> None:
+    assert threads.auto_env(others, cores)[0] == env
+
+
+def test_other_running_is_the_fewest_seen_less_this_process() -> None:
+    """A process that keeps a core busy is in every look; a short-lived one (a shell, a compiler) is not."""
+    looks = iter([3, 2, 4, 2, 5])
+    waits: list[float] = []
+
+    def read() -> str:
+        return f"cpu  1 2 3\nprocs_running {next(looks)}\nprocs_blocked 0\n"
+
+    assert threads.other_running(samples=5, interval=0.01, read=read, sleep=waits.append) == 1
+    assert waits == [0.01] * 4
+    assert threads.other_running(read=lambda: "cpu 1 2 3\n", sleep=waits.append) == 0  # no such line
+    assert (
+        threads.other_running(read=lambda: (_ for _ in ()).throw(OSError("no /proc")), sleep=waits.append)
+        == 0
+    )
 
 
 @pytest.mark.parametrize(
@@ -95,13 +146,13 @@ def test_nothing_is_set_once_torch_is_loaded() -> None:
 
 
 def test_a_bad_policy_name_is_a_user_error_naming_the_choices(capsys) -> None:
-    with pytest.raises(InputError, match=f"{POLICY_ENV}: got 'fast'; expected one of spin, passive"):
+    with pytest.raises(InputError, match=f"{POLICY_ENV}: got 'fast'; expected one of auto, spin, passive"):
         policy_name({POLICY_ENV: "fast"})
     with pytest.raises(SystemExit) as stop:
         apply_thread_policy({POLICY_ENV: "fast"}, modules={"torch": object()})  # refused even after torch
     assert stop.value.code == cli.USER_ERROR_EXIT
     assert capsys.readouterr().err.splitlines() == [
-        f"{cli.PREFIX} {POLICY_ENV}: got 'fast'; expected one of {', '.join(POLICIES)} (unset: {DEFAULT_POLICY})"
+        f"{cli.PREFIX} {POLICY_ENV}: got 'fast'; expected one of {', '.join(CHOICES)} (unset: {DEFAULT_POLICY})"
     ]
 
 
@@ -249,7 +300,7 @@ def _run(tiny_cfg, machine: FakeMachine, **overrides):
         busy=machine.start_busy,
         clock=machine.clock,
         log=lambda line: None,
-        **({"rounds": 3} | overrides),
+        **({"rounds": 3, "policies": list(QUIET_BUSY)} | overrides),
     )
 
 
@@ -365,6 +416,10 @@ def test_children_run_with_exactly_their_policy() -> None:
         "HOME": "/h",
     }
     assert env["PYTHONPATH"].split(os.pathsep)[0] == str(ROOT)
+    # auto chooses in the child, at its start (CHILD_CODE imports startup first): only its name is passed.
+    auto = child_env("auto", parent)
+    assert {k: auto[k] for k in auto if k in (*THREAD_VARS, POLICY_ENV)} == {POLICY_ENV: "auto"}
+    assert "ctx_inpaint.common.startup" in CHILD_CODE.split(";")[1]
     assert child_env("spin", parent | {"PYTHONPATH": "/x"})["PYTHONPATH"].split(os.pathsep) == [
         str(ROOT),
         "/x",

@@ -39,13 +39,17 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from ctx_inpaint.benchmark.measure import data_rate, device_of, gan_step_fn, plain_parts
 from ctx_inpaint.benchmark.timing import Clock, put_ratio, ratio, round_order, synchronize
 from ctx_inpaint.common.allocator import keep_freed_memory
-from ctx_inpaint.common.threads import DEFAULT_POLICY, POLICIES, POLICY_ENV, THREAD_VARS
+from ctx_inpaint.common.threads import CHOICES, DEFAULT_POLICY, POLICIES, POLICY_ENV, THREAD_VARS
 from ctx_inpaint.errors import ConfigError
 
 CONDITIONS = ("quiet", "busy")
 REFERENCE = "spin"  # torch's default: the quiet time every policy's loss is measured against
 BUSY_CODE = "while 1: pass"
-CHILD_CODE = "import sys; from ctx_inpaint.benchmark.contention import child_main; child_main(sys.argv[1:])"
+# The child applies its policy as a command does (``auto`` looks at the machine then), before torch loads.
+CHILD_CODE = (
+    "import sys; import ctx_inpaint.common.startup; "
+    "from ctx_inpaint.benchmark.contention import child_main; child_main(sys.argv[1:])"
+)
 RESULT_MARK = "ctx-inpaint-contention: "  # the child's result line, among whatever else it prints
 KEY = "bench.contention"
 
@@ -59,7 +63,7 @@ BusyStarter = Callable[[], AbstractContextManager[object]]
 class Settings:
     """``bench.contention``: what is measured, how often, and the rule the recommendation follows."""
 
-    policies: tuple[str, ...] = tuple(POLICIES)
+    policies: tuple[str, ...] = CHOICES
     steps: int = 120  # timed training steps per child
     warmup: int = 2  # untimed steps first (optimizer state, allocator, oneDNN kernel choice)
     rounds: int = 3
@@ -88,7 +92,7 @@ def settings_from(cfg: DictConfig, **overrides: Any) -> Settings:
         raise ConfigError(f"{KEY}: unknown {unknown}; expected some of {sorted(known)}")
     for name in ("policies", "conditions"):
         if name in given:
-            given[name] = _names(name, given[name], POLICIES if name == "policies" else CONDITIONS)
+            given[name] = _names(name, given[name], CHOICES if name == "policies" else CONDITIONS)
     for name, low in (("steps", 1), ("warmup", 0), ("rounds", 1), ("batch_size", 1)):
         value = given.get(name)
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < low):
@@ -153,7 +157,7 @@ def child_env(policy: str, environ: Mapping[str, str] | None = None) -> dict[str
     this package first on ``PYTHONPATH``, so the child runs the code the parent runs."""
     environ = os.environ if environ is None else environ
     env = {k: v for k, v in environ.items() if k not in THREAD_VARS and k != POLICY_ENV}
-    env |= dict(POLICIES[policy])
+    env |= dict(POLICIES.get(policy, {}))  # auto: chosen by the child itself, at its start
     env[POLICY_ENV] = policy
     root = str(Path(__file__).resolve().parents[2])  # the folder that holds ctx_inpaint/
     env["PYTHONPATH"] = os.pathsep.join([root, *([env["PYTHONPATH"]] if env.get("PYTHONPATH") else [])])
@@ -239,7 +243,7 @@ def summarize(
     for p in s.policies:
         mine = [run for run in runs if run["policy"] == p]
         entry: dict[str, Any] = {
-            "env": dict(POLICIES[p]),
+            "env": dict(POLICIES.get(p, {})),  # auto: what each child chose is in its run's env
             "threads": mine[0].get("threads") if mine else None,
         }
         for c in s.conditions:

@@ -9,7 +9,11 @@ torch is imported, so every command applies a policy as its first statement (:fu
 - ``spin``: torch's default, nothing set;
 - ``passive``: ``OMP_WAIT_POLICY=PASSIVE``: idle threads sleep at once (25.0 s beside the busy process);
 - ``short-spin``: ``GOMP_SPINCOUNT=10000``: spin about 0.1 ms, then sleep (a middle ground);
-- ``one-thread``: ``OMP_NUM_THREADS=1``: no second thread to wait for (22.7 s beside it, slower alone).
+- ``one-thread``: ``OMP_NUM_THREADS=1``: no second thread to wait for (22.7 s beside it, slower alone);
+- ``auto``: looks once at how many other processes are running (``procs_running`` in ``/proc/stat``, sampled a few
+  times over ~50 ms): none, ``spin`` (nothing set: the quiet machine keeps PyTorch's speed); otherwise
+  ``OMP_NUM_THREADS`` = the cores left free (at least 1): OpenMP threads that wait at a barrier for a thread the
+  scheduler has parked behind the other process are what made the busy machine 2-3x slower.
 
 ``CTX_INPAINT_THREAD_POLICY=<name>`` chooses one (default :data:`DEFAULT_POLICY`, which the bench's contention mode,
 ``ctx_inpaint.benchmark.contention``, measures and recommends). A user's own ``OMP_WAIT_POLICY``,
@@ -23,7 +27,8 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Mapping, MutableMapping
+import time
+from collections.abc import Callable, Mapping, MutableMapping
 from types import MappingProxyType
 from typing import Any
 
@@ -41,9 +46,12 @@ POLICIES: Mapping[str, Mapping[str, str]] = MappingProxyType(
         "one-thread": MappingProxyType({"OMP_NUM_THREADS": "1"}),
     }
 )
-# Provisional: `passive` is the one policy measured under contention (1.40x) so far; the bench's contention mode
-# (`bench.measure=[contention]`) reports which policy meets the rule and is to become the default.
-DEFAULT_POLICY = "passive"
+AUTO = "auto"  # chosen at start from the other running processes (auto_env)
+CHOICES = (AUTO, *POLICIES)
+# The bench's contention mode (`bench.measure=[contention]`, experiments/perf/threads/) measures every policy; the
+# default is the one its rule recommends (lowest busy/quiet with at most 5% lost on a quiet machine).
+DEFAULT_POLICY = AUTO
+PROC_STAT = "/proc/stat"
 
 # Variables a user may set; a group is left alone as a whole when any of its variables is set.
 WAIT_VARS = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")
@@ -66,21 +74,74 @@ def policy_name(environ: Mapping[str, str] | None = None) -> str:
     name = environ.get(POLICY_ENV, "").strip()
     if not name:
         return DEFAULT_POLICY
-    if name not in POLICIES:
+    if name not in CHOICES:
         raise InputError(
-            f"{POLICY_ENV}: got {name!r}; expected one of {', '.join(POLICIES)} (unset: {DEFAULT_POLICY})"
+            f"{POLICY_ENV}: got {name!r}; expected one of {', '.join(CHOICES)} (unset: {DEFAULT_POLICY})"
         )
     return name
 
 
-def policy_env(name: str, environ: Mapping[str, str] | None = None) -> dict[str, str]:
-    """The variables policy ``name`` adds to ``environ``: its own, less any group the user already set."""
+def running_processes(read: Callable[[], str] | None = None) -> int | None:
+    """``procs_running`` of ``/proc/stat`` (this process included), or None where there is no such file."""
+    try:
+        text = read() if read is not None else open(PROC_STAT).read()  # noqa: SIM115 (a one-shot read)
+    except OSError:
+        return None
+    for line in text.splitlines():
+        if line.startswith("procs_running"):
+            return int(line.split()[1])
+    return None
+
+
+def other_running(
+    samples: int = 5,
+    interval: float = 0.01,
+    read: Callable[[], str] | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+) -> int:
+    """Other processes running now: the fewest ``procs_running`` seen over ``samples`` looks (a process that keeps
+    a core busy is in every one; a short-lived one is not), less this one; 0 where it cannot be read."""
+    seen = []
+    for i in range(samples):
+        if i:
+            sleep(interval)
+        n = running_processes(read)
+        if n is None:
+            return 0
+        seen.append(n)
+    return max(0, min(seen) - 1)
+
+
+def auto_env(others: int, cores: int) -> tuple[dict[str, str], str]:
+    """``auto``'s variables for ``others`` other running processes on ``cores`` cores, and what it chose."""
+    if others <= 0:
+        return {}, f"spin (no other running process on {cores} cores)"
+    free = max(1, cores - others)
+    if free >= cores:
+        return {}, f"spin ({others} other running on {cores} cores)"
+    return {"OMP_NUM_THREADS": str(free)}, f"{free} thread(s) ({others} other running on {cores} cores)"
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its affinity mask; ``os.cpu_count()`` where that is unknown)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def policy_env(
+    name: str, environ: Mapping[str, str] | None = None, others: Callable[[], int] | None = None
+) -> dict[str, str]:
+    """The variables policy ``name`` adds to ``environ``: its own (``auto``: :func:`auto_env` of ``others()``),
+    less any group the user already set."""
     environ = os.environ if environ is None else environ
+    own = dict(POLICIES[name]) if name != AUTO else auto_env((others or other_running)(), usable_cores())[0]
     out = {}
     for group in (WAIT_VARS, COUNT_VARS):
         if any(var in environ for var in group):
             continue  # the user's choice wins
-        out |= {var: value for var, value in POLICIES[name].items() if var in group}
+        out |= {var: value for var, value in own.items() if var in group}
     return out
 
 
