@@ -166,9 +166,9 @@ bench-contention: ## Thread policies alone and beside one busy process (~30 min)
 		$(ARGS) 2>&1 | tee experiments/perf/threads/contention.log
 	$(PY) experiments/perf/threads/summarize.py
 
-bench-peak: ## The peak search and fp32/bf16 fractions of l2_0999's steps (~5 min): experiments/perf/peak/l2_0999.{json,txt}
+bench-peak: ## The peak search and fp32/bf16 fractions of l2_0999's steps on every core (thread policy spin; ~5 min): experiments/perf/peak/l2_0999.{json,txt}
 	mkdir -p experiments/perf/peak
-	$(PY) -m ctx_inpaint.bench +experiment=l2_0999 'bench.measure=[plain,baseline]' \
+	CTX_INPAINT_THREAD_POLICY=spin $(PY) -m ctx_inpaint.bench +experiment=l2_0999 'bench.measure=[plain,baseline]' \
 		bench.out_json=experiments/perf/peak/l2_0999.json hydra.run.dir=$${TMPDIR:-/tmp}/ctx_peak \
 		$(ARGS) 2>&1 | tee experiments/perf/peak/l2_0999.txt
 

@@ -61,6 +61,7 @@ from ctx_inpaint.benchmark.table import Row, print_table, table_rows
 from ctx_inpaint.benchmark.timing import check_rounds, interleaved, put_ratio, ratio
 from ctx_inpaint.common import machine
 from ctx_inpaint.common.allocator import keep_freed_memory
+from ctx_inpaint.common.threads import AUTO, describe_thread_policy
 from ctx_inpaint.errors import ConfigError
 from ctx_inpaint.masks.generators import MaskGenerator
 
@@ -96,6 +97,14 @@ def run_bench(cfg: DictConfig) -> dict[str, Any]:
     kept = keep_freed_memory(bool(cfg.get("keep_freed_memory", False)))
     if b.threads:
         torch.set_num_threads(int(b.threads))
+    elif (applied := describe_thread_policy())["policy"] == AUTO and applied["set"]:
+        # auto saw other running processes at start (a short-lived one too, if it overlapped its look)
+        print(
+            f"bench: warning: thread policy auto chose {applied['set']} (other processes were running at start); "
+            f"the figures are for {torch.get_num_threads()} thread(s): CTX_INPAINT_THREAD_POLICY=spin or "
+            "bench.threads=N measures a fixed count",
+            file=sys.stderr,
+        )
     device = device_of(cfg)
     setting = str(cfg.trainer.precision)
     why = precision_choice(setting, device)[1]
