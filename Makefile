@@ -98,6 +98,13 @@ time-to-quality: ## make train at TTQ_BEFORE and TTQ_AFTER side by side (29 min;
 time-to-quality-report: ## Regenerate TTQ_RECORD/timeline.{md,json,png} from the runs in TTQ_DIR
 	$(PY) experiments/perf/time_to_quality/timeline.py $(TTQ_DIR) --record $(TTQ_RECORD) --title "$(TTQ_TITLE)"
 
+BF16_DIR ?= logs/ttq/bf16_vs_fp32
+bf16-quality: ## make train's 60 epochs in float32 and bf16-mixed side by side (one core each, same steps, no time cap), then the timeline in experiments/perf/bf16_quality
+	BEFORE_ARGS="trainer.precision=32-true" AFTER_ARGS="trainer.precision=bf16-mixed" flock /tmp/ctx_heavy.lock \
+		experiments/perf/time_to_quality/run_side_by_side.sh HEAD HEAD $(BF16_DIR) trainer.max_time=null $(ARGS)
+	$(MAKE) time-to-quality-report TTQ_DIR=$(BF16_DIR) TTQ_RECORD=experiments/perf/bf16_quality \
+		TTQ_TITLE="make train in float32 (before) and bf16-mixed (after), the same steps"
+
 allocator-ab: ## keep_freed_memory on and off, alternated process by process (experiments/perf/time_to_quality/allocator_ab.json)
 	flock /tmp/ctx_heavy.lock $(PY) experiments/perf/time_to_quality/allocator_ab.py $(ARGS)
 
@@ -227,4 +234,4 @@ clean: ## Remove run outputs (logs/) and caches, keep .venv
 
 .PHONY: weights weights-train quality-freeform quality-shipped quality-latency leak-check help install train test lint format clean evaluate quality quality-train quality-train-tuned quality-probes ablations report bench-data bench bench-attempts bench-precision bench-ab bench3 gpu-check
 .PHONY: demo demo-loadtest demo-screenshot time-to-quality time-to-quality-report allocator-ab
-.PHONY: docs docs-serve reliability-memory ablations-report bench-contention bench-peak
+.PHONY: docs docs-serve reliability-memory ablations-report bench-contention bench-peak bf16-quality

@@ -4,6 +4,8 @@
 # Each run also carries Lightning's SimpleProfiler (where an epoch's time goes). Run dirs (with their 419 MB
 # checkpoints) go to OUT; `timeline.py` reads them and writes the committed record.
 #   experiments/perf/time_to_quality/run_side_by_side.sh BEFORE_REV AFTER_REV OUT [hydra overrides...]
+# BEFORE_ARGS / AFTER_ARGS (space-separated Hydra overrides) go to one side only: the same revision twice with
+# AFTER_ARGS=trainer.precision=bf16-mixed compares precisions (make bf16-quality).
 set -euo pipefail
 before_rev=${1:?before revision}
 after_rev=${2:?after revision}
@@ -37,7 +39,7 @@ launch() {
 }
 
 echo "[ttq] $(date -u +%FT%TZ) before=$before_rev (core 0) after=$after_rev (core 1) -> $out"
-launch before "$before_rev" 0 "$@" &
-launch after "$after_rev" 1 "$@" &
+launch before "$before_rev" 0 ${BEFORE_ARGS:-} "$@" &
+launch after "$after_rev" 1 ${AFTER_ARGS:-} "$@" &
 wait
 echo "[ttq] $(date -u +%FT%TZ) done: before exit $(cat "$out/before/exit_code"), after exit $(cat "$out/after/exit_code")"
