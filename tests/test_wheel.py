@@ -68,6 +68,10 @@ def test_wheel_installs_outside_the_checkout_and_every_cli_finds_its_configs(tmp
         for p in (REPO / "ctx_inpaint/inference/demo/static").iterdir()
     }
     assert static and static <= set(names)  # the demo's page travels with the wheel
+    cross = {
+        f"ctx_inpaint/data/cross_source/{p.name}" for p in (REPO / "ctx_inpaint/data/cross_source").iterdir()
+    }
+    assert len(cross) == 11 and cross <= set(names)  # evaluate -i embedded:cross: 10 photos + ATTRIBUTION.md
 
     # A fresh environment: the wheel alone in its site-packages, this environment's packages (torch...) after it.
     env_dir = tmp_path / "env"
