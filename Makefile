@@ -191,7 +191,7 @@ weights-train: ## Train the shipped models into WEIGHTS_RUNS side by side: ship_
 	wait
 	tail -n 2 $(WEIGHTS_RUNS).freeform.log $(WEIGHTS_RUNS).center.log
 
-weights: ## Export WEIGHTS_RUNS' last checkpoints to ctx_inpaint/inference/pretrained/ (float16 safetensors + JSON, float16 cost measured); ARGS="--only freeform"
+weights: ## Export WEIGHTS_RUNS' last checkpoints to ctx_inpaint/inference/pretrained/ (float16 safetensors + JSON, float16 cost measured; run records in experiments/quality/shipped/runs/); ARGS="--only freeform"
 	$(PY) experiments/quality/freeform/ship.py --runs $(WEIGHTS_RUNS) $(ARGS)
 
 FREEFORM_OUT := experiments/quality/freeform
@@ -212,12 +212,20 @@ SHIP_FREEFORM ?= freeform
 SHIP_CENTER ?= center
 SHIP_CENTER_SETS ?= center
 SHIPPED_OUT ?= experiments/quality/shipped
-quality-shipped: ## Issue 27's bar: SHIP_FREEFORM (5 mask sets) and SHIP_CENTER (centre hole) vs OpenCV on holdout, places, cross; RESULTS.md in SHIPPED_OUT
+quality-shipped: ## Issue 27's bar: SHIP_FREEFORM (5 mask sets) and SHIP_CENTER (centre hole) vs OpenCV on holdout, places, cross; RESULTS.md, results.json in SHIPPED_OUT, then make model-cards
 	for images in holdout places cross; do \
 		$(PY) -m ctx_inpaint.evaluate -c $(SHIP_FREEFORM) --mask-sets $(FREEFORM_SETS) -i embedded:$$images -o $(SHIPPED_OUT)/freeform_$$images --grid 6 $(ARGS) || exit 1; \
 		$(PY) -m ctx_inpaint.evaluate -c $(SHIP_CENTER) --mask-sets $(SHIP_CENTER_SETS) -i embedded:$$images -o $(SHIPPED_OUT)/center_$$images --grid 6 $(ARGS) || exit 1; \
 	done
 	$(PY) experiments/quality/shipped/summarize.py --dir $(SHIPPED_OUT)
+	$(MAKE) model-cards SHIPPED_OUT=$(SHIPPED_OUT)
+
+# The docs' model cards (docs/models.md), from the records alone: each shipped model's JSON (make weights),
+# SHIPPED_OUT/results.json (make quality-shipped) and experiments/quality/shipped/latency.json (make quality-latency).
+# A scratch SHIPPED_OUT (e.g. /tmp/qs) writes its cards to SHIPPED_OUT/models.md, leaving docs/ alone.
+MODEL_CARDS_OUT ?= $(if $(filter experiments/quality/shipped,$(SHIPPED_OUT)),docs/models.md,$(SHIPPED_OUT)/models.md)
+model-cards: ## Regenerate docs/models.md (a card per shipped model) from the weights' JSONs, results.json and latency.json
+	$(PY) experiments/quality/shipped/model_cards.py --results $(SHIPPED_OUT) --out $(MODEL_CARDS_OUT)
 
 # Inference latency of the shipped weights at LATENCY_BEFORE (git revision) against the working tree's, interleaved
 # in one process (Inpainter.predict, 256 and 1024 px photos), under the heavy lock: run it on a quiet machine.
@@ -232,6 +240,6 @@ leak-check: ## Does the fill depend on hidden pixels? Two photos differing only 
 clean: ## Remove run outputs (logs/) and caches, keep .venv
 	rm -rf logs .pytest_cache .ruff_cache
 
-.PHONY: weights weights-train quality-freeform quality-shipped quality-latency leak-check help install train test lint format clean evaluate quality quality-train quality-train-tuned quality-probes ablations report bench-data bench bench-attempts bench-precision bench-ab bench3 gpu-check
+.PHONY: weights weights-train quality-freeform quality-shipped quality-latency model-cards leak-check help install train test lint format clean evaluate quality quality-train quality-train-tuned quality-probes ablations report bench-data bench bench-attempts bench-precision bench-ab bench3 gpu-check
 .PHONY: demo demo-loadtest demo-screenshot time-to-quality time-to-quality-report allocator-ab
 .PHONY: docs docs-serve reliability-memory ablations-report bench-contention bench-peak bf16-quality

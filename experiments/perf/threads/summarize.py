@@ -1,6 +1,6 @@
 """RESULTS.md of experiments/perf/threads from contention.json (what `make bench-contention` wrote).
 
-    python experiments/perf/threads/summarize.py
+python experiments/perf/threads/summarize.py
 """
 
 from __future__ import annotations
@@ -27,7 +27,9 @@ def main() -> None:
     ]
     for p, e in r["by_policy"].items():
         runs = [run for run in r["runs"] if run["policy"] == p]
-        threads = {c: sorted({run["threads"] for run in runs if run["condition"] == c}) for c in ("quiet", "busy")}
+        threads = {
+            c: sorted({run["threads"] for run in runs if run["condition"] == c}) for c in ("quiet", "busy")
+        }
         lo, hi = e["busy_over_quiet_spread"]
         mark = " (recommended)" if p == r["recommended"] else ""
         lines.append(

@@ -1,101 +1,260 @@
 """Export the shipped models (``make weights``): each recorded run's last checkpoint -> float16 safetensors + JSON
-in ctx_inpaint/inference/pretrained/, with its training command, the data's attribution, and the float16 cost measured on the
-run's own validation masks (float32 vs float16 generator on the same 40 held-out crops); the run's metrics.csv,
-run_status.json and overrides go to experiments/quality/freeform/runs/<name>/.
+in ctx_inpaint/inference/pretrained/ (``--out``), with its training commands, how far and how long it trained and
+on what machine (run_status.json), the data's attribution (derived from the run's ``data.source``), its training
+config, and the float16 cost measured on the run's own validation masks (float32 vs float16 generator on the same
+held-out crops); the run's metrics.csv, run_status.json, overrides.yaml and config.yaml go to
+experiments/quality/shipped/runs/<name>/ (``--records``), beside the tables of ``make quality-shipped``.
 
-    python experiments/quality/freeform/ship.py --runs logs/runs/shipped
+    python experiments/quality/freeform/ship.py --runs logs/runs/ship [--only freeform] [--out DIR] [--records DIR]
+
+A run whose run_status.json does not say ``finished`` is refused unless ``--allow-unfinished`` is given.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import json
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Any
 
-import torch
 import yaml
+from omegaconf import OmegaConf
 
 from ctx_inpaint.common.files import atomic_write
 from ctx_inpaint.common.run_folder import RunFolder
+from ctx_inpaint.data.sources import embedded_files, embedded_wide_files
 from ctx_inpaint.evaluation.run import evaluate
 from ctx_inpaint.inference.export import export
 from ctx_inpaint.inference.weights import PRETRAINED, PRETRAINED_DIR
 
-ATTRIBUTION = (
-    "Trained on the campus photos of the PyPI package mvtb-data==1.6.1 (mvtbdata/images/campus/*.png, MIT licence, "
-    "Peter Corke, Machine Vision Toolbox); validated on campus/holdout."
-)
-EXPERIMENTS = {"freeform": "campus_freeform", "center": "campus_center"}
+ROOT = Path(__file__).resolve().parents[3]
+RECORDS = ROOT / "experiments" / "quality" / "shipped" / "runs"
+EXPERIMENTS = {"freeform": "ship_freeform", "center": "ship_center"}
+DATA_PACKAGE = "mvtb-data"
+# What the JSON keeps of the run's composed config: what was trained, on what, how (not loggers, paths, callbacks).
+CONFIG_KEYS = ("name", "seed", "data", "masks", "model", "optim")
+TRAINER_KEYS = ("max_epochs", "max_steps", "max_time", "accelerator", "devices", "precision")
+RESUME = "ckpt_path="
 
 
 def run_files(run: Path) -> list[Path]:
-    """What a run dir must hold: the checkpoint to export, then the records copied beside the tables."""
+    """What a run dir must hold: the checkpoint to export, the composed config, then the records copied beside the
+    tables."""
     folder = RunFolder(run)
-    return [folder.last_checkpoint, folder.metrics, folder.status, folder.overrides]
+    return [folder.last_checkpoint, folder.config, folder.metrics, folder.status, folder.overrides]
 
 
-def command(run: Path) -> str:
-    overrides = yaml.safe_load(RunFolder(run).overrides.read_text())
-    return "python -m ctx_inpaint.train " + " ".join(overrides)
+def package_record(name: str) -> dict[str, str]:
+    """The data package as installed: version, licence (its trove classifier), author, summary."""
+    meta = importlib.metadata.metadata(name)
+    licences = [
+        c.split("::")[-1].strip().removesuffix(" License")
+        for c in meta.get_all("Classifier") or []
+        if c.startswith("License ::")
+    ]
+    author = (meta.get("Author") or meta.get("Author-email") or "").split("<")[0].strip()
+    return {
+        "package": f"{name}=={importlib.metadata.version(name)}",
+        "licence": meta.get("License-Expression") or meta.get("License") or ", ".join(licences) or "unknown",
+        "author": author,
+        "summary": meta.get("Summary") or "",
+    }
+
+
+def data_record(cfg: dict[str, Any]) -> dict[str, Any]:
+    """The photos a run trained and validated on, counted from ``ctx_inpaint.data.sources``, with the package's
+    own version, licence and author, and the attribution line the JSON carries."""
+    source = (cfg.get("data") or {}).get("source")
+    if source not in ("embedded", "embedded_wide"):
+        root = (cfg.get("data") or {}).get("root")
+        return {
+            "source": source,
+            "root": root,
+            "attribution": f"Trained on data.source={source} (data.root={root}); see that data's own licence.",
+        }
+    campus, holdout = embedded_files()
+    train = embedded_wide_files()[0] if source == "embedded_wide" else campus
+    images = campus[0].parents[1]  # mvtbdata/images
+    pkg = package_record(DATA_PACKAGE)
+    val_dir = holdout[0].parent.relative_to(images).as_posix()
+    campus_dir = campus[0].parent.relative_to(images).as_posix()
+    credit = f"{pkg['licence']} licence, by {pkg['author']}: {pkg['summary'].removesuffix('.')}"
+    if source == "embedded_wide":
+        # sources.EMBEDDED_WIDE_EXTRA, as embedded_wide_files() found them (FORBIDDEN_NAMES left out)
+        extra = [p.relative_to(images).as_posix() for p in train[len(campus) :]]
+        what = (
+            f"the {len(campus)} {campus_dir} photos (mvtbdata/images/{campus_dir}/*.png) and {len(extra)} other "
+            f"scenes ({', '.join(extra)}; mvtbdata/images/) of the PyPI package {pkg['package']}"
+        )
+    else:
+        extra = []
+        what = (
+            f"the {len(campus)} {campus_dir} photos (mvtbdata/images/{campus_dir}/*.png) of the PyPI package "
+            f"{pkg['package']}"
+        )
+    return {
+        "source": source,
+        "train_photos": len(train),
+        "campus_photos": len(campus),
+        "extra_photos": extra,
+        "validation": val_dir,
+        "validation_photos": len(holdout),
+        **pkg,
+        "attribution": f"Trained on {what} ({credit}); validated on the {len(holdout)} photos of {val_dir}.",
+    }
+
+
+def commands(run: Path, attempts: int) -> list[str]:
+    """The training command lines: the first attempt's, then the resumes' (``ckpt_path=last``) when the run was
+    resumed. overrides.yaml holds the last launch's overrides; hydra.yaml its hydra overrides (the run dir)."""
+    folder = RunFolder(run)
+    overrides = [str(o) for o in yaml.safe_load(folder.overrides.read_text()) or []]
+    hydra_file = folder.hydra / "hydra.yaml"
+    hydra_overrides: list[str] = []
+    if hydra_file.is_file():
+        recorded = ((yaml.safe_load(hydra_file.read_text()) or {}).get("hydra") or {}).get("overrides") or {}
+        hydra_overrides = [str(o) for o in recorded.get("hydra") or [] if str(o).startswith("hydra.run.dir=")]
+    base = [o for o in overrides if not o.startswith(RESUME)] + hydra_overrides
+    resume = [o for o in overrides if o.startswith(RESUME)]
+    line = "python -m ctx_inpaint.train " + " ".join(base)
+    if attempts > 1 and resume:
+        return [line, f"{line} {' '.join(resume)}"]
+    return [line]
+
+
+def training_config(cfg: dict[str, Any]) -> dict[str, Any]:
+    """What was trained, on what and how: ``CONFIG_KEYS`` resolved, the trainer's budget, the callbacks' names."""
+    conf = OmegaConf.create(cfg)
+    out = {k: OmegaConf.select(conf, k) for k in CONFIG_KEYS if k in conf}
+    out = {
+        k: OmegaConf.to_container(v, resolve=True) if OmegaConf.is_config(v) else v for k, v in out.items()
+    }
+    out["trainer"] = {k: (cfg.get("trainer") or {}).get(k) for k in TRAINER_KEYS}
+    out["callbacks"] = sorted(cfg.get("callbacks") or {})
+    return out
+
+
+def machine_line(m: dict[str, Any]) -> str:
+    threads = m.get("torch_threads")
+    where = m.get("gpu") or (
+        f"{m['accelerator']} only" if m.get("accelerator") == "cpu" else m.get("accelerator")
+    )
+    return (
+        f"{m.get('cpu', 'unknown CPU')} ({m.get('cpu_count')} CPUs), {threads} torch thread"
+        f"{'' if threads == 1 else 's'}, {where}; torch {m.get('torch', '?')}, Python {m.get('python', '?')}, "
+        f"{m.get('platform', '?')}"
+    )
 
 
 def fp16_cost(checkpoint: Path, f16: Path) -> dict[str, float]:
     """Validation metrics (the run's own masks) of the float32 checkpoint and the float16 export."""
     with tempfile.TemporaryDirectory() as tmp:
-        a = evaluate(checkpoint, out_dir=Path(tmp) / "a", baselines=())["methods"]["model"]
-        b = evaluate(f16, out_dir=Path(tmp) / "b", baselines=())["methods"]["model"]
+        a = evaluate(checkpoint, out_dir=Path(tmp) / "a", baselines=())
+        b = evaluate(f16, out_dir=Path(tmp) / "b", baselines=())
+    ma, mb = a["methods"]["model"], b["methods"]["model"]
     return {
-        "psnr_float32": a["psnr"],
-        "psnr_float16": b["psnr"],
-        "ssim_float32": a["ssim"],
-        "ssim_float16": b["ssim"],
+        "images": a["images"],
+        "crops": a["samples"],
+        "psnr_float32": ma["psnr"],
+        "psnr_float16": mb["psnr"],
+        "ssim_float32": ma["ssim"],
+        "ssim_float16": mb["ssim"],
     }
+
+
+def check(run: Path, name: str, allow_unfinished: bool) -> None:
+    """Refuse, in one line, a run dir that lacks a file, trained another experiment or has not finished."""
+    for needed in run_files(run):
+        if not needed.is_file():
+            raise SystemExit(f"ship.py: {needed} is missing; train it with make weights-train")
+    cfg = yaml.safe_load(RunFolder(run).config.read_text()) or {}
+    if cfg.get("name") != EXPERIMENTS[name]:
+        raise SystemExit(
+            f"ship.py: {run} trained {cfg.get('name')!r}; the shipped {name!r} model is {EXPERIMENTS[name]!r}"
+        )
+    status = json.loads(RunFolder(run).status.read_text()).get("status")
+    if status != "finished" and not allow_unfinished:
+        raise SystemExit(
+            f"ship.py: {RunFolder(run).status} says {status!r}, not 'finished'; resume it (make weights-train "
+            "ARGS=ckpt_path=last) or pass --allow-unfinished"
+        )
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--runs", default="logs/runs/shipped", help="holds freeform/ and center/ run dirs")
-    p.add_argument("--out", default=str(PRETRAINED_DIR))
+    p.add_argument("--runs", default="logs/runs/ship", help="holds freeform/ and center/ run dirs")
+    p.add_argument("--out", default=str(PRETRAINED_DIR), help="where the .safetensors + .json go")
+    p.add_argument("--records", default=str(RECORDS), help="where each run's records go (<records>/<name>/)")
     p.add_argument(
         "--only", choices=sorted(PRETRAINED), action="append", help="export this model only (repeatable)"
     )
+    p.add_argument("--allow-unfinished", action="store_true", help="export a run that has not finished")
     args = p.parse_args()
     names = args.only or list(PRETRAINED)
     # Every run is checked before anything is written: a missing one must not leave a half-updated pretrained/.
     for name in names:
-        for needed in run_files(Path(args.runs) / name):
-            if not needed.is_file():
-                raise SystemExit(f"ship.py: {needed} is missing; train it with make weights-train")
+        check(Path(args.runs) / name, name, args.allow_unfinished)
     for name in names:
         run = Path(args.runs) / name
-        checkpoint = RunFolder(run).last_checkpoint
-        status = json.loads(RunFolder(run).status.read_text())
+        folder = RunFolder(run)
+        status = json.loads(folder.status.read_text())
+        cfg = yaml.safe_load(folder.config.read_text()) or {}
+        data = data_record(cfg)
+        lines = commands(run, int(status.get("attempts") or 1))
+        machine = status.get("machine") or {}
         extra = {
             "name": name,
             "experiment": EXPERIMENTS[name],
-            "training_command": command(run),
-            "made_by": f"make weights-train WEIGHTS_RUNS={args.runs}, then make weights WEIGHTS_RUNS={args.runs}"
+            "training_command": lines[0],
+            "training_commands": lines,
+            "made_by": f"make weights-train WEIGHTS_RUNS={args.runs}"
+            + (" (resumed with ARGS=ckpt_path=last)" if len(lines) > 1 else "")
+            + f", then make weights WEIGHTS_RUNS={args.runs}"
             + "".join(f" ARGS='--only {n}'" for n in args.only or ()),
             "run_status": status,
-            "data_attribution": ATTRIBUTION,
-            "machine": "2 CPU cores (x86_64), no GPU; torch " + torch.__version__,
+            "data": data,
+            "data_attribution": data["attribution"],
+            "machine": machine_line(machine),
+            "training_config": training_config(cfg),
         }
         path, json_path = export(
-            checkpoint, Path(args.out) / f"{name}.safetensors", "safetensors", dtype="float16", extra=extra
+            folder.last_checkpoint,
+            Path(args.out) / f"{name}.safetensors",
+            "safetensors",
+            dtype="float16",
+            extra=extra,
         ).files
         meta = json.loads(json_path.read_text())
-        meta["float16_check"] = fp16_cost(checkpoint, path)
-        data = (json.dumps(meta, indent=2, default=str) + "\n").encode()
-        atomic_write(json_path, lambda f, data=data: f.write(data))
-        records = Path(__file__).resolve().parent / "runs" / name  # the run's own record, beside the tables
+        trained = meta.get("trained") or {}
+        same_step = status.get("global_step") == trained.get("global_step")
+        meta["training"] = {
+            "status": status.get("status"),
+            "attempts": status.get("attempts"),
+            "global_step": trained.get("global_step"),
+            "epoch": trained.get("epoch"),  # Lightning's epoch counter when last.ckpt was written
+            "epochs_completed": status.get("epochs_completed") if same_step else None,
+            "train_seconds": trained.get("train_seconds"),  # the Timer's, in the checkpoint: all attempts
+            "wall_time_s": status.get("wall_time_s"),  # run_status.json's fit wall time, all attempts
+            "run_status_global_step": status.get("global_step"),
+            "machine": machine,
+        }
+        meta["float16_check"] = fp16_cost(folder.last_checkpoint, path)
+        blob = (json.dumps(meta, indent=2, default=str) + "\n").encode()
+        atomic_write(json_path, lambda f, blob=blob: f.write(blob))
+        records = Path(args.records) / name  # the run's own record, beside the tables
         records.mkdir(parents=True, exist_ok=True)
         for needed in run_files(run)[1:]:
             shutil.copy(needed, records / needed.name)
         size = path.stat().st_size / 2**20
+        note = (
+            "" if same_step else f" (run_status.json is at step {status.get('global_step')}: still running?)"
+        )
         print(
-            f"{path}: {size:.2f} MiB, {meta['parameters']:,} parameters; float16 check {meta['float16_check']}"
+            f"{path}: {size:.2f} MiB, {meta['parameters']:,} parameters, step {trained.get('global_step')}{note}; "
+            f"float16 check {meta['float16_check']}; records in {records}"
         )
 
 

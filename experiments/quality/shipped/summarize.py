@@ -4,6 +4,7 @@ Per model and image set, per mask set and per hole-area bin (``area_bin`` of per
 crops, model PSNR of the hole against OpenCV Telea and Navier-Stokes, the margin over the better fill (paired
 bootstrap 95% interval), SSIM of the whole image against the better fill's, and the bar's verdict: **met** when the
 PSNR margin is at least +1.00 dB and the model is ahead on whole-image SSIM. Then every row in one bar table.
+The same figures go to results.json (what experiments/quality/shipped/model_cards.py reads for docs/models.md).
 
     python experiments/quality/shipped/summarize.py [--dir experiments/quality/shipped]
 """
@@ -84,9 +85,45 @@ def verdict(row: dict, in_bar: bool) -> str:
     return "**met**" if row["met"] else "not met"
 
 
-def section(model: str, images: str, folder: Path, bar: list) -> list[str]:
+def row_record(set_name: str, label: str, r: dict, in_bar: bool) -> dict:
+    """One table row for results.json: the figures as numbers, the verdict as the table words it."""
+    m, best = r["mean"], r["best"]
+    return {
+        "mask_set": set_name,
+        "hole_area": label,
+        "n": r["n"],
+        "psnr": {k: m[k]["psnr"] for k in m},
+        "ssim_whole": {k: m[k]["ssim_whole"] for k in m},
+        "better_fill_psnr": best["psnr"],
+        "better_fill_ssim_whole": best["ssim_whole"],
+        "margin_db": r["margin"],
+        "margin_ci95": list(r["margin_ci"]),
+        "ssim_whole_gap": r["ssim_gap"],
+        "in_bar": in_bar,
+        "met": bool(r["met"]) if in_bar else None,
+    }
+
+
+def section(model: str, images: str, folder: Path, bar: list, results: list | None = None) -> list[str]:
     s = json.loads((folder / "summary.json").read_text())
     t = s.get("trained") or {}
+    record = {
+        "model": model,
+        "images": images,
+        "folder": folder.name,
+        "checkpoint": s["checkpoint"],
+        "model_name": s.get("model_name"),
+        "trained": t,
+        "image_set": s["images"],
+        "image_files": s["image_files"],
+        "samples": s["samples"],
+        "crops_per_image": s["crops_per_image"],
+        "short_side": s["short_side"],
+        "seed": s["seed"],
+        "rows": [],
+    }
+    if results is not None:
+        results.append(record)
     lines = [
         f"## `{model}` model on {s['images']}: {IMAGES[images]}",
         "",
@@ -120,12 +157,13 @@ def section(model: str, images: str, folder: Path, bar: list) -> list[str]:
             )
             if in_bar:
                 bar.append((model, s["images"], set_name, label, r))
+            record["rows"].append(row_record(set_name, label, r, in_bar))
         if note := s["mask_sets"].get(set_name, {}).get("note"):
             notes.append(f"- {set_name}: {note}")
     return lines + ["", *notes, ""] if notes else lines + [""]
 
 
-def ns_check(folder: Path) -> list[str]:
+def ns_check(folder: Path, results: dict | None = None) -> list[str]:
     """The centre model against Navier-Stokes on the cross-source centre hole (the issue names it)."""
     rows = read_rows(folder).get("center", {})
     if "model" not in rows or "ns" not in rows:
@@ -133,6 +171,8 @@ def ns_check(folder: Path) -> list[str]:
     psnr = paired_bootstrap([r["psnr"] for r in rows["model"]], [r["psnr"] for r in rows["ns"]])
     ssim = paired_bootstrap([r["ssim_whole"] for r in rows["model"]], [r["ssim_whole"] for r in rows["ns"]])
     ahead = psnr["mean"] > 0 and ssim["mean"] > 0
+    if results is not None:
+        results["center_vs_ns_cross"] = {"psnr": dict(psnr), "ssim_whole": dict(ssim), "ahead": ahead}
     return [
         f"`center` model minus Navier-Stokes on the cross-source centre hole ({psnr['n']} crops): PSNR hole "
         f"{psnr['mean']:+.2f} dB [{psnr['lo']:+.2f}, {psnr['hi']:+.2f}] ({psnr['wins']} crops ahead), SSIM whole "
@@ -159,15 +199,17 @@ def main(argv: list[str] | None = None) -> None:
     ]
     bar: list = []
     missing = []
+    sections: list = []
+    results: dict = {}
     for model in MODELS:
         for images in IMAGES:
             folder = root / f"{model}_{images}"
             if (folder / "per_image.csv").is_file():
-                out += section(model, images, folder, bar)
+                out += section(model, images, folder, bar, sections)
             else:
                 missing.append(folder.name)
     if (root / "center_cross" / "per_image.csv").is_file():
-        out += ns_check(root / "center_cross")
+        out += ns_check(root / "center_cross", results)
     out += [
         "## The bar, row by row",
         "",
@@ -179,12 +221,14 @@ def main(argv: list[str] | None = None) -> None:
             f"| {model} | {images} | {set_name} | {label} | {r['n']} | {r['margin']:+.2f} | "
             f"{r['ssim_gap']:+.4f} | {'**met**' if r['met'] else 'not met'} |"
         )
+    mixed = {}
     for model in MODELS:  # a candidate's last.ckpt rewritten between two evaluate runs: say so
         steps = {
             (json.loads(f.read_text()).get("trained") or {}).get("global_step")
             for f in root.glob(f"{model}_*/summary.json")
         }
         if len(steps) > 1:
+            mixed[model] = sorted(steps, key=str)
             out += [
                 f"**Warning:** the `{model}` sections scored different checkpoints (steps {sorted(steps)}).",
                 "",
@@ -199,7 +243,20 @@ def main(argv: list[str] | None = None) -> None:
         "",
     ]
     (root / "RESULTS.md").write_text("\n".join(out))
-    print(f"wrote {root / 'RESULTS.md'}: bar {overall}, {met}/{len(bar)} rows met")
+    results = {
+        "made_by": "make quality-shipped (experiments/quality/shipped/summarize.py)",
+        "bar": {
+            "min_margin_db": MIN_MARGIN_DB,
+            "sets": {m: sorted(s) if s else "all" for m, s in BAR_SETS.items()},
+        },
+        "image_sets": IMAGES,
+        "overall": {"met": overall == "**met**", "rows_met": met, "rows": len(bar), "not_scored": missing},
+        "mixed_checkpoints": mixed,
+        "sections": sections,
+        **results,
+    }
+    (root / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    print(f"wrote {root / 'RESULTS.md'} and results.json: bar {overall}, {met}/{len(bar)} rows met")
 
 
 if __name__ == "__main__":
