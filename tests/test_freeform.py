@@ -285,3 +285,34 @@ def test_a_thin_stroke_in_a_large_photo_keeps_the_full_resolution_fill(tmp_path_
     err = (out - full_res)[:, hole].abs().mean()
     truth_err = (full_res - image)[:, hole].abs().mean()
     assert err < 0.25 * truth_err  # about the full-resolution fill, not a blur of it
+
+
+def test_a_whole_image_centre_model_is_used_as_a_centre_model(tmp_path_factory) -> None:
+    """ship_center's recipe (CenterMask(whole_image=True): a U-Net predicting the whole image, trained on the centre
+    hole only) is a centre model for inference and evaluation: its windows put a hole in its hidden square, a
+    free-form mask goes through windows, and on its own hole the windowed path equals the direct one."""
+    from ctx_inpaint.evaluation.scoring import EvalSample, fits_model_directly, model_outputs
+    from ctx_inpaint.inference.inpainter import Inpainter
+    from ctx_inpaint.inference.loading import load_model
+    from ctx_inpaint.masks.generators import CenterMask
+    from tests.tiny_checkpoints import tiny_checkpoint
+
+    model = load_model(tiny_checkpoint("center_unet", tmp_path_factory))
+    assert isinstance(model.masks, CenterMask) and model.masks.whole_image and model.masks.target_box is None
+    assert model.kind == "center" and model.generator.skips and model.masks.fill == "ns"
+    n = model.input_size
+    own = model.masks.sample()
+    other = torch.zeros(1, n, n)
+    other[:, 2:6, :] = 1
+    assert fits_model_directly(model, own) and not fits_model_directly(model, other)
+    inpainter = Inpainter(model, device="cpu")
+    assert inpainter.hidden_box == model.masks.hidden_box
+    image = torch.rand(3, n, n) * 2 - 1
+    direct = model_outputs(model, [EvalSample(image, own, "x", None)], torch.device("cpu"), 1)[0]
+    windowed = inpainter.predict(image, own[0] > 0.5)
+    assert torch.allclose(((windowed + 1) / 2).clamp(0, 1), direct, atol=1e-5)
+    photo = torch.rand(3, 90, 120) * 2 - 1
+    hole = torch.zeros(90, 120, dtype=torch.bool)
+    hole[30:50, 40:70] = True
+    out = inpainter.predict(photo, hole)
+    assert torch.equal(out[:, ~hole], photo[:, ~hole]) and not torch.equal(out[:, hole], photo[:, hole])

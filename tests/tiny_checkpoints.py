@@ -23,6 +23,14 @@ KINDS = {
         "model.decoder.width=8",
         "model.discriminator.width=8",
     ],
+    # The shipped centre recipe (ship_center: the free-form method on the centre hole, whole image predicted).
+    "center_unet": [
+        "+experiment=ship_center",
+        "data.source=embedded",
+        "model.encoder.width=8",
+        "model.decoder.width=8",
+        "model.discriminator.width=8",
+    ],
 }
 _CACHE: dict[str, Path] = {}
 
