@@ -601,9 +601,9 @@ def test_measured_over_theoretical_is_refused_above_one() -> None:
 
 def test_precision_auto_is_resolved_for_every_step(monkeypatch, tiny_cfg) -> None:
     """``trainer.precision: auto`` becomes bf16-mixed on a bf16 CPU and 32-true elsewhere (Lightning's Trainer
-    knows no auto); machine.resolve_precision decides where it exists."""
-    monkeypatch.delattr(machine, "resolve_precision", raising=False)
+    knows no auto; machine.resolve_precision decides); null and 32 are float32, 32-true."""
     cpu = torch.device("cpu")
+    assert precision_choice(None, cpu)[0] == "32-true" and precision_choice(32, cpu)[0] == "32-true"
     for flags, expected in ((frozenset({"avx512_bf16"}), "bf16-mixed"), (frozenset({"avx2"}), "32-true")):
         monkeypatch.setattr(machine, "cpu_flags", lambda flags=flags: flags)
         assert resolved_precision("auto", cpu) == expected
@@ -621,7 +621,7 @@ def test_precision_auto_is_resolved_for_every_step(monkeypatch, tiny_cfg) -> Non
         calls.append((value, accelerator))
         return ("bf16-mixed", "because") if value == "auto" else (value, "set explicitly")
 
-    monkeypatch.setattr(machine, "resolve_precision", resolve, raising=False)
+    monkeypatch.setattr(machine, "resolve_precision", resolve)
     assert precision_choice("auto", cpu) == ("bf16-mixed", "because") and calls == [("auto", "cpu")]
     assert resolved_precision("32-true", cpu) == "32-true"
 

@@ -60,11 +60,14 @@ def _clean_env(**extra: str) -> dict[str, str]:
 # ---- the policy ---------------------------------------------------------------------------------------------------
 @pytest.fixture
 def machine(monkeypatch) -> Callable[[int, int], None]:
-    """Fake what ``auto`` looks at: ``others`` other running processes on ``cores`` cores."""
+    """Fake what ``auto`` looks at: ``busy`` of this process's ``cpus`` CPUs kept busy by others (no SMT)."""
 
-    def set_to(others: int, cores: int = 2) -> None:
-        monkeypatch.setattr(threads, "other_running", lambda: others)
-        monkeypatch.setattr(threads, "usable_cores", lambda: cores)
+    def set_to(busy: int, cpus: int = 2) -> None:
+        monkeypatch.setattr(threads, "allowed_cpus", lambda: list(range(cpus)))
+        monkeypatch.setattr(
+            threads, "physical_cores", lambda lines=None, cpus=None: len(list(cpus or [])) or 1
+        )
+        monkeypatch.setattr(threads, "busy_cpus", lambda cpus, **_: busy)
 
     return set_to
 
@@ -87,33 +90,52 @@ def test_the_default_policy_is_auto_and_set_where_the_user_set_nothing(machine) 
 
 
 @pytest.mark.parametrize(
-    ("others", "cores", "env"),
+    ("busy", "logical", "cores", "env"),
     [
-        (0, 2, {}),
-        (1, 2, {"OMP_NUM_THREADS": "1"}),
-        (3, 2, {"OMP_NUM_THREADS": "1"}),
-        (2, 8, {"OMP_NUM_THREADS": "6"}),
+        (0, 2, 2, {}),
+        (1, 2, 2, {"OMP_NUM_THREADS": "1"}),
+        (2, 2, 2, {"OMP_NUM_THREADS": "1"}),
+        (2, 8, 8, {"OMP_NUM_THREADS": "6"}),
+        (
+            1,
+            16,
+            8,
+            {},
+        ),  # SMT: 15 free logical CPUs still hold PyTorch's 8 threads (one per core): nothing set
+        (10, 16, 8, {"OMP_NUM_THREADS": "6"}),
     ],
 )
-def test_auto_uses_the_cores_other_processes_leave_free(others: int, cores: int, env: dict[str, str]) -> None:
-    assert threads.auto_env(others, cores)[0] == env
+def test_auto_uses_the_cpus_others_leave_free_never_more_threads_than_cores(
+    busy: int, logical: int, cores: int, env: dict[str, str]
+) -> None:
+    assert threads.auto_env(busy, logical, cores)[0] == env
 
 
-def test_other_running_is_the_fewest_seen_less_this_process() -> None:
-    """A process that keeps a core busy is in every look; a short-lived one (a shell, a compiler) is not."""
-    looks = iter([3, 2, 4, 2, 5])
+def _stat(*cpus: tuple[int, int]) -> str:
+    """A /proc/stat text: per CPU (busy, idle) jiffies, split over user and idle."""
+    total = [sum(c) for c in zip(*cpus)] if cpus else [0, 0]
+    lines = [f"cpu  {total[0]} 0 0 {total[1]} 0 0 0 0 0 0"]
+    lines += [f"cpu{i} {b} 0 0 {idle} 0 0 0 0 0 0" for i, (b, idle) in enumerate(cpus)]
+    return "\n".join([*lines, "procs_running 3", ""])
+
+
+def test_busy_cpus_counts_this_process_cpus_that_others_kept_busy() -> None:
+    """CPU 0 busy 9 of 10 jiffies, CPU 1 idle, CPU 2 busy but outside the affinity mask (another container's)."""
+    reads = iter([_stat((100, 100), (100, 100), (100, 100)), _stat((109, 101), (101, 109), (110, 100))])
     waits: list[float] = []
+    assert threads.busy_cpus([0, 1], interval=0.1, read=lambda: next(reads), sleep=waits.append) == 1
+    assert waits == [0.1]
+    gone = lambda: (_ for _ in ()).throw(OSError("no /proc"))  # noqa: E731
+    assert threads.busy_cpus([0, 1], read=gone, sleep=waits.append) == 0
 
-    def read() -> str:
-        return f"cpu  1 2 3\nprocs_running {next(looks)}\nprocs_blocked 0\n"
 
-    assert threads.other_running(samples=5, interval=0.01, read=read, sleep=waits.append) == 1
-    assert waits == [0.01] * 4
-    assert threads.other_running(read=lambda: "cpu 1 2 3\n", sleep=waits.append) == 0  # no such line
-    assert (
-        threads.other_running(read=lambda: (_ for _ in ()).throw(OSError("no /proc")), sleep=waits.append)
-        == 0
-    )
+def test_physical_cores_counts_smt_siblings_once_within_the_affinity_mask() -> None:
+    cpuinfo = []
+    for p, core in enumerate([0, 1, 0, 1]):  # 2 cores, 2 threads each
+        cpuinfo += [f"processor\t: {p}", "physical id\t: 0", f"core id\t\t: {core}", ""]
+    assert threads.physical_cores(cpuinfo, cpus=[0, 1, 2, 3]) == 2
+    assert threads.physical_cores(cpuinfo, cpus=[0, 2]) == 1
+    assert threads.physical_cores(["processor : 0", "", "processor : 1", ""], cpus=[0, 1]) == 2  # no core ids
 
 
 @pytest.mark.parametrize(

@@ -74,21 +74,13 @@ def device_of(cfg: DictConfig) -> torch.device:
 
 
 def precision_choice(precision: Any, device: torch.device) -> tuple[str, str]:
-    """``trainer.precision`` as the step runs it, and why: ``auto`` resolved, any other value as it is.
-
-    ``auto`` is :func:`ctx_inpaint.common.machine.resolve_precision`'s choice for ``device`` (``bf16-mixed`` where
-    it has native bf16, ``32-true`` elsewhere); where that function is absent (an older ``machine``), the same rule
-    from :func:`~ctx_inpaint.common.machine.bf16_native`."""
-    text = str(precision)
-    resolve = getattr(machine, "resolve_precision", None)
-    if resolve is not None:
-        value, why = resolve(text, device.type)
-        return str(value), str(why)
-    if text != "auto":
-        return text, "set explicitly"
-    if machine.bf16_native(device):
-        return "bf16-mixed", f"{device.type} has native bf16"
-    return "32-true", f"no native bf16 on {device.type}"
+    """``trainer.precision`` as the step runs it, and why: ``auto`` resolved
+    (:func:`ctx_inpaint.common.machine.resolve_precision`: ``bf16-mixed`` where ``device`` has native bf16,
+    ``32-true`` elsewhere); ``null`` and ``32`` are Lightning's float32, ``32-true``; any other value as it is."""
+    if precision is None or str(precision) == "32":
+        return "32-true", "Lightning's default (float32)" if precision is None else "set explicitly"
+    value, why = machine.resolve_precision(str(precision), device.type)
+    return str(value), str(why)
 
 
 def resolved_precision(precision: Any, device: torch.device) -> str:

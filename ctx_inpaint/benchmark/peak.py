@@ -24,7 +24,6 @@ the bench's interleaved rounds beside the step, so ``fraction_of_peak`` stays a 
 from __future__ import annotations
 
 import math
-import os
 import queue
 import re
 import statistics
@@ -39,7 +38,7 @@ import torch
 import torch.nn.functional as F
 
 from ctx_inpaint.benchmark.timing import Clock, round_order, synchronize, timed_call
-from ctx_inpaint.common import machine
+from ctx_inpaint.common import machine, threads
 from ctx_inpaint.errors import ConfigError
 
 KERNELS = ("mm", "conv1x1")
@@ -257,35 +256,10 @@ def best(gemms: Sequence[Gemm], rates: Mapping[str, float]) -> Gemm:
 MAX_FREQ = Path("/sys/devices/system/cpu/cpu0/cpufreq/cpuinfo_max_freq")  # kHz
 
 
-def _blocks(lines: Iterable[str]) -> list[dict[str, str]]:
-    """``/proc/cpuinfo`` as one dict per logical CPU."""
-    blocks, current = [], {}
-    for line in [*lines, ""]:
-        if not line.strip():
-            if current:
-                blocks.append(current)
-            current = {}
-            continue
-        key, _, value = line.partition(":")
-        current[key.strip()] = value.strip()
-    return blocks
-
-
 def physical_cores(lines: Sequence[str], cpus: Iterable[int] | None = None) -> int:
-    """Cores (distinct ``physical id``, ``core id``) among the logical CPUs ``cpus`` (the process's, by default):
-    SMT siblings share one core's FMA units. Without core ids, the logical CPUs."""
-    allowed = set(
-        os.sched_getaffinity(0) if cpus is None and hasattr(os, "sched_getaffinity") else cpus or []
-    )
-    cores = set()
-    for b in _blocks(lines):
-        if "processor" not in b:
-            continue
-        p = int(b["processor"])
-        if allowed and p not in allowed:
-            continue
-        cores.add((b.get("physical id", "0"), b.get("core id", f"cpu{p}")))
-    return len(cores) or len(allowed) or (os.cpu_count() or 1)
+    """Cores among the logical CPUs ``cpus`` (the process's, by default): SMT siblings share one core's FMA units
+    (:func:`ctx_inpaint.common.threads.physical_cores`, which the thread policy uses too)."""
+    return threads.physical_cores(lines, cpus)
 
 
 def clock_ghz(lines: Sequence[str]) -> tuple[float, str] | None:

@@ -10,10 +10,11 @@ torch is imported, so every command applies a policy as its first statement (:fu
 - ``passive``: ``OMP_WAIT_POLICY=PASSIVE``: idle threads sleep at once (25.0 s beside the busy process);
 - ``short-spin``: ``GOMP_SPINCOUNT=10000``: spin about 0.1 ms, then sleep (a middle ground);
 - ``one-thread``: ``OMP_NUM_THREADS=1``: no second thread to wait for (22.7 s beside it, slower alone);
-- ``auto``: looks once at how many other processes are running (``procs_running`` in ``/proc/stat``, sampled a few
-  times over ~50 ms): none, ``spin`` (nothing set: the quiet machine keeps PyTorch's speed); otherwise
-  ``OMP_NUM_THREADS`` = the cores left free (at least 1): OpenMP threads that wait at a barrier for a thread the
-  scheduler has parked behind the other process are what made the busy machine 2-3x slower.
+- ``auto``: looks once at this process's CPUs (its affinity mask; the per-CPU counters of ``/proc/stat`` over
+  0.1 s while it sleeps): when at least one core's worth of them is free for each of PyTorch's threads, ``spin``
+  (nothing set: the quiet machine keeps PyTorch's speed); otherwise ``OMP_NUM_THREADS`` = the CPUs left free (at
+  least 1): OpenMP threads that wait at a barrier for a thread the scheduler has parked behind another process
+  are what made the busy machine 2-3x slower.
 
 ``CTX_INPAINT_THREAD_POLICY=<name>`` chooses one (default :data:`DEFAULT_POLICY`, which the bench's contention mode,
 ``ctx_inpaint.benchmark.contention``, measures and recommends). A user's own ``OMP_WAIT_POLICY``,
@@ -28,7 +29,8 @@ from __future__ import annotations
 import os
 import sys
 import time
-from collections.abc import Callable, Mapping, MutableMapping
+from collections.abc import Callable, Iterable, Mapping, MutableMapping, Sequence
+from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
@@ -52,6 +54,7 @@ CHOICES = (AUTO, *POLICIES)
 # default is the one its rule recommends (lowest busy/quiet with at most 5% lost on a quiet machine).
 DEFAULT_POLICY = AUTO
 PROC_STAT = "/proc/stat"
+CPUINFO = "/proc/cpuinfo"
 
 # Variables a user may set; a group is left alone as a whole when any of its variables is set.
 WAIT_VARS = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")
@@ -81,62 +84,97 @@ def policy_name(environ: Mapping[str, str] | None = None) -> str:
     return name
 
 
-def running_processes(read: Callable[[], str] | None = None) -> int | None:
-    """``procs_running`` of ``/proc/stat`` (this process included), or None where there is no such file."""
+def allowed_cpus() -> list[int]:
+    """The logical CPUs this process may run on (its affinity mask; all of them where that is unknown)."""
     try:
-        text = read() if read is not None else open(PROC_STAT).read()  # noqa: SIM115 (a one-shot read)
+        return sorted(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return list(range(os.cpu_count() or 1))
+
+
+def physical_cores(lines: Sequence[str] | None = None, cpus: Iterable[int] | None = None) -> int:
+    """Cores (distinct ``physical id``, ``core id`` of ``/proc/cpuinfo``) among the logical CPUs ``cpus`` (this
+    process's by default): SMT siblings share a core, and PyTorch starts one thread per core. Without core ids,
+    the logical CPUs."""
+    allowed = set(allowed_cpus() if cpus is None else cpus)
+    if lines is None:
+        try:
+            lines = Path(CPUINFO).read_text().splitlines()
+        except OSError:
+            lines = []
+    cores, block = set(), {}
+    for line in [*lines, ""]:
+        if line.strip():
+            key, _, value = line.partition(":")
+            block[key.strip()] = value.strip()
+            continue
+        if "processor" in block and (not allowed or int(block["processor"]) in allowed):
+            p = int(block["processor"])
+            cores.add((block.get("physical id", "0"), block.get("core id", f"cpu{p}")))
+        block = {}
+    return len(cores) or len(allowed) or 1
+
+
+def cpu_times(read: Callable[[], str] | None = None) -> dict[int, tuple[int, int]]:
+    """Per logical CPU of ``/proc/stat``: (busy, total) jiffies since boot (idle and iowait are not busy); empty
+    where it cannot be read."""
+    try:
+        text = read() if read is not None else Path(PROC_STAT).read_text()
     except OSError:
-        return None
+        return {}
+    out = {}
     for line in text.splitlines():
-        if line.startswith("procs_running"):
-            return int(line.split()[1])
-    return None
+        name, *fields = line.split()
+        if name.startswith("cpu") and name[3:].isdigit():
+            values = [int(v) for v in fields[:8]]
+            idle = values[3] + (values[4] if len(values) > 4 else 0)
+            out[int(name[3:])] = (sum(values) - idle, sum(values))
+    return out
 
 
-def other_running(
-    samples: int = 5,
-    interval: float = 0.01,
+def busy_cpus(
+    cpus: Sequence[int],
+    interval: float = 0.1,
     read: Callable[[], str] | None = None,
     sleep: Callable[[float], None] = time.sleep,
 ) -> int:
-    """Other processes running now: the fewest ``procs_running`` seen over ``samples`` looks (a process that keeps
-    a core busy is in every one; a short-lived one is not), less this one; 0 where it cannot be read."""
-    seen = []
-    for i in range(samples):
-        if i:
-            sleep(interval)
-        n = running_processes(read)
-        if n is None:
-            return 0
-        seen.append(n)
-    return max(0, min(seen) - 1)
+    """How many of ``cpus`` other processes kept busy (at least half the time) over ``interval`` seconds, in which
+    this process only sleeps: the per-CPU counters of ``/proc/stat`` read before and after (only this process's
+    CPUs count, so a busy host outside its affinity mask or container does not). 0 where they cannot be read."""
+    before = cpu_times(read)
+    sleep(interval)
+    after = cpu_times(read)
+    busy = 0
+    for cpu in cpus:
+        if cpu in before and cpu in after:
+            spent, total = (a - b for a, b in zip(after[cpu], before[cpu]))
+            busy += total > 0 and spent >= total / 2
+    return busy
 
 
-def auto_env(others: int, cores: int) -> tuple[dict[str, str], str]:
-    """``auto``'s variables for ``others`` other running processes on ``cores`` cores, and what it chose."""
-    if others <= 0:
-        return {}, f"spin (no other running process on {cores} cores)"
-    free = max(1, cores - others)
+def auto_env(busy: int, logical: int, cores: int) -> tuple[dict[str, str], str]:
+    """``auto``'s variables when ``busy`` of this process's ``logical`` CPUs (``cores`` physical cores) are kept
+    busy by others, and what it chose: nothing (PyTorch's one thread per core) when no fewer than ``cores`` CPUs
+    are free, else one thread per free CPU (at least 1)."""
+    free = max(1, min(cores, logical - busy))
     if free >= cores:
-        return {}, f"spin ({others} other running on {cores} cores)"
-    return {"OMP_NUM_THREADS": str(free)}, f"{free} thread(s) ({others} other running on {cores} cores)"
+        return {}, f"spin ({busy} of {logical} CPUs busy, {cores} cores)"
+    return {"OMP_NUM_THREADS": str(free)}, f"{free} thread(s) ({busy} of {logical} CPUs busy, {cores} cores)"
 
 
-def usable_cores() -> int:
-    """The cores this process may run on (its affinity mask; ``os.cpu_count()`` where that is unknown)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        return os.cpu_count() or 1
+def auto_choice() -> dict[str, str]:
+    """``auto``'s variables for this machine now."""
+    cpus = allowed_cpus()
+    return auto_env(busy_cpus(cpus), len(cpus), physical_cores(cpus=cpus))[0]
 
 
 def policy_env(
-    name: str, environ: Mapping[str, str] | None = None, others: Callable[[], int] | None = None
+    name: str, environ: Mapping[str, str] | None = None, choose: Callable[[], dict[str, str]] | None = None
 ) -> dict[str, str]:
-    """The variables policy ``name`` adds to ``environ``: its own (``auto``: :func:`auto_env` of ``others()``),
-    less any group the user already set."""
+    """The variables policy ``name`` adds to ``environ``: its own (``auto``: ``choose()``, by default
+    :func:`auto_choice`), less any group the user already set."""
     environ = os.environ if environ is None else environ
-    own = dict(POLICIES[name]) if name != AUTO else auto_env((others or other_running)(), usable_cores())[0]
+    own = dict(POLICIES[name]) if name != AUTO else (choose or auto_choice)()
     out = {}
     for group in (WAIT_VARS, COUNT_VARS):
         if any(var in environ for var in group):
