@@ -57,6 +57,19 @@ def _clean_env(**extra: str) -> dict[str, str]:
     return env | extra
 
 
+def _probe(code: str, policy: str) -> subprocess.CompletedProcess:
+    """``python -c code`` in a fresh interpreter under ``policy`` (no other thread setting); the timeout only stops a
+    hang."""
+    return subprocess.run(
+        [sys.executable, "-c", code],
+        env=_clean_env(**{POLICY_ENV: policy}),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )
+
+
 # ---- the policy ---------------------------------------------------------------------------------------------------
 @pytest.fixture
 def machine(monkeypatch) -> Callable[[int, int], None]:
@@ -87,6 +100,8 @@ def test_the_default_policy_is_auto_and_set_where_the_user_set_nothing(machine) 
     mine = {"OMP_NUM_THREADS": "2"}
     apply_thread_policy(mine, modules={})
     assert mine == {"OMP_NUM_THREADS": "2"}  # the user's count wins
+    # ... and then auto does not look at the CPUs at all (its only variable is taken)
+    assert policy_env(AUTO, {"OMP_NUM_THREADS": "2"}, choose=lambda: pytest.fail("looked")) == {}
 
 
 @pytest.mark.parametrize(
@@ -230,14 +245,7 @@ def test_commands_apply_the_policy_before_torch_is_imported() -> None:
         "import sys, os; import ctx_inpaint.common.startup as s; "
         "print(s.APPLIED, 'torch' in sys.modules, os.environ.get('OMP_NUM_THREADS'))"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", probe],
-        env=_clean_env(**{POLICY_ENV: "one-thread"}),
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=1800,
-    )
+    done = _probe(probe, "one-thread")
     assert done.stdout.split() == ["True", "False", "1"], done.stderr
 
 
@@ -249,14 +257,7 @@ def test_the_policy_reaches_torch() -> None:
         "from ctx_inpaint.common.threads import apply_thread_policy as a; "
         "print(s.APPLIED, torch.get_num_threads(), a())"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", probe],
-        env=_clean_env(**{POLICY_ENV: "one-thread"}),
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=1800,
-    )
+    done = _probe(probe, "one-thread")
     assert done.stdout.split() == ["True", "1", "False"], done.stderr[-2000:]
 
 

@@ -256,12 +256,6 @@ def best(gemms: Sequence[Gemm], rates: Mapping[str, float]) -> Gemm:
 MAX_FREQ = Path("/sys/devices/system/cpu/cpu0/cpufreq/cpuinfo_max_freq")  # kHz
 
 
-def physical_cores(lines: Sequence[str], cpus: Iterable[int] | None = None) -> int:
-    """Cores among the logical CPUs ``cpus`` (the process's, by default): SMT siblings share one core's FMA units
-    (:func:`ctx_inpaint.common.threads.physical_cores`, which the thread policy uses too)."""
-    return threads.physical_cores(lines, cpus)
-
-
 def clock_ghz(lines: Sequence[str]) -> tuple[float, str] | None:
     """The highest clock the kernel names: sysfs ``cpuinfo_max_freq`` (boost included where it is exposed),
     else the highest ``cpu MHz`` of ``/proc/cpuinfo`` (the current clock; in a VM usually the nominal one)."""
@@ -327,7 +321,7 @@ def theoretical(device: torch.device, cpus: Iterable[int] | None = None) -> dict
     if clock is None or per is None:
         missing = "clock" if clock is None else "FMA width (no avx/sse2 flag)"
         return {"theoretical_basis": f"unknown: no {missing} in /proc/cpuinfo or sysfs"}
-    cores = physical_cores(lines, cpus)
+    cores = threads.physical_cores(lines, cpus)
     ghz, source = clock
     out: dict[str, Any] = {
         "theoretical_fp32_gflops": cores * ghz * per[0],

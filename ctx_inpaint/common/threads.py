@@ -174,13 +174,15 @@ def policy_env(
     """The variables policy ``name`` adds to ``environ``: its own (``auto``: ``choose()``, by default
     :func:`auto_choice`), less any group the user already set."""
     environ = os.environ if environ is None else environ
-    own = dict(POLICIES[name]) if name != AUTO else (choose or auto_choice)()
-    out = {}
-    for group in (WAIT_VARS, COUNT_VARS):
-        if any(var in environ for var in group):
-            continue  # the user's choice wins
-        out |= {var: value for var, value in own.items() if var in group}
-    return out
+    open_vars = {
+        var for group in (WAIT_VARS, COUNT_VARS) if not any(v in environ for v in group) for var in group
+    }
+    if name == AUTO:
+        # auto only ever sets the thread count: where the user set it, the look at the CPUs (0.1 s) is not taken.
+        own = (choose or auto_choice)() if open_vars & set(COUNT_VARS) else {}
+    else:
+        own = dict(POLICIES[name])
+    return {var: value for var, value in own.items() if var in open_vars}  # the user's choice wins
 
 
 def apply_thread_policy(
