@@ -41,6 +41,10 @@ CASES = {
     "unknown rec loss": (["model.rec_loss=l3"], ["model.rec_loss", "'l3'", "l1, l2"]),
     "skips not a boolean": (["model.skips=yes"], ["model.skips", "'yes'", "true or false"]),
     "skips on a centre model": (["model.skips=true"], ["model.skips", "whole-image model"]),
+    "whole_image not a boolean": (
+        ["+masks.whole_image=maybe"],
+        ["masks.whole_image", "'maybe'", "true or false"],
+    ),
     "unknown encoder": (
         [f"model.encoder._target_={ENC}.Nope"],
         ["model.encoder._target_", "Nope", "alexnet|alexnet_torchvision|paper"],

@@ -88,6 +88,7 @@ BOOLS = (
     "model.mask_channel",
     "model.residual",
     "model.skips",
+    "masks.whole_image",
 )
 NULLABLE_BOOLS = ("data.pin_memory",)
 
