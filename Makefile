@@ -184,12 +184,14 @@ bench-peak: ## The peak search and fp32/bf16 fractions of l2_0999's steps on eve
 # ctx_inpaint/inference/pretrained/ (what Inpainter.load and `inpaint -c NAME` load). Resume an interrupted pair
 # with ARGS=ckpt_path=last: the cosine lr follows the Timer, whose elapsed time travels in last.ckpt.
 WEIGHTS_RUNS ?= logs/runs/ship
-weights-train: ## Train the shipped models into WEIGHTS_RUNS side by side: ship_freeform and ship_center (2 h); ARGS=ckpt_path=last resumes
+weights-train: ## Train the shipped models into WEIGHTS_RUNS (one thread each): ship_freeform 2 h, then its 1-h extension beside ship_center (fine-tuned 1 h from the 2-h free-form weights); ARGS=ckpt_path=last resumes
 	mkdir -p $(WEIGHTS_RUNS)
-	OMP_NUM_THREADS=1 OMP_WAIT_POLICY=PASSIVE $(PY) -m ctx_inpaint.train +experiment=ship_freeform hydra.run.dir=$(WEIGHTS_RUNS)/freeform $(ARGS) > $(WEIGHTS_RUNS).freeform.log 2>&1 & \
-	OMP_NUM_THREADS=1 OMP_WAIT_POLICY=PASSIVE $(PY) -m ctx_inpaint.train +experiment=ship_center hydra.run.dir=$(WEIGHTS_RUNS)/center $(ARGS) > $(WEIGHTS_RUNS).center.log 2>&1 & \
+	OMP_NUM_THREADS=1 OMP_WAIT_POLICY=PASSIVE $(PY) -m ctx_inpaint.train +experiment=ship_freeform hydra.run.dir=$(WEIGHTS_RUNS)/freeform $(ARGS) > $(WEIGHTS_RUNS).freeform.log 2>&1
+	test -f $(WEIGHTS_RUNS)/center_init.ckpt || cp $(WEIGHTS_RUNS)/freeform/checkpoints/last.ckpt $(WEIGHTS_RUNS)/center_init.ckpt
+	OMP_NUM_THREADS=1 OMP_WAIT_POLICY=PASSIVE $(PY) -m ctx_inpaint.train +experiment=ship_freeform hydra.run.dir=$(WEIGHTS_RUNS)/freeform ckpt_path=last trainer.max_time=00:03:00:00 > $(WEIGHTS_RUNS).freeform_ext.log 2>&1 & \
+	OMP_NUM_THREADS=1 OMP_WAIT_POLICY=PASSIVE $(PY) -m ctx_inpaint.train +experiment=ship_center hydra.run.dir=$(WEIGHTS_RUNS)/center init_from=$(WEIGHTS_RUNS)/center_init.ckpt $(ARGS) > $(WEIGHTS_RUNS).center.log 2>&1 & \
 	wait
-	tail -n 2 $(WEIGHTS_RUNS).freeform.log $(WEIGHTS_RUNS).center.log
+	tail -n 2 $(WEIGHTS_RUNS).freeform_ext.log $(WEIGHTS_RUNS).center.log
 
 weights: ## Export WEIGHTS_RUNS' last checkpoints to ctx_inpaint/inference/pretrained/ (float16 safetensors + JSON, float16 cost measured; run records in experiments/quality/shipped/runs/); ARGS="--only freeform"
 	$(PY) experiments/quality/freeform/ship.py --runs $(WEIGHTS_RUNS) $(ARGS)

@@ -27,7 +27,6 @@ from ctx_inpaint.benchmark.measure import (
     straightforward_config,
     want_bf16,
     with_overrides,
-    with_resolved_precision,
 )
 from ctx_inpaint.benchmark.peak import (
     Gemm,
@@ -42,7 +41,7 @@ from ctx_inpaint.benchmark.run import expand_sizes_flag, machine_fields, of_theo
 from ctx_inpaint.benchmark.table import print_table, table_rows
 from ctx_inpaint.benchmark.timing import interleaved, median_seconds, put_ratio, ratio, round_order
 from ctx_inpaint.common import machine
-from ctx_inpaint.config.build import build_module
+from ctx_inpaint.config.build import build_module, with_resolved_precision
 from ctx_inpaint.data.datasets import ImageStore
 from ctx_inpaint.data.prepared import PreparedImages
 from ctx_inpaint.models.bottlenecks import DenseBottleneck
@@ -612,9 +611,10 @@ def test_precision_auto_is_resolved_for_every_step(monkeypatch, tiny_cfg) -> Non
             and resolved_precision("bf16-mixed", cpu) == "bf16-mixed"
         )
     cfg = tiny_cfg("+experiment=l2_0999", "trainer.precision=auto")
-    resolved = with_resolved_precision(cfg, cpu)
+    resolved, line = with_resolved_precision(cfg, cpu.type)
     assert resolved.trainer.precision == "32-true" and cfg.trainer.precision == "auto"
-    assert with_resolved_precision(resolved, cpu) is resolved
+    assert line == "precision: auto -> 32-true (no native bf16 on cpu)"
+    assert with_resolved_precision(resolved, cpu.type) == (resolved, "")
     calls = []
 
     def resolve(value, accelerator):  # ctx_inpaint.common.machine.resolve_precision's contract
@@ -784,9 +784,7 @@ def _first_batch(cfg):
 )
 def test_plain_loop_matches_the_lightning_step(tiny_cfg, option: str) -> None:
     """One step of the bare loop leaves both networks exactly where the LightningModule's step leaves them."""
-    cfg = with_resolved_precision(
-        tiny_cfg("+experiment=l2_0999", option), torch.device("cpu")
-    )  # as the bench
+    cfg = with_resolved_precision(tiny_cfg("+experiment=l2_0999", option), "cpu")[0]  # as the bench
     masks, batch = _first_batch(cfg)
 
     torch.manual_seed(0)

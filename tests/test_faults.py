@@ -16,11 +16,12 @@ import pytorch_lightning as pl
 import torch
 from omegaconf import OmegaConf, open_dict
 
+from ctx_inpaint.config.build import with_resolved_precision
 from ctx_inpaint.inference.loading import CheckpointError, load_model
 from ctx_inpaint.training.callbacks import NonFiniteLossError, RunStatus
 from ctx_inpaint.training.checkpointing import AtomicCheckpointIO, check_resume
 from ctx_inpaint.training.loggers import ResumableCSVLogger, fill_wandb_resume
-from ctx_inpaint.training.run import train, with_resolved_precision
+from ctx_inpaint.training.run import train
 from tests.conftest import TINY, compose_config, run_cli
 from tests.helper_callbacks import LastCheckpointSpy
 
@@ -814,3 +815,55 @@ def test_a_seed_numpy_cannot_take_is_refused_in_one_line(tiny_cfg, capsys, seed:
     line = _one_error_line(capsys, lambda: train(cfg))
     assert line == f"ctx-inpaint: error: seed: got {seed}; expected an integer from 0 to 4294967295 (2^32-1)"
     assert not Path(cfg.paths.output_dir).exists()
+
+
+def test_init_from_starts_a_new_run_from_another_runs_weights(tmp_path: Path, tiny_cfg) -> None:
+    """Fine-tuning (issue 27: the centre model starts from the free-form run): the generator and discriminator
+    weights of another run, its masks free to differ; its steps, optimizer and records are not carried over."""
+    from hydra.utils import instantiate
+
+    from ctx_inpaint.config.build import build_module
+    from ctx_inpaint.errors import ConfigError
+    from ctx_inpaint.training.checkpointing import ResumeMismatchError, check_init_from
+
+    source = tiny_cfg("+experiment=l2_0999")
+    train(source)
+    ckpt = Path(source.paths.output_dir) / "checkpoints" / "last.ckpt"
+    stored = torch.load(ckpt, map_location="cpu", weights_only=True)["state_dict"]
+
+    def cfg_in(name: str, *overrides: str):
+        return compose_config(["+experiment=l2_0999", *overrides, *TINY], tmp_path / name)
+
+    tuned = cfg_in("tuned", f"init_from={ckpt}", "masks.overlap=4", "trainer.max_epochs=1")
+    module = build_module(tuned, instantiate(tuned.masks))
+    assert not torch.equal(
+        module.generator.state_dict()["encoder.net.0.weight"], stored["generator.encoder.net.0.weight"]
+    )
+    check_init_from(tuned).load_into(module)
+    loaded = [n for n in module.state_dict() if n.startswith(("generator.", "discriminator."))]
+    assert any(n.startswith("discriminator.") for n in loaded)
+    assert all(torch.equal(module.state_dict()[n], stored[n]) for n in loaded)
+    train(tuned)
+    status = json.loads((tmp_path / "tuned" / "run_status.json").read_text())
+    steps = json.loads((Path(source.paths.output_dir) / "run_status.json").read_text())["global_step"]
+    assert status["global_step"] == steps and status["attempts"] == 1  # its own steps, from 0: one epoch each
+    assert f"init_from: {ckpt}" in (tmp_path / "tuned" / "config_resolved.yaml").read_text()
+
+    # Other networks, or no such file: one line, before the new run dir holds anything.
+    with pytest.raises(ResumeMismatchError) as err:
+        train(cfg_in("wider", f"init_from={ckpt}", "model.encoder.width=16"))
+    assert str(err.value) == (
+        f"init_from: {ckpt}'s model.encoder.width is 8, the new config has 16; expected the same networks"
+    )
+    assert not (tmp_path / "wider").exists() or not any((tmp_path / "wider").rglob("*.csv"))
+    with pytest.raises(ConfigError, match=r"^init_from: /nope.ckpt is not a file; expected a checkpoint"):
+        train(cfg_in("missing", "init_from=/nope.ckpt"))
+    # A resumed fine-tune keeps its own weights: init_from is not read again (here it would be refused).
+    wider_source = cfg_in("wide_src", "model.encoder.width=16")
+    train(wider_source)
+    resumed = cfg_in(
+        "tuned", f"init_from={tmp_path / 'wide_src' / 'checkpoints' / 'last.ckpt'}", "ckpt_path=last",
+        "masks.overlap=4", "trainer.max_epochs=2",
+    )  # fmt: skip
+    train(resumed)
+    assert json.loads((tmp_path / "tuned" / "run_status.json").read_text())["attempts"] == 2

@@ -7,8 +7,8 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import open_dict
 
-from ctx_inpaint.config.build import build_module
-from ctx_inpaint.training.run import train, with_resolved_precision
+from ctx_inpaint.config.build import build_module, with_resolved_precision
+from ctx_inpaint.training.run import train
 
 
 def test_l2_only_builds_no_discriminator(tiny_cfg) -> None:

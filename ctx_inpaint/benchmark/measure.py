@@ -88,15 +88,6 @@ def resolved_precision(precision: Any, device: torch.device) -> str:
     return precision_choice(precision, device)[0]
 
 
-def with_resolved_precision(cfg: DictConfig, device: torch.device) -> DictConfig:
-    """``cfg`` with ``trainer.precision: auto`` replaced by its resolved value (Lightning's Trainer, which every
-    Lightning measurement instantiates from ``cfg.trainer``, knows no ``auto``); ``cfg`` itself otherwise."""
-    precision = resolved_precision(cfg.trainer.precision, device)
-    if precision == str(cfg.trainer.precision):
-        return cfg
-    return with_overrides(cfg, [f"trainer.precision={precision}"])
-
-
 def fresh_module(cfg: DictConfig, masks: MaskGenerator) -> ContextEncoderModule:
     """A module built exactly as ``train`` builds it, from the same seed (so every variant starts alike)."""
     pl.seed_everything(int(cfg.seed), verbose=False)

@@ -45,7 +45,6 @@ from ctx_inpaint.benchmark.measure import (
     straightforward_config,
     want_bf16,
     with_overrides,
-    with_resolved_precision,
 )
 from ctx_inpaint.benchmark.peak import (
     Gemm,
@@ -62,6 +61,7 @@ from ctx_inpaint.benchmark.timing import check_rounds, interleaved, put_ratio, r
 from ctx_inpaint.common import machine
 from ctx_inpaint.common.allocator import keep_freed_memory
 from ctx_inpaint.common.threads import AUTO, describe_thread_policy
+from ctx_inpaint.config.build import with_resolved_precision
 from ctx_inpaint.errors import ConfigError
 from ctx_inpaint.masks.generators import MaskGenerator
 
@@ -108,7 +108,7 @@ def run_bench(cfg: DictConfig) -> dict[str, Any]:
     device = device_of(cfg)
     setting = str(cfg.trainer.precision)
     why = precision_choice(setting, device)[1]
-    cfg = with_resolved_precision(cfg, device)  # trainer.precision: auto -> bf16-mixed or 32-true
+    cfg = with_resolved_precision(cfg, device.type)[0]  # trainer.precision: auto -> bf16-mixed or 32-true
     batch_size = int(b.batch_size)
     rounds, warmup = int(b.rounds), int(b.warmup)
     check_rounds(rounds, warmup)

@@ -6,11 +6,13 @@ flags by :func:`assemble_generator` only: the training module and a checkpoint's
 both call it. The training module is built by :func:`build_module` from a composed config and by
 :func:`module_from_stored` from the plain config a checkpoint carries; both instantiate the config's
 ``_target_`` (``ctx_inpaint.training.module.ContextEncoderModule`` in ``conf/model/paper.yaml``), so this package
-never imports ``ctx_inpaint.training``.
+never imports ``ctx_inpaint.training``. The Trainer's ``precision: auto`` is resolved for the hardware by
+:func:`with_resolved_precision`, for training and the bench alike (Lightning knows no ``auto``).
 """
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Mapping
 from functools import partial
 from typing import Any
@@ -18,9 +20,10 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 from torch import nn
 
+from ctx_inpaint.common.machine import resolve_precision
 from ctx_inpaint.errors import ConfigError
 from ctx_inpaint.masks.generators import MaskGenerator
 from ctx_inpaint.models.generator import Generator
@@ -116,3 +119,20 @@ def _module(
     # Set after construction: passed through instantiate, its `_target_`s would be built.
     module.model_config = stored
     return module
+
+
+def with_resolved_precision(cfg: DictConfig, accelerator: str | None = None) -> tuple[DictConfig, str]:
+    """``cfg`` with ``trainer.precision: auto`` replaced by what the device computes well
+    (``common.machine.resolve_precision`` for ``accelerator``, by default ``trainer.accelerator``), and the line that
+    says so, e.g. ``precision: auto -> 32-true (no native bf16 on cpu)``. An explicit precision, or a config without
+    one, comes back as it is (the same object) with an empty line. ``cfg`` itself is never changed."""
+    requested = OmegaConf.select(cfg, "trainer.precision", default=None)
+    if accelerator is None:
+        accelerator = OmegaConf.select(cfg, "trainer.accelerator", default="auto")
+    precision, reason = resolve_precision(requested, accelerator)
+    if precision == requested:
+        return cfg, ""
+    resolved = copy.deepcopy(cfg)
+    with read_write(resolved), open_dict(resolved):
+        resolved.trainer.precision = precision
+    return resolved, f"precision: {requested} -> {precision} ({reason})"

@@ -103,6 +103,7 @@ def check_config(cfg: DictConfig) -> None:
     _check_trainer(cfg)
     _check_sizes(cfg)
     _check_ckpt_path(cfg)
+    _check_init_from(cfg)
     _check_data_paths(cfg)
     _dry_build(cfg)
     _check_mask_sampling(cfg)
@@ -245,6 +246,15 @@ def _check_ckpt_path(cfg: DictConfig) -> None:
         raise ConfigError(
             f"ckpt_path: {path} is not a file; expected a checkpoint file, or 'last' to resume the run in "
             "hydra.run.dir"
+        )
+
+
+def _check_init_from(cfg: DictConfig) -> None:
+    path = cfg.get("init_from")
+    if path is not None and not Path(str(path)).expanduser().is_file():
+        raise ConfigError(
+            f"init_from: {path} is not a file; expected a checkpoint written by ctx_inpaint.train whose weights "
+            "the new run starts from"
         )
 
 

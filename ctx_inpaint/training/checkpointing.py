@@ -12,6 +12,7 @@
 Resume a run that was killed by repeating its command with the same run dir and ``ckpt_path=last``:
 ``python -m ctx_inpaint.train ... hydra.run.dir=RUN_DIR ckpt_path=last`` (Lightning finds the newest
 ``last.ckpt``; with none, it starts from scratch, so the same command can be requeued).
+Fine-tune with ``init_from=CKPT``: a new run starts from another run's network weights (:func:`init_weights`).
 """
 
 from __future__ import annotations
@@ -671,6 +672,49 @@ def check_resume(cfg: DictConfig) -> ResumeCheckpoint | None:
         f"ckpt_path={cfg.ckpt_path}: {whose} {shown}{more}; resume with the settings the checkpoint was trained "
         "with, or start a new run in another hydra.run.dir"
     )
+
+
+@dataclass
+class InitWeights:
+    """The networks' weights a fine-tuning run starts from (``init_from``), read and checked before the run."""
+
+    path: Path
+    state_dict: Mapping[str, torch.Tensor]
+
+    def load_into(self, module: torch.nn.Module) -> None:
+        for name in ("generator", "discriminator"):
+            network = getattr(module, name, None)
+            if network is None:  # no discriminator (lambda_rec 1): the same model settings, so none stored either
+                continue
+            prefix = f"{name}."
+            own = {k[len(prefix) :]: v for k, v in self.state_dict.items() if k.startswith(prefix)}
+            network.load_state_dict(own)  # strict: every tensor of the network, no stray ones
+
+
+def check_init_from(cfg: DictConfig) -> InitWeights | None:
+    """``cfg.init_from``'s generator and discriminator weights for a new run (fine-tuning: the optimizer, steps
+    and timer start afresh), None when ``init_from`` is null.
+
+    The networks must be the same (model settings and input size; the masks may differ: a centre-hole model
+    fine-tuned from a free-form one); anything else is refused in one line naming what differs, before any record
+    of the run is written."""
+    if cfg.get("init_from") is None:
+        return None
+    path = Path(str(cfg.init_from)).expanduser()
+    ckpt = load_checkpoint(path)  # weights-only; truncated or foreign files are refused here, in one line
+    stored = ckpt.get(CONFIG_KEY)
+    if not isinstance(stored, Mapping):
+        raise ResumeMismatchError(
+            f"init_from: {path} records no model config; expected a checkpoint written by ctx_inpaint.train"
+        )
+    differences = [d for d in config_differences(stored, model_config(cfg)) if not d[0].startswith("masks.")]
+    if differences:
+        shown = "; ".join(
+            f"{key} is {_shown(old)}, the new config has {_shown(new)}" for key, old, new in differences[:3]
+        )
+        more = f" (and {len(differences) - 3} more)" if len(differences) > 3 else ""
+        raise ResumeMismatchError(f"init_from: {path}'s {shown}{more}; expected the same networks")
+    return InitWeights(path, ckpt["state_dict"])
 
 
 def _class_name(cls: type) -> str:

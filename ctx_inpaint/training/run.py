@@ -7,7 +7,6 @@ The config is checked once, up front, by ``config.check.check_config``; a resume
 
 from __future__ import annotations
 
-import copy
 import fcntl
 import gc
 import os
@@ -19,21 +18,22 @@ from pathlib import Path
 
 import pytorch_lightning as pl
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf, open_dict, read_write
+from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.utilities.rank_zero import rank_zero_info
 
 from ctx_inpaint.common import run_folder
 from ctx_inpaint.common.allocator import keep_freed_memory, release_freed_memory
-from ctx_inpaint.common.machine import resolve_precision
-from ctx_inpaint.config.build import build_module
+from ctx_inpaint.config.build import build_module, with_resolved_precision
 from ctx_inpaint.config.check import check_config
 from ctx_inpaint.data.prepared import PreparedImages
 from ctx_inpaint.errors import ConfigError, UserError
 from ctx_inpaint.masks.generators import MaskGenerator
 from ctx_inpaint.training.checkpointing import (
+    InitWeights,
     ResumeCheckpoint,
     StopOnSignal,
     catch_stop_signals,
+    check_init_from,
     check_resume,
     hand_over,
     own_checkpoint_name,
@@ -175,9 +175,10 @@ def train(cfg: DictConfig) -> dict[str, float]:
             # A checkpoint the config cannot continue is refused before any record is touched; one it can
             # continue is read here once, and handed to the trainer.
             resume = check_resume(cfg)
+            init = check_init_from(cfg) if resume is None else None  # a resumed run keeps its own weights
             claim_run_dir(cfg, output_dir)
             _remove_dead_saves(cfg)
-            return _train(cfg, output_dir, resume)
+            return _train(cfg, output_dir, resume, init)
     except BaseException as err:
         _release_frames(err)
         raise
@@ -206,12 +207,18 @@ def _release_frames(err: BaseException) -> None:
         pending += [exc.__cause__, exc.__context__]
 
 
-def _train(cfg: DictConfig, output_dir: Path, resume: ResumeCheckpoint | None = None) -> dict[str, float]:
+def _train(
+    cfg: DictConfig, output_dir: Path, resume: ResumeCheckpoint | None = None, init: InitWeights | None = None
+) -> dict[str, float]:
     if cfg.get("keep_freed_memory", False) and not keep_freed_memory(True):
         rank_zero_info(
             "[ctx-inpaint] keep_freed_memory: not glibc malloc here; the allocator's defaults stay"
         )
-    cfg, precision_note = with_resolved_precision(cfg)
+    cfg, precision_line = with_resolved_precision(cfg)  # trainer.precision: auto -> bf16-mixed or 32-true
+    if precision_line:
+        rank_zero_info(f"[ctx-inpaint] {precision_line}")
+    # config_resolved.yaml records the resolved value; a first comment line keeps `auto` visible
+    precision_note = f"# trainer.{precision_line}\n" if precision_line else ""
     pl.seed_everything(cfg.seed, workers=True)
     fill_wandb_group(cfg)
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -221,6 +228,9 @@ def _train(cfg: DictConfig, output_dir: Path, resume: ResumeCheckpoint | None = 
     masks: MaskGenerator = instantiate(cfg.masks)
     datamodule = instantiate(cfg.data, masks=masks)
     module = build_module(cfg, masks)
+    if init is not None:
+        init.load_into(module)
+        rank_zero_info(f"[ctx-inpaint] init_from: starting from the weights of {init.path}")
 
     logger_cfgs = cfg.get("logger") or {}
     if "wandb" in logger_cfgs:
@@ -240,25 +250,6 @@ def _train(cfg: DictConfig, output_dir: Path, resume: ResumeCheckpoint | None = 
 
             wandb.finish()  # never let multirun jobs merge into one W&B run
     return {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
-
-
-def with_resolved_precision(cfg: DictConfig) -> tuple[DictConfig, str]:
-    """``cfg`` with ``trainer.precision: auto`` replaced by what the hardware computes well
-    (``common.machine.resolve_precision``), said in one line; and a comment line for ``config_resolved.yaml``,
-    which records the resolved value (``auto`` stays visible in that comment). An explicit precision, or a config
-    without one, comes back as it is (the same object), with no line. ``cfg`` itself is never changed."""
-    requested = OmegaConf.select(cfg, "trainer.precision", default=None)
-    precision, reason = resolve_precision(
-        requested, OmegaConf.select(cfg, "trainer.accelerator", default="auto")
-    )
-    if precision == requested:
-        return cfg, ""
-    line = f"precision: {requested} -> {precision} ({reason})"
-    rank_zero_info(f"[ctx-inpaint] {line}")
-    resolved = copy.deepcopy(cfg)
-    with read_write(resolved), open_dict(resolved):
-        resolved.trainer.precision = precision
-    return resolved, f"# trainer.{line}\n"
 
 
 def prepare(cfg: DictConfig) -> list[PreparedImages]:
