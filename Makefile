@@ -22,8 +22,8 @@ demo-loadtest: ## Load-test the API (50 requests from 4 threads, every response 
 demo-screenshot: ## Redraw experiments/demo/screenshot.png in headless Chromium (apt-get install chromium chromium-driver)
 	$(PY) -m experiments.demo.screenshot --out experiments/demo/screenshot.png
 
-EXPERIMENT ?= campus_cpu
-train: ## Train EXPERIMENT= (default campus_cpu: the 29-minute CPU recipe) on the embedded photos; Hydra overrides in ARGS=
+EXPERIMENT ?= campus_unet
+train: ## Train EXPERIMENT= (default campus_unet: the 29-minute CPU recipe) on the embedded photos; Hydra overrides in ARGS=
 	$(PY) -m ctx_inpaint.train +experiment=$(EXPERIMENT) $(ARGS)
 
 test: ## Run the test suite
@@ -99,11 +99,20 @@ time-to-quality-report: ## Regenerate TTQ_RECORD/timeline.{md,json,png} from the
 	$(PY) experiments/perf/time_to_quality/timeline.py $(TTQ_DIR) --record $(TTQ_RECORD) --title "$(TTQ_TITLE)"
 
 BF16_DIR ?= logs/ttq/bf16_vs_fp32
-bf16-quality: ## make train's 60 epochs in float32 and bf16-mixed side by side (one core each, same steps, no time cap), then the timeline in experiments/perf/bf16_quality
-	BEFORE_ARGS="trainer.precision=32-true" AFTER_ARGS="trainer.precision=bf16-mixed" flock /tmp/ctx_heavy.lock \
-		experiments/perf/time_to_quality/run_side_by_side.sh HEAD HEAD $(BF16_DIR) trainer.max_time=null $(ARGS)
+BF16_EPOCHS ?= 16
+bf16-quality: ## make train's recipe (EXPERIMENT) in float32 and bf16-mixed side by side (one core each, the same BF16_EPOCHS epochs, no time cap): experiments/perf/bf16_quality
+	BEFORE_EXPERIMENT=$(EXPERIMENT) AFTER_EXPERIMENT=$(EXPERIMENT) BEFORE_ARGS="trainer.precision=32-true" \
+		AFTER_ARGS="trainer.precision=bf16-mixed" flock /tmp/ctx_heavy.lock experiments/perf/time_to_quality/run_side_by_side.sh \
+		HEAD HEAD $(BF16_DIR) trainer.max_time=null trainer.max_epochs=$(BF16_EPOCHS) $(ARGS)
 	$(MAKE) time-to-quality-report TTQ_DIR=$(BF16_DIR) TTQ_RECORD=experiments/perf/bf16_quality \
-		TTQ_TITLE="make train in float32 (before) and bf16-mixed (after), the same steps"
+		TTQ_TITLE="make train ($(EXPERIMENT), $(BF16_EPOCHS) epochs) in float32 (before) and bf16-mixed (after), the same steps"
+
+SPEEDUP_DIR ?= logs/ttq/make_train_speedup
+train-speedup: ## The old make train (campus_cpu, float32) beside the new (EXPERIMENT at trainer.precision auto), 29 min, one core each: experiments/perf/time_to_quality/make_train_speedup
+	BEFORE_EXPERIMENT=campus_cpu AFTER_EXPERIMENT=$(EXPERIMENT) BEFORE_ARGS="trainer.precision=32-true" flock /tmp/ctx_heavy.lock \
+		experiments/perf/time_to_quality/run_side_by_side.sh HEAD HEAD $(SPEEDUP_DIR) $(ARGS)
+	$(MAKE) time-to-quality-report TTQ_DIR=$(SPEEDUP_DIR) TTQ_RECORD=experiments/perf/time_to_quality/make_train_speedup \
+		TTQ_TITLE="make train: campus_cpu in float32 (before) and $(EXPERIMENT) at precision auto (after)"
 
 allocator-ab: ## keep_freed_memory on and off, alternated process by process (experiments/perf/time_to_quality/allocator_ab.json)
 	flock /tmp/ctx_heavy.lock $(PY) experiments/perf/time_to_quality/allocator_ab.py $(ARGS)
@@ -143,8 +152,23 @@ quality: ## Regenerate experiments/quality/ tables: evaluate QUALITY_RUN, QUALIT
 		$(if $(wildcard $(QUALITY_TUNED)),tuned_l2_0999=$(QUALITY_TUNED),)
 	$(PY) experiments/quality/summarize.py
 
-quality-train: ## Re-run `make train` (campus_cpu, 29 min on 2 CPU cores, under the heavy lock) into QUALITY_RUN
-	flock /tmp/ctx_heavy.lock $(MAKE) train ARGS="hydra.run.dir=$(QUALITY_RUN)"
+quality-train: ## Re-run campus_cpu (the paper's setting in 29 min on 2 CPU cores, under the heavy lock) into QUALITY_RUN
+	flock /tmp/ctx_heavy.lock $(MAKE) train EXPERIMENT=campus_cpu ARGS="hydra.run.dir=$(QUALITY_RUN)"
+
+# make train's recipe (campus_unet) against OpenCV on the centre hole: the campus hold-out, other places and the
+# cross-source photos (issue 27: ahead of both fills on the cross-source set), into experiments/quality/campus_unet/.
+UNET_RUN ?= logs/runs/quality_campus_unet
+quality-unet: ## Score UNET_RUN (make train's campus_unet) and OpenCV on holdout, places, cross: experiments/quality/campus_unet/
+	for images in holdout places cross; do \
+		$(PY) -m ctx_inpaint.evaluate --checkpoint $(UNET_RUN)/checkpoints/last.ckpt --mask-sets center -i embedded:$$images \
+			--out experiments/quality/campus_unet/$$images --grid 6 $(ARGS) || exit 1; \
+	done
+	mkdir -p experiments/quality/campus_unet/run
+	cp $(UNET_RUN)/metrics.csv $(UNET_RUN)/config_resolved.yaml $(UNET_RUN)/run_status.json $(UNET_RUN)/.hydra/overrides.yaml \
+		experiments/quality/campus_unet/run/
+
+quality-train-unet: ## Re-run make train (campus_unet, 29 min, under the heavy lock) into UNET_RUN
+	flock /tmp/ctx_heavy.lock $(MAKE) train EXPERIMENT=campus_unet ARGS="hydra.run.dir=$(UNET_RUN)"
 
 quality-train-tuned: ## Re-run the tuned l2_0999 training without the SSIM term (29 min) into logs/runs/quality_tuned
 	flock /tmp/ctx_heavy.lock $(PY) -m ctx_inpaint.train +experiment=l2_0999 logger=csv $(QUALITY_TUNING) \
@@ -242,6 +266,6 @@ leak-check: ## Does the fill depend on hidden pixels? Two photos differing only 
 clean: ## Remove run outputs (logs/) and caches, keep .venv
 	rm -rf logs .pytest_cache .ruff_cache
 
-.PHONY: weights weights-train quality-freeform quality-shipped quality-latency model-cards leak-check help install train test lint format clean evaluate quality quality-train quality-train-tuned quality-probes ablations report bench-data bench bench-attempts bench-precision bench-ab bench3 gpu-check
+.PHONY: quality-unet quality-train-unet weights weights-train quality-freeform quality-shipped quality-latency model-cards leak-check help install train test lint format clean evaluate quality quality-train quality-train-tuned quality-probes ablations report bench-data bench bench-attempts bench-precision bench-ab bench3 gpu-check
 .PHONY: demo demo-loadtest demo-screenshot time-to-quality time-to-quality-report allocator-ab
-.PHONY: docs docs-serve reliability-memory ablations-report bench-contention bench-peak bf16-quality
+.PHONY: docs docs-serve reliability-memory ablations-report bench-contention bench-peak bf16-quality train-speedup

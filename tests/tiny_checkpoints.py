@@ -23,9 +23,11 @@ KINDS = {
         "model.decoder.width=8",
         "model.discriminator.width=8",
     ],
-    # The shipped centre recipe (ship_center: the free-form method on the centre hole, whole image predicted).
+    # The shipped centre recipe (ship_center: the free-form method on the centre hole, whole image predicted),
+    # from scratch: its init_from names a checkpoint only `make weights-train` writes.
     "center_unet": [
         "+experiment=ship_center",
+        "init_from=null",
         "data.source=embedded",
         "model.encoder.width=8",
         "model.decoder.width=8",

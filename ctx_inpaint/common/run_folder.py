@@ -17,6 +17,7 @@ STATUS = "run_status.json"
 SAMPLES = "samples"
 WANDB_ID = "wandb_run_id.txt"
 HYDRA = ".hydra"
+RESOLVED_CONFIG = "config_resolved.yaml"  # the config as run: interpolations and trainer.precision=auto resolved
 LOCK = ".run.lock"
 
 # The per-image val metrics the module writes and the report reads: val_images.csv's columns.
@@ -72,6 +73,10 @@ class RunFolder:
     def config(self) -> Path:
         """The composed config Hydra saved for the run."""
         return self.root / HYDRA / "config.yaml"
+
+    @property
+    def resolved_config(self) -> Path:
+        return self.root / RESOLVED_CONFIG
 
     @property
     def overrides(self) -> Path:

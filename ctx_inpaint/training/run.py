@@ -223,7 +223,9 @@ def _train(
     fill_wandb_group(cfg)
     output_dir.mkdir(parents=True, exist_ok=True)
     fill_wandb_resume(cfg, output_dir)
-    (output_dir / "config_resolved.yaml").write_text(precision_note + OmegaConf.to_yaml(cfg, resolve=True))
+    run_folder.RunFolder(output_dir).resolved_config.write_text(
+        precision_note + OmegaConf.to_yaml(cfg, resolve=True)
+    )
 
     masks: MaskGenerator = instantiate(cfg.masks)
     datamodule = instantiate(cfg.data, masks=masks)

@@ -25,6 +25,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from omegaconf import OmegaConf  # noqa: E402
 
 from ctx_inpaint.common.run_folder import RunFolder  # noqa: E402
 from ctx_inpaint.evaluation.run import evaluate  # noqa: E402
@@ -84,8 +85,11 @@ def side_record(folder: Path) -> dict[str, Any]:
     phases = {name: sum(profile.get(a, (0.0, 0))[0] for a in acts) for name, acts in PHASES.items()}
     fit_total = float(status["wall_time_s"])
     phases["other (loop, hooks, logging)"] = max(fit_total - sum(phases.values()), 0.0)
+    config = OmegaConf.load(run.resolved_config)
     return {
         "revision": (folder / "revision").read_text().strip(),
+        "overrides": list(OmegaConf.load(run.overrides)) if run.overrides.is_file() else [],
+        "precision": str(OmegaConf.select(config, "trainer.precision")),
         "exit_code": int((folder / "exit_code").read_text()),
         "process_s": exited - launched,
         "startup_s": startup,
@@ -102,8 +106,9 @@ def side_record(folder: Path) -> dict[str, Any]:
     }
 
 
-def first(vals: list[dict[str, Any]], threshold: float) -> dict[str, Any] | None:
-    return next((v for v in vals if v["val_psnr"] >= threshold), None)
+def first(vals: list[dict[str, Any]], threshold: float, ssim: float = -1.0) -> dict[str, Any] | None:
+    """The first validation at or above ``threshold`` dB (and ``ssim``)."""
+    return next((v for v in vals if v["val_psnr"] >= threshold and v["val_ssim"] >= ssim), None)
 
 
 def baselines(checkpoint: Path) -> dict[str, float]:
@@ -121,10 +126,16 @@ def baselines(checkpoint: Path) -> dict[str, float]:
     }
 
 
-def milestones(side: dict[str, Any], telea: float) -> dict[str, Any]:
+def milestones(side: dict[str, Any], telea: float, before: dict[str, Any]) -> dict[str, Any]:
+    """When ``side`` first reaches Telea's PSNR, comes within 0.2 dB of its own final value, and reaches the before
+    run's final PSNR and SSIM together (the "same quality in less time" of a speed change)."""
     out = {}
-    for name, threshold in (("telea", telea), ("within_0.2dB_of_final", side["final_psnr"] - WITHIN_DB)):
-        hit = first(side["validations"], threshold)
+    for name, threshold, ssim in (
+        ("telea", telea, -1.0),
+        ("within_0.2dB_of_final", side["final_psnr"] - WITHIN_DB, -1.0),
+        ("before_final", before["final_psnr"], before["final_ssim"]),
+    ):
+        hit = first(side["validations"], threshold, ssim)
         out[name] = (
             None
             if hit is None
@@ -159,6 +170,12 @@ def plot(record: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
+def recipe(side: dict[str, Any]) -> str:
+    """The side's experiment and precision, from its overrides and run record."""
+    exp = next((o.split("=", 1)[1] for o in side.get("overrides", []) if o.startswith("+experiment=")), "?")
+    return f"{exp}, {side.get('precision', '?')}"
+
+
 def fmt_s(seconds: float | None) -> str:
     return "-" if seconds is None else f"{seconds:.0f} s ({seconds / 60:.1f} min)"
 
@@ -186,6 +203,7 @@ def markdown(record: dict[str, Any], command: str) -> str:
         return lambda side: (side["milestones"][name] or {}).get(key)
 
     lines.append(f"| revision | {s['before']['revision'][:7]} | {s['after']['revision'][:7]} | |")
+    lines.append(f"| recipe | {recipe(s['before'])} | {recipe(s['after'])} | |")
     row("time to Telea's PSNR (since launch)", hit("telea", "since_launch_s"))
     row("steps to Telea's PSNR", hit("telea", "step"), f=lambda v: "not reached" if v is None else f"{v}")
     row(
@@ -200,6 +218,8 @@ def markdown(record: dict[str, Any], command: str) -> str:
         hit("within_0.2dB_of_final", "step"),
         f=lambda v: f"{v}",
     )
+    row("time to the before run's final PSNR and SSIM", hit("before_final", "since_launch_s"))
+    row("process wall time (launch to exit)", lambda x: x["process_s"])
     row("final val PSNR (dB)", lambda x: x["final_psnr"], ratio=False, f=lambda v: f"{v:.2f}")
     row("final val SSIM", lambda x: x["final_ssim"], ratio=False, f=lambda v: f"{v:.4f}")
     row("epochs run", lambda x: x["epochs"], ratio=False, f=str)
@@ -251,7 +271,7 @@ def main() -> None:
     sides = {name: side_record(args.out / name) for name in SIDES}
     base = baselines(runs["after"].last_checkpoint)
     for side in sides.values():
-        side["milestones"] = milestones(side, base["telea_psnr"])
+        side["milestones"] = milestones(side, base["telea_psnr"], sides["before"])
     record = {"source": str(args.out), "title": args.title, "baselines": base, "sides": sides}
     args.record.mkdir(parents=True, exist_ok=True)
     for name in SIDES:
