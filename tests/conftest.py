@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -13,11 +13,26 @@ import pytest
 from omegaconf import DictConfig
 from PIL import Image
 
+from ctx_inpaint.common import machine
 from ctx_inpaint.config.compose import compose_config
 
 # Overrides that make every network tiny: a full GAN step on 32x32 crops takes milliseconds.
 # The tiny settings every test runs with: conf/debug/tiny.yaml (users smoke-test with the same `+debug=tiny`).
 TINY = ["+debug=tiny"]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def cpu_without_native_bf16() -> Iterator[None]:
+    """Every test sees this CPU without its bf16 flags, so ``precision: auto`` (training, the bench, the
+    Inpainter) resolves to float32 on an AVX512-BF16 or AMX host as on an AVX2 one: a verdict comparing two float32
+    paths bit for bit must not depend on the machine that runs the suite. Tests of the bf16 paths fake the flags
+    they need (their monkeypatch comes later and wins) or ask for bf16 explicitly. Session-wide, so it comes
+    before every other fixture: the tiny checkpoints and the module-scoped Inpainters see it too. Subprocesses
+    read the real flags."""
+    flags = machine.cpu_flags() - machine.BF16_FLAGS
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(machine, "cpu_flags", lambda: flags)
+        yield
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ from hydra.utils import instantiate
 
 from ctx_inpaint.benchmark import peak
 from ctx_inpaint.benchmark.lightning_runs import BatchClock, InterleavingClock, repeated_loader
-from ctx_inpaint.benchmark.loops import parts_from_module, plain_step
+from ctx_inpaint.benchmark.loops import autocast_for, parts_from_module, plain_step
 from ctx_inpaint.benchmark.measure import (
     derive,
     precision_choice,
@@ -780,10 +780,12 @@ def _first_batch(cfg):
         "model.lambda_rec=0.999",
         "model.channels_last=true",
         "model.ssim_weight=0.5",
+        "trainer.precision=bf16-mixed",
     ],
 )
 def test_plain_loop_matches_the_lightning_step(tiny_cfg, option: str) -> None:
-    """One step of the bare loop leaves both networks exactly where the LightningModule's step leaves them."""
+    """One step of the bare loop (under the autocast the bench puts around it) leaves both networks exactly where
+    the LightningModule's step leaves them, in float32 and in bf16-mixed."""
     cfg = with_resolved_precision(tiny_cfg("+experiment=l2_0999", option), "cpu")[0]  # as the bench
     masks, batch = _first_batch(cfg)
 
@@ -805,7 +807,8 @@ def test_plain_loop_matches_the_lightning_step(tiny_cfg, option: str) -> None:
     )
     trainer.fit(lit, train_dataloaders=repeated_loader(batch, 1))
     bare.apply_speed_settings(torch.device("cpu"))
-    plain_step(parts_from_module(bare), bare.format_batch(batch), toggle=True)
+    with autocast_for(cfg.trainer.precision, torch.device("cpu")):
+        plain_step(parts_from_module(bare), bare.format_batch(batch), toggle=True)
     nhwc = lit.generator.encoder.net[0].weight.is_contiguous(memory_format=torch.channels_last)
     assert nhwc == (option == "model.channels_last=true")  # the option reached the trained networks
     for (name, a), b in zip(lit.named_parameters(), bare.parameters()):
