@@ -180,6 +180,10 @@ MESSAGES = {
     "Hydra's own group": (["hydra/launcher=nope"], "hydra/launcher: got nope; expected one of basic, joblib"),
     "a sweep value": (["-m", "model/bottleneck=dense,nope"], "model/bottleneck: got nope; expected one of"),
     "a choice() sweep": (["-m", "+experiment=choice(l2_1,nope)"], "experiment: got nope; expected one of"),
+    "a group set to null": (
+        ["logger=null"],
+        "logger: got null; expected one of csv, default, wandb (or ~logger",
+    ),
     "unknown key": (["foo=1"], "foo: not a key of the config; use +foo=1 to add it"),
     "misspelt key": (
         ["trainer.max_epoch=5"],

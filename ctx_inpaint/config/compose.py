@@ -144,6 +144,9 @@ def _group_problem(parsed: list[Override], loader: Any) -> str | None:
                     f"of the group with {as_group}={names[0]} (or set a value inside it: {group}.KEY=VALUE)"
                 )
             continue
+        if not override.is_delete() and not override.is_sweep_override() and override.value() is None:
+            options = loader.get_group_options(group, results_filter=ObjectType.CONFIG)
+            return f"{group}: got null; expected one of {', '.join(options)} (or ~{group} to leave the group out)"
         unknown = [
             name for name in _names(override) if not loader.repository.config_exists(f"{group}/{name}")
         ]
