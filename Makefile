@@ -197,11 +197,14 @@ bench-contention: ## Thread policies alone and beside one busy process (~30 min)
 		$(ARGS) 2>&1 | tee experiments/perf/threads/contention.log
 	$(PY) experiments/perf/threads/summarize.py
 
-bench-peak: ## The peak search and fp32/bf16 fractions of l2_0999's steps on every core (thread policy spin; ~5 min): experiments/perf/peak/l2_0999.{json,txt}
+bench-peak: ## The peak search and fp32/bf16 fractions of l2_0999's steps on every core (thread policy spin; ~10 min): experiments/perf/peak/l2_0999{,_fp32}.{json,txt}, the default precision, then float32 with bf16 beside
 	mkdir -p experiments/perf/peak
 	CTX_INPAINT_THREAD_POLICY=spin $(PY) -m ctx_inpaint.bench +experiment=l2_0999 'bench.measure=[plain,baseline]' \
 		bench.out_json=experiments/perf/peak/l2_0999.json hydra.run.dir=$${TMPDIR:-/tmp}/ctx_peak \
 		$(ARGS) 2>&1 | tee experiments/perf/peak/l2_0999.txt
+	CTX_INPAINT_THREAD_POLICY=spin $(PY) -m ctx_inpaint.bench +experiment=l2_0999 'bench.measure=[plain,baseline]' \
+		trainer.precision=32-true bench.bf16=true bench.out_json=experiments/perf/peak/l2_0999_fp32.json \
+		hydra.run.dir=$${TMPDIR:-/tmp}/ctx_peak_fp32 $(ARGS) 2>&1 | tee experiments/perf/peak/l2_0999_fp32.txt
 
 # Shipped weights (issue 27): two recorded trainings of 2 hours each on 2 CPU cores (side by side, one thread
 # each: OMP_NUM_THREADS=1, passive waits), then their generators as float16 safetensors + JSON in
