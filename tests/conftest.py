@@ -28,10 +28,13 @@ def cpu_without_native_bf16() -> Iterator[None]:
     paths bit for bit must not depend on the machine that runs the suite. Tests of the bf16 paths fake the flags
     they need (their monkeypatch comes later and wins) or ask for bf16 explicitly. Session-wide, so it comes
     before every other fixture: the tiny checkpoints and the module-scoped Inpainters see it too. Subprocesses
-    read the real flags."""
-    flags = machine.cpu_flags() - machine.BF16_FLAGS
+    read the real flags: a test comparing a subprocess's run with one in this process sets the precision."""
+    lines = tuple(
+        " ".join(w for w in line.split() if w not in machine.BF16_FLAGS) if line.startswith("flags") else line
+        for line in machine._cpuinfo_lines()
+    )  # /proc/cpuinfo as read, less the bf16 flags: tests that fake the lines or the flags still win
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(machine, "cpu_flags", lambda: flags)
+        patch.setattr(machine, "_cpuinfo_lines", lambda: lines)
         yield
 
 

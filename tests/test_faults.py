@@ -36,6 +36,7 @@ RUN = [
     "trainer.max_epochs=3",
     "callbacks.progress_bar=null",
     STEP_LR,
+    "trainer.precision=32-true",  # runs in subprocesses are compared with one in this process (conftest: bf16)
 ]
 KILLER = "+callbacks.killer._target_=tests.helper_callbacks.KillAtBatch"
 # These tests kill runs between epoch ends: last.ckpt at every epoch end, not on a clock (tested on its own below).
