@@ -476,3 +476,21 @@ def test_a_real_child_runs_under_its_policy(tiny_cfg) -> None:
     assert len(lines) == 1 and "one-thread quiet" in lines[0]
     assert contention_rows(result)[0][0] == "contention one-thread: quiet"
     assert contention.REFERENCE == "spin"
+
+
+def test_a_run_says_when_auto_gave_it_fewer_threads(monkeypatch, tmp_path: Path) -> None:
+    """auto's one thread (something was busy during its look at start) is a line of the run's log; a policy that
+    set no thread count, or spin, says nothing."""
+    monkeypatch.setattr(threads, "_applied", {"policy": "spin", "set": {"OMP_WAIT_POLICY": "ACTIVE"}})
+    assert threads.reduced_threads_line() is None
+    monkeypatch.setattr(threads, "_applied", {"policy": "auto", "set": {}})
+    assert threads.reduced_threads_line() is None
+    monkeypatch.setattr(threads, "_applied", {"policy": "auto", "set": {"OMP_NUM_THREADS": "1"}})
+    line = threads.reduced_threads_line()
+    assert line is not None and line.startswith("threads: auto -> 1 thread(s): other processes were busy")
+    assert "CTX_INPAINT_THREAD_POLICY=spin" in line
+    run_dir = tmp_path / "run"
+    argv = ["+experiment=l2_0999", "+debug=tiny", "trainer.max_epochs=1", f"hydra.run.dir={run_dir}"]
+    assert run_command("train", argv) == 0
+    logged = [x for x in (run_dir / "train.log").read_text().splitlines() if "[ctx-inpaint] threads:" in x]
+    assert len(logged) == 1 and logged[0].endswith(f"[ctx-inpaint] {line}")

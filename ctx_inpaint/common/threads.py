@@ -210,6 +210,18 @@ def apply_thread_policy(
     return True
 
 
+def reduced_threads_line() -> str | None:
+    """One line for a run's log where ``auto`` set fewer threads than cores (other processes were busy during its
+    look at start, a short-lived one too), else None: a run otherwise trains on fewer cores without saying so."""
+    if _applied.get("policy") != AUTO or "OMP_NUM_THREADS" not in _applied.get("set", {}):
+        return None
+    n = _applied["set"]["OMP_NUM_THREADS"]
+    return (
+        f"threads: auto -> {n} thread(s): other processes were busy when this one started; "
+        f"{POLICY_ENV}=spin uses every core whatever runs beside it"
+    )
+
+
 def describe_thread_policy(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
     """For a run record: the policy this process applied before torch (None: none was), what it set, and the
     thread variables in effect now."""

@@ -23,6 +23,7 @@ from pytorch_lightning.utilities.rank_zero import rank_zero_info
 
 from ctx_inpaint.common import run_folder
 from ctx_inpaint.common.allocator import keep_freed_memory, release_freed_memory
+from ctx_inpaint.common.threads import reduced_threads_line
 from ctx_inpaint.config.build import build_module, with_resolved_precision
 from ctx_inpaint.config.check import check_config
 from ctx_inpaint.data.prepared import PreparedImages
@@ -217,6 +218,8 @@ def _train(
     cfg, precision_line = with_resolved_precision(cfg)  # trainer.precision: auto -> bf16-mixed or 32-true
     if precision_line:
         rank_zero_info(f"[ctx-inpaint] {precision_line}")
+    if threads_line := reduced_threads_line():
+        rank_zero_info(f"[ctx-inpaint] {threads_line}")
     # config_resolved.yaml records the resolved value; a first comment line keeps `auto` visible
     precision_note = f"# trainer.{precision_line}\n" if precision_line else ""
     pl.seed_everything(cfg.seed, workers=True)
