@@ -39,6 +39,10 @@ RUN = [
     "trainer.precision=32-true",  # runs in subprocesses are compared with one in this process (conftest: bf16)
 ]
 KILLER = "+callbacks.killer._target_=tests.helper_callbacks.KillAtBatch"
+# The killed and resumed runs are compared with one in this process, value for value: their threads must not
+# depend on what else runs on the machine (thread policy auto would give a subprocess one thread beside a busy
+# process, and another summation order), so they use torch's default, as this process does.
+SAME_THREADS = {"CTX_INPAINT_THREAD_POLICY": "spin"}
 # These tests kill runs between epoch ends: last.ckpt at every epoch end, not on a clock (tested on its own below).
 EPOCH_END_LAST = "callbacks.model_checkpoint.last_every_s=null"
 
@@ -79,13 +83,13 @@ def test_sigkill_mid_epoch_resumes_exactly_like_an_uninterrupted_run(tmp_path: P
     run_dir = tmp / "killed"
     args = run_args(run_dir, logger="default", last_every="null")
     # SIGKILL at the start of batch 4 (epoch 1, batch 1): last.ckpt is the end-of-epoch-0 one.
-    killed = run_cli([*args, KILLER, "+callbacks.killer.at_batch=4"], tmp)
+    killed = run_cli([*args, KILLER, "+callbacks.killer.at_batch=4"], tmp, SAME_THREADS)
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
     before = read_rows(run_dir / "metrics.csv")
     assert max(int(r["step"]) for r in before) >= 3  # rows past the checkpoint were on disk at the kill
     assert torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["epoch"] == 0
 
-    resumed = run_cli([*args, "ckpt_path=last"], tmp)
+    resumed = run_cli([*args, "ckpt_path=last"], tmp, SAME_THREADS)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     rows = read_rows(run_dir / "metrics.csv")
     assert_each_row_once(rows, steps=9)
