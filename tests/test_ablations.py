@@ -300,8 +300,8 @@ def test_make_train_is_campus_unet_the_shipped_method_on_the_centre_hole_in_29_m
 
 
 def test_campus_cpu_is_l2_0999_with_the_cpu_training_recipe_only(tmp_path: Path) -> None:
-    """The paper's setting fitted to the CPU (`make train` until issue 27) keeps the paper's method (losses' mix, masks, encoder/bottleneck kinds) and
-    changes only training and widths; every changed key is one the experiment file documents."""
+    """The paper's setting fitted to the CPU (`make train` until issue 27) keeps the paper's method (losses' mix,
+    masks, encoder/bottleneck kinds) and changes only training and widths; every changed key is one the experiment file documents."""
     assert "campus_cpu" in ALL_EXPERIMENTS and "campus_cpu" not in EXPERIMENTS
     base, cpu = _resolved("l2_0999"), _resolved("campus_cpu")
     changed = {k for k in base.keys() | cpu.keys() if base.get(k, "<missing>") != cpu.get(k, "<missing>")}

@@ -60,7 +60,7 @@ from ctx_inpaint.benchmark.table import Row, print_table, table_rows
 from ctx_inpaint.benchmark.timing import check_rounds, interleaved, put_ratio, ratio
 from ctx_inpaint.common import machine
 from ctx_inpaint.common.allocator import keep_freed_memory
-from ctx_inpaint.common.threads import AUTO, describe_thread_policy
+from ctx_inpaint.common.threads import describe_thread_policy, reduced_threads_line
 from ctx_inpaint.config.build import with_resolved_precision
 from ctx_inpaint.errors import ConfigError
 from ctx_inpaint.masks.generators import MaskGenerator
@@ -97,7 +97,8 @@ def run_bench(cfg: DictConfig) -> dict[str, Any]:
     kept = keep_freed_memory(bool(cfg.get("keep_freed_memory", False)))
     if b.threads:
         torch.set_num_threads(int(b.threads))
-    elif (applied := describe_thread_policy())["policy"] == AUTO and applied["set"]:
+    elif reduced_threads_line():
+        applied = describe_thread_policy()
         # auto saw other running processes at start (a short-lived one too, if it overlapped its look)
         print(
             f"bench: warning: thread policy auto chose {applied['set']} (other processes were running at start); "

@@ -17,9 +17,8 @@ STATUS = "run_status.json"
 SAMPLES = "samples"
 WANDB_ID = "wandb_run_id.txt"
 HYDRA = ".hydra"
-RESOLVED_CONFIG = (
-    "config_resolved.yaml"  # the config as run: interpolations and trainer.precision=auto resolved
-)
+# The config as run: interpolations and trainer.precision=auto resolved.
+RESOLVED_CONFIG = "config_resolved.yaml"
 LOCK = ".run.lock"
 
 # The per-image val metrics the module writes and the report reads: val_images.csv's columns.

@@ -684,9 +684,8 @@ class InitWeights:
     def load_into(self, module: torch.nn.Module) -> None:
         for name in ("generator", "discriminator"):
             network = getattr(module, name, None)
-            if (
-                network is None
-            ):  # no discriminator (lambda_rec 1): the same model settings, so none stored either
+            # no discriminator (lambda_rec 1): the same model settings, so none stored either
+            if network is None:
                 continue
             prefix = f"{name}."
             own = {k[len(prefix) :]: v for k, v in self.state_dict.items() if k.startswith(prefix)}
