@@ -211,12 +211,19 @@ bench-peak: ## The peak search and fp32/bf16 fractions of l2_0999's steps on eve
 # ctx_inpaint/inference/pretrained/ (what Inpainter.load and `inpaint -c NAME` load). Resume an interrupted pair
 # with ARGS=ckpt_path=last: the cosine lr follows the Timer, whose elapsed time travels in last.ckpt.
 WEIGHTS_RUNS ?= logs/runs/ship
-weights-train: ## Train the shipped models into WEIGHTS_RUNS (one thread each): ship_freeform 2 h, then its 1-h extension beside ship_center (fine-tuned 1 h from the 2-h free-form weights); ARGS=ckpt_path=last resumes
+# Budgets (trainer.max_time, DD:HH:MM:SS) and the first run's threads: the recipe's 2 h + 1 h beside 1 h, or a
+# shorter schedule that fits one sitting (the free-form run alone on both cores first, then the pair on one each).
+SHIP_FREEFORM_TIME ?= 00:02:00:00
+SHIP_FREEFORM_THREADS ?= 1
+SHIP_EXT_TIME ?= 00:03:00:00
+SHIP_CENTER_TIME ?= 00:01:00:00
+SHIP_WAIT = $(if $(filter 1,$(SHIP_FREEFORM_THREADS)),OMP_WAIT_POLICY=PASSIVE,CTX_INPAINT_THREAD_POLICY=spin)
+weights-train: ## Train the shipped models into WEIGHTS_RUNS: ship_freeform (SHIP_FREEFORM_TIME, 2 h), then its extension (to SHIP_EXT_TIME, 3 h) beside ship_center fine-tuned from it (SHIP_CENTER_TIME, 1 h), one thread each; ARGS=ckpt_path=last resumes
 	mkdir -p $(WEIGHTS_RUNS)
-	OMP_NUM_THREADS=1 OMP_WAIT_POLICY=PASSIVE $(PY) -m ctx_inpaint.train +experiment=ship_freeform hydra.run.dir=$(WEIGHTS_RUNS)/freeform $(ARGS) > $(WEIGHTS_RUNS).freeform.log 2>&1
+	OMP_NUM_THREADS=$(SHIP_FREEFORM_THREADS) $(SHIP_WAIT) $(PY) -m ctx_inpaint.train +experiment=ship_freeform hydra.run.dir=$(WEIGHTS_RUNS)/freeform trainer.max_time=$(SHIP_FREEFORM_TIME) $(ARGS) > $(WEIGHTS_RUNS).freeform.log 2>&1
 	test -f $(WEIGHTS_RUNS)/center_init.ckpt || cp $(WEIGHTS_RUNS)/freeform/checkpoints/last.ckpt $(WEIGHTS_RUNS)/center_init.ckpt
-	OMP_NUM_THREADS=1 OMP_WAIT_POLICY=PASSIVE $(PY) -m ctx_inpaint.train +experiment=ship_freeform hydra.run.dir=$(WEIGHTS_RUNS)/freeform ckpt_path=last trainer.max_time=00:03:00:00 > $(WEIGHTS_RUNS).freeform_ext.log 2>&1 & \
-	OMP_NUM_THREADS=1 OMP_WAIT_POLICY=PASSIVE $(PY) -m ctx_inpaint.train +experiment=ship_center hydra.run.dir=$(WEIGHTS_RUNS)/center init_from=$(WEIGHTS_RUNS)/center_init.ckpt $(ARGS) > $(WEIGHTS_RUNS).center.log 2>&1 & \
+	OMP_NUM_THREADS=1 OMP_WAIT_POLICY=PASSIVE $(PY) -m ctx_inpaint.train +experiment=ship_freeform hydra.run.dir=$(WEIGHTS_RUNS)/freeform ckpt_path=last trainer.max_time=$(SHIP_EXT_TIME) > $(WEIGHTS_RUNS).freeform_ext.log 2>&1 & \
+	OMP_NUM_THREADS=1 OMP_WAIT_POLICY=PASSIVE $(PY) -m ctx_inpaint.train +experiment=ship_center hydra.run.dir=$(WEIGHTS_RUNS)/center init_from=$(WEIGHTS_RUNS)/center_init.ckpt trainer.max_time=$(SHIP_CENTER_TIME) $(ARGS) > $(WEIGHTS_RUNS).center.log 2>&1 & \
 	wait
 	tail -n 2 $(WEIGHTS_RUNS).freeform_ext.log $(WEIGHTS_RUNS).center.log
 
