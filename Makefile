@@ -206,19 +206,19 @@ bench-peak: ## The peak search and fp32/bf16 fractions of l2_0999's steps on eve
 		trainer.precision=32-true bench.bf16=true bench.out_json=experiments/perf/peak/l2_0999_fp32.json \
 		hydra.run.dir=$${TMPDIR:-/tmp}/ctx_peak_fp32 $(ARGS) 2>&1 | tee experiments/perf/peak/l2_0999_fp32.txt
 
-# Shipped weights (issue 27): two recorded trainings of 2 hours each on 2 CPU cores (side by side, one thread
-# each: OMP_NUM_THREADS=1, passive waits), then their generators as float16 safetensors + JSON in
-# ctx_inpaint/inference/pretrained/ (what Inpainter.load and `inpaint -c NAME` load). Resume an interrupted pair
+# Shipped weights (issue 27): two recorded trainings on 2 CPU cores (below), then their generators as float16
+# safetensors + JSON in ctx_inpaint/inference/pretrained/ (what Inpainter.load and `inpaint -c NAME` load). Resume an interrupted pair
 # with ARGS=ckpt_path=last: the cosine lr follows the Timer, whose elapsed time travels in last.ckpt.
 WEIGHTS_RUNS ?= logs/runs/ship
-# Budgets (trainer.max_time, DD:HH:MM:SS) and the first run's threads: the recipe's 2 h + 1 h beside 1 h, or a
-# shorter schedule that fits one sitting (the free-form run alone on both cores first, then the pair on one each).
-SHIP_FREEFORM_TIME ?= 00:02:00:00
-SHIP_FREEFORM_THREADS ?= 1
-SHIP_EXT_TIME ?= 00:03:00:00
-SHIP_CENTER_TIME ?= 00:01:00:00
+# Budgets (trainer.max_time, DD:HH:MM:SS) and the first run's threads: the free-form run alone on both cores for 1 h,
+# then its extension to 1 h 50 beside the centre fine-tune (50 min), one thread each: 1 h 50 of wall time, one
+# sitting (the machine may not outlive a longer one). Longer budgets: e.g. SHIP_FREEFORM_TIME=00:02:00:00.
+SHIP_FREEFORM_TIME ?= 00:01:00:00
+SHIP_FREEFORM_THREADS ?= 2
+SHIP_EXT_TIME ?= 00:01:50:00
+SHIP_CENTER_TIME ?= 00:00:50:00
 SHIP_WAIT = $(if $(filter 1,$(SHIP_FREEFORM_THREADS)),OMP_WAIT_POLICY=PASSIVE,CTX_INPAINT_THREAD_POLICY=spin)
-weights-train: ## Train the shipped models into WEIGHTS_RUNS: ship_freeform (SHIP_FREEFORM_TIME, 2 h), then its extension (to SHIP_EXT_TIME, 3 h) beside ship_center fine-tuned from it (SHIP_CENTER_TIME, 1 h), one thread each; ARGS=ckpt_path=last resumes
+weights-train: ## Train the shipped models into WEIGHTS_RUNS: ship_freeform (SHIP_FREEFORM_TIME, 1 h on 2 threads), then its extension (to SHIP_EXT_TIME, 1 h 50) beside ship_center fine-tuned from it (SHIP_CENTER_TIME, 50 min), one thread each; ARGS=ckpt_path=last resumes
 	mkdir -p $(WEIGHTS_RUNS)
 	OMP_NUM_THREADS=$(SHIP_FREEFORM_THREADS) $(SHIP_WAIT) $(PY) -m ctx_inpaint.train +experiment=ship_freeform hydra.run.dir=$(WEIGHTS_RUNS)/freeform trainer.max_time=$(SHIP_FREEFORM_TIME) $(ARGS) > $(WEIGHTS_RUNS).freeform.log 2>&1
 	test -f $(WEIGHTS_RUNS)/center_init.ckpt || cp $(WEIGHTS_RUNS)/freeform/checkpoints/last.ckpt $(WEIGHTS_RUNS)/center_init.ckpt
