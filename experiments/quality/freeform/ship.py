@@ -108,8 +108,10 @@ def data_record(cfg: dict[str, Any]) -> dict[str, Any]:
 
 
 def commands(run: Path, attempts: int) -> list[str]:
-    """The training command lines: the first attempt's, then the resumes' (``ckpt_path=last``) when the run was
-    resumed. overrides.yaml holds the last launch's overrides; hydra.yaml its hydra overrides (the run dir)."""
+    """The training command line of the run's last launch, with ``ckpt_path=last`` when it resumed. The run folder
+    keeps only the last launch's overrides (overrides.yaml; hydra.yaml holds the run dir), so for a run launched
+    more than once the line is marked as the last of them: earlier launches may have had other budgets or
+    threads (``make weights-train`` says which), and are not written as if they were known."""
     folder = RunFolder(run)
     overrides = [str(o) for o in yaml.safe_load(folder.overrides.read_text()) or []]
     hydra_file = folder.hydra / "hydra.yaml"
@@ -119,9 +121,12 @@ def commands(run: Path, attempts: int) -> list[str]:
         hydra_overrides = [str(o) for o in recorded.get("hydra") or [] if str(o).startswith("hydra.run.dir=")]
     base = [o for o in overrides if not o.startswith(RESUME)] + hydra_overrides
     resume = [o for o in overrides if o.startswith(RESUME)]
-    line = "python -m ctx_inpaint.train " + " ".join(base)
-    if attempts > 1 and resume:
-        return [line, f"{line} {' '.join(resume)}"]
+    line = " ".join(["python -m ctx_inpaint.train", *base, *resume])
+    if attempts > 1:
+        return [
+            f"# launch {attempts} of {attempts} (the run folder keeps the last launch's overrides only)",
+            line,
+        ]
     return [line]
 
 
@@ -208,16 +213,16 @@ def main() -> None:
         extra = {
             "name": name,
             "experiment": EXPERIMENTS[name],
-            "training_command": lines[0],
+            "training_command": lines[-1],
             "training_commands": lines,
             "made_by": f"make weights-train WEIGHTS_RUNS={args.runs}"
-            + (" (resumed with ARGS=ckpt_path=last)" if len(lines) > 1 else "")
+            + (f" ({status.get('attempts')} launches of this run)" if len(lines) > 1 else "")
             + f", then make weights WEIGHTS_RUNS={args.runs}"
             + "".join(f" ARGS='--only {n}'" for n in args.only or ()),
             "run_status": status,
             "data": data,
             "data_attribution": data["attribution"],
-            "machine": machine_line(machine),
+            "machine": machine_line(machine) + (" (the last launch's)" if len(lines) > 1 else ""),
             "training_config": training_config(cfg),
         }
         path, json_path = export(
