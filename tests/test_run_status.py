@@ -154,3 +154,71 @@ def test_a_damaged_record_does_not_stop_the_resume(tmp_path: Path, damaged: dict
     last = record(tmp_path)
     assert last["wall_time_s"] == 1.5 and last["attempts"] == 2 and last["status"] == "finished"
     assert isinstance(last["started_at"], str) and last["started_at"].startswith("2027-")
+
+
+def test_each_launch_is_recorded_with_its_overrides_and_machine(tmp_path: Path) -> None:
+    """A run trained 1 h on two threads, then resumed with another budget: run_status.json keeps both launches'
+    overrides (overrides.yaml keeps only the last), each with its start and machine."""
+    clock = Clock(1_800_000_000.0)
+    first_args = ["+experiment=ship_freeform", "trainer.max_time=00:01:00:00"]
+    status, trainer = RunStatus(clock, overrides=lambda: first_args), FakeTrainer(tmp_path)
+    status.on_fit_start(trainer, None)
+    clock.now += 60.0
+    status.on_fit_end(trainer, None)
+    second_args = ["+experiment=ship_freeform", "trainer.max_time=00:01:50:00", "ckpt_path=last"]
+    clock.now += 10.0
+    resumed = RunStatus(clock, overrides=lambda: second_args)
+    resumed.on_fit_start(trainer := FakeTrainer(tmp_path, ckpt_path="last"), None)
+    resumed.on_fit_end(trainer, None)
+    launches = record(tmp_path)["launches"]
+    assert [entry["attempt"] for entry in launches] == [1, 2]
+    assert launches[0]["overrides"] == first_args and launches[1]["overrides"] == second_args
+    assert launches[1]["started_at"] > launches[0]["started_at"]
+    assert all(isinstance(entry["machine"], dict) for entry in launches)
+
+
+def test_outside_a_hydra_run_a_launch_has_no_overrides(tmp_path: Path) -> None:
+    """No Hydra run (a test, a notebook): the launch is recorded, its overrides as unknown (None), not as []."""
+    status, trainer = RunStatus(Clock(1_800_000_000.0)), FakeTrainer(tmp_path)
+    status.on_fit_start(trainer, None)
+    assert record(tmp_path)["launches"][0]["overrides"] is None
+
+
+def _ship_tool() -> Any:
+    """experiments/quality/freeform/ship.py (make weights), a repository tool outside the package."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "experiments" / "quality" / "freeform" / "ship.py"
+    spec = importlib.util.spec_from_file_location("ship_tool", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _run_folder(root: Path, last_overrides: list[str]) -> None:
+    (root / ".hydra").mkdir(parents=True)
+    (root / ".hydra" / "overrides.yaml").write_text(json.dumps(last_overrides))
+    (root / ".hydra" / "hydra.yaml").write_text(
+        json.dumps({"hydra": {"overrides": {"hydra": [f"hydra.run.dir={root}"]}}})
+    )
+
+
+def test_the_weights_card_gives_each_launch_its_own_command(tmp_path: Path) -> None:
+    """make weights writes one command per launch from run_status.json's launches, each with its own budget;
+    without them (older runs) only the last launch's line, marked as such, never as the first one's."""
+    ship = _ship_tool()
+    first = ["+experiment=ship_freeform", "trainer.max_time=00:01:00:00"]
+    last = ["+experiment=ship_freeform", "trainer.max_time=00:01:50:00", "ckpt_path=last"]
+    _run_folder(tmp_path, last)
+    launches = [
+        {"attempt": 1, "overrides": first, "machine": {"torch_threads": 2}},
+        {"attempt": 2, "overrides": last, "machine": {"torch_threads": 1}},
+    ]
+    lines = ship.commands(tmp_path, {"attempts": 2, "launches": launches})
+    assert lines == [
+        f"python -m ctx_inpaint.train {' '.join(first)} hydra.run.dir={tmp_path}",
+        f"python -m ctx_inpaint.train {' '.join(last)} hydra.run.dir={tmp_path}",
+    ]
+    assert ship.threads_per_launch({"launches": launches}) == "; torch threads by launch: 2, 1"
+    older = ship.commands(tmp_path, {"attempts": 2})
+    assert older[0].startswith("# launch 2 of 2") and "00:01:50:00" in older[1] and len(older) == 2

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
+from hydra.core.hydra_config import HydraConfig
 from pytorch_lightning.callbacks import Callback, ModelCheckpoint, Timer
 from pytorch_lightning.loggers import CSVLogger, WandbLogger
 from pytorch_lightning.utilities.exceptions import SIGTERMException
@@ -64,13 +65,23 @@ class RunStatus(Callback):
 
     FILENAME = run_folder.STATUS
 
-    def __init__(self, clock: Callable[[], float] = time.time) -> None:
-        # Injectable so tests check the wall-time arithmetic on a fake clock, whatever the machine's speed.
+    def __init__(
+        self,
+        clock: Callable[[], float] = time.time,
+        overrides: Callable[[], list[str] | None] | None = None,
+    ) -> None:
+        # Injectable so tests check the wall-time arithmetic on a fake clock, whatever the machine's speed, and
+        # each launch's overrides without a Hydra run.
         self.clock = clock
+        self.overrides = overrides or hydra_task_overrides
         self._start: float | None = None
         self._started_at: str | None = None
         self._earlier_s = 0.0  # wall time of the attempts before this resume
         self._attempt = 1
+        # One entry per launch of this run (the first and each resume): when, with which overrides, on what.
+        # overrides.yaml keeps only the last launch's, so a run resumed with another budget or thread count
+        # would otherwise lose how its earlier part was trained.
+        self._launches: list[dict[str, object]] = []
 
     def _write(self, trainer: pl.Trainer, status: str, **extra: object) -> None:
         if not trainer.is_global_zero:
@@ -87,6 +98,7 @@ class RunStatus(Callback):
             "max_epochs": trainer.max_epochs,
             "global_step": int(trainer.global_step),
             "machine": _machine(trainer),
+            "launches": self._launches,
             **extra,
         }
         text = json.dumps(record, indent=2).encode()
@@ -98,6 +110,15 @@ class RunStatus(Callback):
         self._started_at = datetime.fromtimestamp(self._start, timezone.utc).isoformat(timespec="seconds")
         if trainer.ckpt_path is not None:
             self._continue_record(Path(trainer.default_root_dir) / self.FILENAME)
+        launch_start = datetime.fromtimestamp(self._start, timezone.utc).isoformat(timespec="seconds")
+        self._launches.append(
+            {
+                "attempt": self._attempt,
+                "started_at": launch_start,
+                "overrides": self.overrides(),
+                "machine": _machine(trainer),
+            }
+        )
         self._write(trainer, "running")
 
     def _continue_record(self, path: Path) -> None:
@@ -123,6 +144,9 @@ class RunStatus(Callback):
             self._attempt = attempts + 1
         else:
             self._attempt = 2  # a record exists, so this is at least the second attempt
+        launches = earlier.get("launches")
+        if isinstance(launches, list):
+            self._launches = [entry for entry in launches if isinstance(entry, dict)]
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._write(trainer, "running")
@@ -146,6 +170,14 @@ class RunStatus(Callback):
             self._write(trainer, status, error=f"{type(exception).__name__}: {exception}"[:500])
         except OSError:
             pass  # a full or read-only disk: the exception being handled says so; it must not be replaced
+
+
+def hydra_task_overrides() -> list[str] | None:
+    """The command line's overrides of this launch (``+experiment=...``, ``ckpt_path=last``), or None outside a
+    Hydra run (a test, a notebook)."""
+    if not HydraConfig.initialized():
+        return None
+    return [str(o) for o in HydraConfig.get().overrides.task]
 
 
 def _machine(trainer: pl.Trainer) -> dict[str, object]:

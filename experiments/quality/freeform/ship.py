@@ -107,18 +107,29 @@ def data_record(cfg: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def commands(run: Path, attempts: int) -> list[str]:
-    """The training command line of the run's last launch, with ``ckpt_path=last`` when it resumed. The run folder
-    keeps only the last launch's overrides (overrides.yaml; hydra.yaml holds the run dir), so for a run launched
-    more than once the line is marked as the last of them: earlier launches may have had other budgets or
-    threads (``make weights-train`` says which), and are not written as if they were known."""
+def commands(run: Path, status: dict[str, Any]) -> list[str]:
+    """The training command line of each launch of the run: from run_status.json's ``launches`` (each launch's
+    overrides, recorded since 2026-12-06), else from overrides.yaml, which keeps only the last launch's: for a run
+    launched more than once that line is marked as the last of them (earlier launches may have had other budgets
+    or threads), not written as if the earlier ones were known. hydra.yaml holds the run dir."""
     folder = RunFolder(run)
-    overrides = [str(o) for o in yaml.safe_load(folder.overrides.read_text()) or []]
     hydra_file = folder.hydra / "hydra.yaml"
     hydra_overrides: list[str] = []
     if hydra_file.is_file():
         recorded = ((yaml.safe_load(hydra_file.read_text()) or {}).get("hydra") or {}).get("overrides") or {}
         hydra_overrides = [str(o) for o in recorded.get("hydra") or [] if str(o).startswith("hydra.run.dir=")]
+    attempts = int(status.get("attempts") or 1)
+    launches = status.get("launches")
+    if (
+        isinstance(launches, list)
+        and len(launches) == attempts
+        and all(isinstance(e, dict) and isinstance(e.get("overrides"), list) for e in launches)
+    ):
+        return [
+            " ".join(["python -m ctx_inpaint.train", *map(str, e["overrides"]), *hydra_overrides])
+            for e in launches
+        ]
+    overrides = [str(o) for o in yaml.safe_load(folder.overrides.read_text()) or []]
     base = [o for o in overrides if not o.startswith(RESUME)] + hydra_overrides
     resume = [o for o in overrides if o.startswith(RESUME)]
     line = " ".join(["python -m ctx_inpaint.train", *base, *resume])
@@ -128,6 +139,17 @@ def commands(run: Path, attempts: int) -> list[str]:
             line,
         ]
     return [line]
+
+
+def threads_per_launch(status: dict[str, Any]) -> str:
+    """``; torch threads by launch: 2, 1`` for a run whose launches had different thread counts, else ''."""
+    launches = status.get("launches")
+    if not isinstance(launches, list) or len(launches) < 2:
+        return ""
+    threads = [
+        (e.get("machine") or {}).get("torch_threads") if isinstance(e, dict) else None for e in launches
+    ]
+    return "; torch threads by launch: " + ", ".join(str(t) for t in threads) if len(set(threads)) > 1 else ""
 
 
 def training_config(cfg: dict[str, Any]) -> dict[str, Any]:
@@ -208,12 +230,12 @@ def main() -> None:
         status = json.loads(folder.status.read_text())
         cfg = yaml.safe_load(folder.config.read_text()) or {}
         data = data_record(cfg)
-        lines = commands(run, int(status.get("attempts") or 1))
+        lines = commands(run, status)
         machine = status.get("machine") or {}
         extra = {
             "name": name,
             "experiment": EXPERIMENTS[name],
-            "training_command": lines[-1],
+            "training_command": lines[-1] if lines[0].startswith("#") else lines[0],
             "training_commands": lines,
             "made_by": f"make weights-train WEIGHTS_RUNS={args.runs}"
             + (f" ({status.get('attempts')} launches of this run)" if len(lines) > 1 else "")
@@ -222,7 +244,9 @@ def main() -> None:
             "run_status": status,
             "data": data,
             "data_attribution": data["attribution"],
-            "machine": machine_line(machine) + (" (the last launch's)" if len(lines) > 1 else ""),
+            "machine": machine_line(machine)
+            + (" (the last launch's)" if int(status.get("attempts") or 1) > 1 else "")
+            + threads_per_launch(status),
             "training_config": training_config(cfg),
         }
         path, json_path = export(
