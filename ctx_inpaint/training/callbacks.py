@@ -107,10 +107,10 @@ class RunStatus(Callback):
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._start = self.clock()
-        self._started_at = datetime.fromtimestamp(self._start, timezone.utc).isoformat(timespec="seconds")
+        launch_start = datetime.fromtimestamp(self._start, timezone.utc).isoformat(timespec="seconds")
+        self._started_at = launch_start  # the run's start, unless a resumed record has an earlier one
         if trainer.ckpt_path is not None:
             self._continue_record(Path(trainer.default_root_dir) / self.FILENAME)
-        launch_start = datetime.fromtimestamp(self._start, timezone.utc).isoformat(timespec="seconds")
         self._launches.append(
             {
                 "attempt": self._attempt,
