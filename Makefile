@@ -227,6 +227,19 @@ weights-train: ## Train the shipped models into WEIGHTS_RUNS: ship_freeform (SHI
 	wait
 	tail -n 2 $(WEIGHTS_RUNS).freeform_ext.log $(WEIGHTS_RUNS).center.log
 
+# The free-form model's last stage (after weights-train): ship_freeform's weights fine-tuned with a fifth of the holes
+# the centre one (ship_freeform_tune), SHIP_TUNE_TIME on SHIP_TUNE_THREADS threads. SHIP_TUNE_INIT may name a
+# .safetensors export or a shipped model instead (its generator; the discriminator starts anew).
+SHIP_TUNE_TIME ?= 00:01:30:00
+SHIP_TUNE_THREADS ?= 2
+SHIP_TUNE_INIT ?= $(WEIGHTS_RUNS)/freeform/checkpoints/last.ckpt
+weights-tune: ## Fine-tune the free-form run (SHIP_TUNE_INIT) into WEIGHTS_RUNS/freeform_tune: ship_freeform_tune, SHIP_TUNE_TIME (1 h 30) on SHIP_TUNE_THREADS (2); ARGS=ckpt_path=last resumes
+	mkdir -p $(WEIGHTS_RUNS)
+	OMP_NUM_THREADS=$(SHIP_TUNE_THREADS) $(if $(filter 1,$(SHIP_TUNE_THREADS)),OMP_WAIT_POLICY=PASSIVE,CTX_INPAINT_THREAD_POLICY=spin) \
+		$(PY) -m ctx_inpaint.train +experiment=ship_freeform_tune hydra.run.dir=$(WEIGHTS_RUNS)/freeform_tune \
+		init_from=$(SHIP_TUNE_INIT) trainer.max_time=$(SHIP_TUNE_TIME) $(ARGS) > $(WEIGHTS_RUNS).freeform_tune.log 2>&1
+	tail -n 2 $(WEIGHTS_RUNS).freeform_tune.log
+
 weights: ## Export WEIGHTS_RUNS' last checkpoints to ctx_inpaint/inference/pretrained/ (float16 safetensors + JSON, float16 cost measured; run records in experiments/quality/shipped/runs/); ARGS="--only freeform"
 	$(PY) experiments/quality/freeform/ship.py --runs $(WEIGHTS_RUNS) $(ARGS)
 

@@ -323,3 +323,23 @@ def test_campus_cpu_is_l2_0999_with_the_cpu_training_recipe_only(tmp_path: Path)
     assert instantiate(cfg.callbacks.budget_cosine).min_lr_fraction == 0.0
     metrics = train(cfg)
     assert math.isfinite(metrics["val/ssim"])
+
+
+def test_ship_freeform_tune_is_ship_freeform_with_centre_holes_at_a_quarter_of_the_lr() -> None:
+    """Issue 27's last free-form stage changes what its file documents and nothing else: the networks stay
+    ship_freeform's (init_from can load them), a fifth of the holes become the centre one, the lr is a quarter of its peak."""
+    base, tune = _resolved("ship_freeform"), _resolved("ship_freeform_tune")
+    changed = {k for k in base.keys() | tune.keys() if base.get(k, "<missing>") != tune.get(k, "<missing>")}
+    changed = {k for k in changed if not k.startswith(("logger.", "paths.", "hydra."))}
+    assert changed == {
+        "name", "tags", "init_from", "masks.center_probability", "optim.generator.lr",
+        "optim.discriminator.lr", "trainer.max_time",
+    }  # fmt: skip
+    assert tune["init_from"] == "logs/runs/ship/freeform/checkpoints/last.ckpt"
+    assert (
+        tune["masks.center_probability"] == 0.2
+        and tune["optim.generator.lr"] == base["optim.generator.lr"] / 4
+    )
+    makefile = (REPO / "Makefile").read_text()
+    assert "SHIP_TUNE_INIT ?= $(WEIGHTS_RUNS)/freeform/checkpoints/last.ckpt" in makefile
+    assert f"SHIP_TUNE_TIME ?= {tune['trainer.max_time']}" in makefile

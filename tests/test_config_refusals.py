@@ -74,6 +74,14 @@ REFUSED = {
     "free-form coverage of 0": (["masks.min_coverage=0"], ["masks.min_coverage", "(0, 1]"]),
     "free-form coverage above 1": (["masks.max_coverage=1.5"], ["masks.max_coverage", "1.5"]),
     "negative workers": (["data.num_workers=-1"], ["data.num_workers", "-1", ">= 0"]),
+    # Lightning's Timer refused these only once the run folder held its records
+    "budget not DD:HH:MM:SS": (["trainer.max_time=abc"], ["trainer.max_time", "'abc'", "DD:HH:MM:SS"]),
+    "budget of three fields": (["trainer.max_time=00:01:30"], ["trainer.max_time", "'00:01:30'", "1 h 30"]),
+    "budget mapping of unknown units": (
+        ["trainer.max_time={hour: 1}"],
+        ["trainer.max_time", "hour", "mapping"],
+    ),
+    "centre share above 1": (["masks.center_probability=1.5"], ["masks.center_probability", "1.5", "[0, 1]"]),
 }
 
 
@@ -98,6 +106,8 @@ def test_a_config_training_would_crash_on_is_refused_in_one_line(name: str, tmp_
         ["masks.min_coverage=0.95", "masks.max_coverage=1.0"],  # high but reachable
         ["masks=random_region"],
         ["masks=random_patches", "masks.min_size=4", "masks.max_size=12"],
+        ["trainer.max_time=00:01:30:00", "masks.center_probability=1"],
+        ["trainer.max_time={hours: 1, minutes: 30}"],
     ],
 )
 def test_workable_settings_still_pass(overrides: list[str], tmp_path: Path) -> None:
@@ -159,6 +169,7 @@ def one_error_line(proc: subprocess.CompletedProcess) -> str:
     [
         (["data.val_batch_size=-1"], "data.val_batch_size: got -1"),
         (["masks.min_coverage=0.0001", "masks.max_coverage=0.0002"], "masks.min_coverage: got 0.0001"),
+        (["trainer.max_time=abc"], "trainer.max_time: got 'abc'; expected DD:HH:MM:SS"),
     ],
 )
 def test_train_refuses_them_before_writing_any_record(

@@ -872,3 +872,51 @@ def test_init_from_starts_a_new_run_from_another_runs_weights(tmp_path: Path, ti
     )  # fmt: skip
     train(resumed)
     assert json.loads((tmp_path / "tuned" / "run_status.json").read_text())["attempts"] == 2
+
+
+def test_init_from_a_safetensors_export_or_shipped_name_loads_its_generator_only(
+    tmp_path: Path, tiny_cfg
+) -> None:
+    """Issue 27's last stage starts from the shipped free-form weights: init_from takes a .safetensors export or a
+    shipped model's name; the generator is the export's, the discriminator (not exported) starts anew."""
+    from hydra.utils import instantiate
+
+    from ctx_inpaint.config.build import build_module
+    from ctx_inpaint.inference.export import export
+    from ctx_inpaint.training.checkpointing import ResumeMismatchError, check_init_from
+
+    source = tiny_cfg("+experiment=l2_0999")
+    train(source)
+    ckpt = Path(source.paths.output_dir) / "checkpoints" / "last.ckpt"
+    stored = torch.load(ckpt, map_location="cpu", weights_only=True)["state_dict"]
+    weights = tmp_path / "exported.safetensors"
+    export(str(ckpt), weights, "safetensors", dtype="float32")
+
+    def cfg_in(name: str, *overrides: str):
+        return compose_config(["+experiment=l2_0999", *overrides, *TINY], tmp_path / name)
+
+    tuned = cfg_in("tuned", f"init_from={weights}", "masks.overlap=4", "trainer.max_epochs=1")
+    module = build_module(tuned, instantiate(tuned.masks))
+    fresh = {k: v.clone() for k, v in module.discriminator.state_dict().items()}
+    init = check_init_from(tuned)
+    assert init.generator_only and init.path == weights
+    init.load_into(module)
+    state = module.state_dict()
+    generator = [n for n in state if n.startswith("generator.")]
+    assert generator and all(torch.equal(state[n], stored[n]) for n in generator)
+    assert all(torch.equal(v, fresh[k]) for k, v in module.discriminator.state_dict().items())
+    assert not torch.equal(state["discriminator.net.0.weight"], stored["discriminator.net.0.weight"])
+    train(tuned)
+    assert f"init_from: {weights}" in (tmp_path / "tuned" / "config_resolved.yaml").read_text()
+
+    # A name that is no shipped model, or a shipped model of other networks: one line, before any record.
+    with pytest.raises(
+        ResumeMismatchError, match=r"^init_from: nope: neither a shipped model \(freeform, center\)"
+    ):
+        train(cfg_in("nope", "init_from=nope"))
+    with pytest.raises(
+        ResumeMismatchError,
+        match=r"^init_from: \S+/freeform.safetensors's data.input_size is 128, the new config has 32; ",
+    ):
+        train(cfg_in("shipped", "init_from=freeform"))
+    assert not any((tmp_path / "nope").rglob("*.csv")) and not any((tmp_path / "shipped").rglob("*.csv"))

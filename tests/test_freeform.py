@@ -48,6 +48,30 @@ def test_freeform_presets_differ_in_stroke_width() -> None:
     assert ratios["thin"] > 1.5 * ratios["medium"] > 1.5 * ratios["thick"]
 
 
+def test_freeform_mixes_in_the_centre_hole_at_its_share() -> None:
+    """``center_probability`` (issue 27: one free-form model for the centre hole too): that share of the samples
+    is the paper's inner 56x56 of 128 (CenterMask's hidden square), the rest strokes; at 0 the draws are exactly
+    those of a generator without the option (the evaluation's mask sets keep their fingerprints)."""
+    from ctx_inpaint.masks.generators import CenterMask
+
+    centre = CenterMask(128).sample()
+    assert centre.sum() == 56 * 56
+    always = FreeForm(128, center_probability=1.0)
+    assert all(torch.equal(always.sample(torch.Generator().manual_seed(s)), centre) for s in range(5))
+    plain, off = FreeForm(128), FreeForm(128, center_probability=0.0)
+    for seed in range(5):
+        a = plain.sample(torch.Generator().manual_seed(seed))
+        assert torch.equal(a, off.sample(torch.Generator().manual_seed(seed))) and not torch.equal(a, centre)
+    mixed = FreeForm(128, center_probability=0.3)
+    rng = torch.Generator().manual_seed(0)
+    share = np.mean([torch.equal(mixed.sample(rng), centre) for _ in range(200)])
+    assert 0.2 < share < 0.4  # seeded draws; 60 expected of 200
+    with pytest.raises(
+        ConfigError, match=r"^masks.center_probability: got 1.5; expected a value in \[0, 1\]$"
+    ):
+        FreeForm(128, center_probability=1.5)
+
+
 @pytest.mark.parametrize(
     "kwargs, key",
     [

@@ -184,15 +184,20 @@ def test_outside_a_hydra_run_a_launch_has_no_overrides(tmp_path: Path) -> None:
     assert record(tmp_path)["launches"][0]["overrides"] is None
 
 
-def _ship_tool() -> Any:
-    """experiments/quality/freeform/ship.py (make weights), a repository tool outside the package."""
+def _repo_tool(*parts: str) -> Any:
+    """A repository tool outside the package (experiments/...), loaded from its file."""
     import importlib.util
 
-    path = Path(__file__).resolve().parents[1] / "experiments" / "quality" / "freeform" / "ship.py"
-    spec = importlib.util.spec_from_file_location("ship_tool", path)
+    path = Path(__file__).resolve().parents[1].joinpath(*parts)
+    spec = importlib.util.spec_from_file_location(f"tool_{path.stem}", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def _ship_tool() -> Any:
+    """experiments/quality/freeform/ship.py (make weights)."""
+    return _repo_tool("experiments", "quality", "freeform", "ship.py")
 
 
 def _run_folder(root: Path, last_overrides: list[str]) -> None:
@@ -222,3 +227,166 @@ def test_the_weights_card_gives_each_launch_its_own_command(tmp_path: Path) -> N
     assert ship.threads_per_launch({"launches": launches}) == "; torch threads by launch: 2, 1"
     older = ship.commands(tmp_path, {"attempts": 2})
     assert older[0].startswith("# launch 2 of 2") and "00:01:50:00" in older[1] and len(older) == 2
+
+
+def test_starts_from_summarises_an_earlier_export_and_says_when_it_is_gone(tmp_path: Path) -> None:
+    """make weights records the stage a fine-tune started from: a .safetensors export from its JSON (what it is,
+    how far and how long it trained, its commands), a path gone since as such, nothing without init_from."""
+    import hashlib
+
+    ship = _ship_tool()
+    weights = tmp_path / "init" / "freeform.safetensors"
+    weights.parent.mkdir()
+    weights.write_bytes(b"not really tensors")
+    sha = hashlib.sha256(b"not really tensors").hexdigest()
+    earlier = {
+        "sha256": sha,
+        "experiment": "ship_freeform",
+        "trained": {"epoch": 96, "global_step": 15330, "train_seconds": 6601.1, "other": 1},
+        "training_commands": ["python -m ctx_inpaint.train +experiment=ship_freeform"],
+        "made_by": "make weights-train WEIGHTS_RUNS=X, then make weights WEIGHTS_RUNS=X",
+        "machine": "AMD EPYC (2 CPUs)",
+        "training_config": {"trainer": {"precision": "bf16-mixed"}},
+        "run_status": {
+            "started_at": "2026-12-06T19:47:49",
+            "updated_at": "2026-12-06T21:38:03",
+            "wall_time_s": 6601.5,
+        },
+    }
+    weights.with_suffix(".json").write_text(json.dumps(earlier))
+    record = ship.starts_from(str(weights), "ship_freeform_tune")
+    assert record == {
+        "init_from": str(weights),
+        "kind": "safetensors export",
+        "sha256": sha,
+        "experiment": "ship_freeform",
+        "trained": {"epoch": 96, "global_step": 15330, "train_seconds": 6601.1},
+        "training_commands": ["python -m ctx_inpaint.train +experiment=ship_freeform"],
+        "made_by": "make weights-train WEIGHTS_RUNS=X, then make weights WEIGHTS_RUNS=X",
+        "machine": "AMD EPYC (2 CPUs)",
+        "precision": "bf16-mixed",
+        "started_at": "2026-12-06T19:47:49",
+        "updated_at": "2026-12-06T21:38:03",
+        "wall_time_s": 6601.5,
+    }
+    # a file that is not the one its JSON describes is said to be so
+    weights.write_bytes(b"other bytes")
+    assert "differs from its JSON's" in ship.starts_from(str(weights))["note"]
+    # a JSON that cannot be read: the file itself, hashed
+    weights.with_suffix(".json").write_text("{not json")
+    broken = ship.starts_from(str(weights))
+    assert broken["sha256"] == hashlib.sha256(b"other bytes").hexdigest()
+    assert broken["note"] == "no readable JSON beside it"
+    gone = str(tmp_path / "gone" / "last.ckpt")
+    assert ship.starts_from(gone) == {"init_from": gone, "note": "not found when exported"}
+    assert ship.starts_from(None) is None
+
+
+def test_starts_from_a_checkpoint_reads_its_run_record(tmp_path: Path) -> None:
+    """A training checkpoint init: its size and sha256, and its run's run_status.json, experiment and commands;
+    made_by names the make targets of each stage."""
+    import hashlib
+
+    ship = _ship_tool()
+    run = tmp_path / "freeform"
+    _run_folder(run, ["+experiment=ship_freeform", "trainer.max_time=00:01:50:00"])
+    (run / ".hydra" / "config.yaml").write_text("name: ship_freeform\ntrainer:\n  precision: auto\n")
+    (run / "config_resolved.yaml").write_text("trainer:\n  precision: 32-true\n")
+    status = {"status": "finished", "global_step": 15330, "wall_time_s": 6601.5, "attempts": 1}
+    status |= {"started_at": "a", "updated_at": "b", "machine": {"cpu": "AMD EPYC", "torch_threads": 2}}
+    (run / "run_status.json").write_text(json.dumps(status))
+    ckpt = run / "checkpoints" / "last.ckpt"
+    ckpt.parent.mkdir()
+    ckpt.write_bytes(b"a checkpoint, unreadable as one")
+    record = ship.starts_from(str(ckpt))
+    assert (
+        record["kind"] == "training checkpoint" and "trained" not in record
+    )  # unreadable: no steps invented
+    assert record["size_bytes"] == len(b"a checkpoint, unreadable as one")
+    assert record["sha256"] == hashlib.sha256(b"a checkpoint, unreadable as one").hexdigest()
+    assert (record["experiment"], record["global_step"], record["wall_time_s"]) == (
+        "ship_freeform",
+        15330,
+        6601.5,
+    )
+    assert (record["started_at"], record["updated_at"], record["attempts"]) == ("a", "b", 1)
+    assert record["precision"] == "32-true" and record["machine"].startswith("AMD EPYC")
+    assert record["training_commands"] == [
+        f"python -m ctx_inpaint.train +experiment=ship_freeform trainer.max_time=00:01:50:00 hydra.run.dir={run}"
+    ]
+    assert ship.made_by("freeform", str(tmp_path), 1, 1, str(ckpt), []) == (
+        f"make weights-train WEIGHTS_RUNS={tmp_path}, then make weights-tune WEIGHTS_RUNS={tmp_path}, then "
+        f"make weights WEIGHTS_RUNS={tmp_path}"
+    )
+    assert ship.made_by("freeform", str(tmp_path), 1, 1, "/elsewhere/f.safetensors", ["freeform"]) == (
+        f"make weights-tune WEIGHTS_RUNS={tmp_path} SHIP_TUNE_INIT=/elsewhere/f.safetensors, then "
+        f"make weights WEIGHTS_RUNS={tmp_path} ARGS='--only freeform'"
+    )
+    assert ship.SHIPPED["freeform"] == ("freeform_tune", "ship_freeform_tune")
+    assert ship.SHIPPED["center"] == ("center", "ship_center")
+
+
+def _model_cards_tool() -> Any:
+    """experiments/quality/shipped/model_cards.py (make model-cards)."""
+    return _repo_tool("experiments", "quality", "shipped", "model_cards.py")
+
+
+def test_the_model_card_says_where_a_fine_tune_starts_from() -> None:
+    """The Training section names the earlier stage, its commands and the total training time; the holes of a
+    FreeForm with a centre share say so; a record without either renders as before."""
+    cards = _model_cards_tool()
+    meta: dict[str, Any] = {
+        "trained": {"epoch": 50, "global_step": 8000, "train_seconds": 5400.0},
+        "run_status": {"global_step": 8000, "attempts": 1, "status": "finished"},
+        "training_commands": ["python -m ctx_inpaint.train +experiment=ship_freeform_tune"],
+        "made_by": "make weights-tune",
+    }
+    plain = cards.training_lines(meta)
+    assert not any("Starts from" in line for line in plain)
+    meta["starts_from"] = {
+        "init_from": "/work/ship/init/freeform.safetensors",
+        "kind": "safetensors export",
+        "sha256": "97fc59fc2015e3b2edc6edf03d9cdb90",
+        "experiment": "ship_freeform",
+        "trained": {"global_step": 15330, "train_seconds": 6600.0},
+        "training_commands": ["python -m ctx_inpaint.train +experiment=ship_freeform"],
+    }
+    lines = cards.training_lines(meta)
+    start = next(i for i, line in enumerate(lines) if line.startswith("- **Starts from**"))
+    head = lines[start]
+    assert lines[start - 1].startswith("- **Time**: 5,400 s")  # after this stage's steps and time
+    assert "`init_from=/work/ship/init/freeform.safetensors`, a safetensors export of `ship_freeform`" in head
+    assert "sha256 `97fc59fc2015e3b2`" in head and "15,330 optimizer steps" in head
+    assert "this stage's only; 12,000 s (3.33 h) of training in all" in head
+    assert lines[start + 1 : start + 5] == [
+        "",
+        "    ```bash",
+        "    python -m ctx_inpaint.train +experiment=ship_freeform",
+        "    ```",
+    ]
+    meta["starts_from"] = {"init_from": "/gone.ckpt", "note": "not found when exported"}
+    gone = next(line for line in cards.training_lines(meta) if "Starts from" in line)
+    assert gone == (
+        "- **Starts from**: `init_from=/gone.ckpt` (not found when exported). The steps and time above are this "
+        "stage's only."
+    )
+    masks = {
+        "_target_": "ctx_inpaint.masks.FreeForm",
+        "image_size": 128,
+        "min_coverage": 0.1,
+        "max_coverage": 0.4,
+    }
+    assert (
+        cards.masks_text(masks)
+        == "free-form strokes and blobs hiding 10% to 40% of the 128-px input (`FreeForm`)"
+    )
+    assert cards.purpose_text(masks) == "holes of any shape (brush strokes and blobs)"
+    masks["center_probability"] = 0.2
+    assert cards.masks_text(masks) == (
+        "free-form strokes and blobs hiding 10% to 40% of the 128-px input, and the centre 56-px hole in 20% of "
+        "the samples (`FreeForm`, `center_probability`)"
+    )
+    assert cards.purpose_text(masks).startswith(
+        "holes of any shape (brush strokes and blobs) and the centre hole"
+    )
+    assert cards.purpose_title(masks) == "free-form holes and the centre hole"

@@ -24,6 +24,8 @@ import torch
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.callbacks import Timer
+from pytorch_lightning.utilities.exceptions import MisconfigurationException
 
 from ctx_inpaint.common.machine import AUTO_PRECISION, is_precision
 from ctx_inpaint.config.build import build_module
@@ -211,6 +213,15 @@ def _check_trainer(cfg: DictConfig) -> None:
             f"trainer.precision: got {precision!r}; expected {AUTO_PRECISION} (bf16-mixed where the device has "
             "native bf16, else 32-true), 32-true, bf16-mixed, 16-mixed or another Lightning precision"
         )
+    max_time = _get(cfg, "trainer.max_time")
+    if max_time not in (_ABSENT, None):
+        try:  # Lightning's own parser, run here: its refusal came after the run folder was written
+            Timer(duration=OmegaConf.to_container(max_time) if OmegaConf.is_config(max_time) else max_time)
+        except (MisconfigurationException, ValueError, TypeError):
+            raise ConfigError(
+                f"trainer.max_time: got {max_time!r}; expected DD:HH:MM:SS (00:01:30:00 is 1 h 30), a mapping "
+                "such as {hours: 1, minutes: 30}, or null"
+            ) from None
     monitor = _get(cfg, "callbacks.model_checkpoint.monitor")
     if monitor not in (_ABSENT, None) and monitor not in MONITORABLE:
         raise ConfigError(
@@ -251,10 +262,15 @@ def _check_ckpt_path(cfg: DictConfig) -> None:
 
 def _check_init_from(cfg: DictConfig) -> None:
     path = cfg.get("init_from")
-    if path is not None and not Path(str(path)).expanduser().is_file():
+    # a bare name may be a shipped model's (freeform, center), looked up when the weights are read
+    if (
+        path is not None
+        and not Path(str(path)).expanduser().is_file()
+        and ("/" in str(path) or "." in str(path))
+    ):
         raise ConfigError(
-            f"init_from: {path} is not a file; expected a checkpoint written by ctx_inpaint.train whose weights "
-            "the new run starts from"
+            f"init_from: {path} is not a file; expected a checkpoint written by ctx_inpaint.train, a .safetensors "
+            "export or a shipped model's name, whose weights the new run starts from"
         )
 
 

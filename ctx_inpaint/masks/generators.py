@@ -267,6 +267,10 @@ class FreeForm(MaskGenerator):
     resolution; stroke widths are log-uniform in [``min_width``, ``max_width``], so thin strokes are as common
     as thick ones. The whole image is predicted, as for the released code's random masks.
 
+    ``center_probability`` mixes in the paper's centre hole (the inner 56x56 of 128, :class:`CenterMask`'s
+    hidden square at any size): a share of the samples, so one model serves both kinds of hole (0: strokes and
+    blobs only, and the draws are those of a generator without the option).
+
     ``FREEFORM_PRESETS`` holds the thin / medium / thick settings of the evaluation's mask sets (after LaMa's).
     """
 
@@ -285,6 +289,7 @@ class FreeForm(MaskGenerator):
         max_blob: float = 0.25,
         visible_weight: float = 1.0,
         fill: str = "mean",
+        center_probability: float = 0.0,
     ) -> None:
         check_range("masks.min_coverage", min_coverage, 0.0, 1.0, lo_inclusive=False)
         check_range("masks.max_coverage", max_coverage, 0.0, 1.0, lo_inclusive=False)
@@ -312,11 +317,18 @@ class FreeForm(MaskGenerator):
         self.min_blob, self.max_blob = float(min_blob), float(max_blob)
         self.visible_weight = check_range("masks.visible_weight", visible_weight, 0.0, math.inf)
         self.fill = check_fill(fill)
+        self.center_probability = check_range("masks.center_probability", center_probability, 0.0, 1.0)
+        # the paper's hole at this size: predict the centre half, hide all but a ring of 1/32 of the side
+        self._center = (
+            CenterMask(image_size, image_size // 2, max(1, image_size // 32)) if center_probability else None
+        )
 
     def sample(self, generator: torch.Generator | None = None) -> torch.Tensor:
         def uniform(lo: float = 0.0, hi: float = 1.0) -> float:
             return lo + (hi - lo) * float(torch.rand((), generator=generator))
 
+        if self._center is not None and uniform() < self.center_probability:
+            return self._center.sample()
         n = self.image_size
         for _ in range(20):
             target = uniform(self.min_coverage, self.max_coverage)

@@ -12,7 +12,8 @@
 Resume a run that was killed by repeating its command with the same run dir and ``ckpt_path=last``:
 ``python -m ctx_inpaint.train ... hydra.run.dir=RUN_DIR ckpt_path=last`` (Lightning finds the newest
 ``last.ckpt``; with none, it starts from scratch, so the same command can be requeued).
-Fine-tune with ``init_from=CKPT``: a new run starts from another run's network weights (:func:`init_weights`).
+Fine-tune with ``init_from=CKPT``: a new run starts from another run's network weights, or from a shipped model's
+or safetensors export's generator (:func:`check_init_from`).
 """
 
 from __future__ import annotations
@@ -46,6 +47,8 @@ from ctx_inpaint.common.cli import STOP
 from ctx_inpaint.common.files import atomic_write
 from ctx_inpaint.config.build import model_config
 from ctx_inpaint.config.checkpoint import CONFIG_KEY, CheckpointError, load_checkpoint
+from ctx_inpaint.errors import one_line
+from ctx_inpaint.inference.loading import load_model
 
 RNG_KEY = "ctx_inpaint_rng"
 # In a checkpoint taken by SIGTERM during validation: that epoch's validation and epoch end are still owed.
@@ -680,12 +683,13 @@ class InitWeights:
 
     path: Path
     state_dict: Mapping[str, torch.Tensor]
+    generator_only: bool = False  # a safetensors export: the discriminator starts from its initialisation
 
     def load_into(self, module: torch.nn.Module) -> None:
         for name in ("generator", "discriminator"):
             network = getattr(module, name, None)
             # no discriminator (lambda_rec 1): the same model settings, so none stored either
-            if network is None:
+            if network is None or (name == "discriminator" and self.generator_only):
                 continue
             prefix = f"{name}."
             own = {k[len(prefix) :]: v for k, v in self.state_dict.items() if k.startswith(prefix)}
@@ -693,17 +697,27 @@ class InitWeights:
 
 
 def check_init_from(cfg: DictConfig) -> InitWeights | None:
-    """``cfg.init_from``'s generator and discriminator weights for a new run (fine-tuning: the optimizer, steps
-    and timer start afresh), None when ``init_from`` is null.
+    """``cfg.init_from``'s weights for a new run (fine-tuning: the optimizer, steps and timer start afresh), None
+    when ``init_from`` is null: a training checkpoint's generator and discriminator, or the generator of a
+    shipped model (``freeform``, ``center``) or of a ``.safetensors`` export, whose discriminator was not kept.
 
     The networks must be the same (model settings and input size; the masks may differ: a centre-hole model
     fine-tuned from a free-form one); anything else is refused in one line naming what differs, before any record
     of the run is written."""
     if cfg.get("init_from") is None:
         return None
-    path = Path(str(cfg.init_from)).expanduser()
-    ckpt = load_checkpoint(path)  # weights-only; truncated or foreign files are refused here, in one line
-    stored = ckpt.get(CONFIG_KEY)
+    source = str(cfg.init_from)
+    path = Path(source).expanduser()
+    if path.suffix == ".safetensors" or not path.is_file():  # an export, or a name: a shipped model's or none
+        try:
+            loaded = load_model(source)  # its tensors checked against its own config, in one line
+        except CheckpointError as err:
+            raise ResumeMismatchError(f"init_from: {one_line(err)}") from None
+        path, stored = loaded.path, loaded.config
+        state = {f"generator.{k}": v for k, v in loaded.generator.state_dict().items()}
+    else:
+        ckpt = load_checkpoint(path)  # weights-only; truncated or foreign files are refused here, in one line
+        stored, state = ckpt.get(CONFIG_KEY), ckpt["state_dict"]
     if not isinstance(stored, Mapping):
         raise ResumeMismatchError(
             f"init_from: {path} records no model config; expected a checkpoint written by ctx_inpaint.train"
@@ -715,7 +729,7 @@ def check_init_from(cfg: DictConfig) -> InitWeights | None:
         )
         more = f" (and {len(differences) - 3} more)" if len(differences) > 3 else ""
         raise ResumeMismatchError(f"init_from: {path}'s {shown}{more}; expected the same networks")
-    return InitWeights(path, ckpt["state_dict"])
+    return InitWeights(path, state, generator_only=not any(k.startswith("discriminator.") for k in state))
 
 
 def _class_name(cls: type) -> str:

@@ -1,9 +1,14 @@
 """Export the shipped models (``make weights``): each recorded run's last checkpoint -> float16 safetensors + JSON
 in ctx_inpaint/inference/pretrained/ (``--out``), with its training commands, how far and how long it trained and
 on what machine (run_status.json), the data's attribution (derived from the run's ``data.source``), its training
-config, and the float16 cost measured on the run's own validation masks (float32 vs float16 generator on the same
-held-out crops); the run's metrics.csv, run_status.json, overrides.yaml and config.yaml go to
+config, the earlier stage it was fine-tuned from (``starts_from``, when the run has an ``init_from``), and the
+float16 cost measured on the run's own validation masks (float32 vs float16 generator on the same held-out crops);
+the run's metrics.csv, run_status.json, overrides.yaml and config.yaml go to
 experiments/quality/shipped/runs/<name>/ (``--records``), beside the tables of ``make quality-shipped``.
+
+Which run each model comes from (``SHIPPED``): ``freeform`` <- ``<runs>/freeform_tune`` (``ship_freeform_tune``,
+``make weights-tune``: the ``<runs>/freeform`` run of ``make weights-train`` fine-tuned with a share of centre
+holes), ``center`` <- ``<runs>/center`` (``ship_center``, ``make weights-train``).
 
     python experiments/quality/freeform/ship.py --runs logs/runs/ship [--only freeform] [--out DIR] [--records DIR]
 
@@ -13,6 +18,7 @@ A run whose run_status.json does not say ``finished`` is refused unless ``--allo
 from __future__ import annotations
 
 import argparse
+import hashlib
 import importlib.metadata
 import json
 import shutil
@@ -25,6 +31,7 @@ from omegaconf import OmegaConf
 
 from ctx_inpaint.common.files import atomic_write
 from ctx_inpaint.common.run_folder import RunFolder
+from ctx_inpaint.config.checkpoint import load_checkpoint, training_meta
 from ctx_inpaint.data.sources import embedded_files, embedded_wide_files
 from ctx_inpaint.evaluation.run import evaluate
 from ctx_inpaint.inference.export import export
@@ -32,7 +39,10 @@ from ctx_inpaint.inference.weights import PRETRAINED, PRETRAINED_DIR
 
 ROOT = Path(__file__).resolve().parents[3]
 RECORDS = ROOT / "experiments" / "quality" / "shipped" / "runs"
-EXPERIMENTS = {"freeform": "ship_freeform", "center": "ship_center"}
+# Each shipped model: (its run dir under --runs, the experiment that run must have trained).
+SHIPPED = {"freeform": ("freeform_tune", "ship_freeform_tune"), "center": ("center", "ship_center")}
+# The make target that trains (and, with ARGS=ckpt_path=last, resumes) each run.
+TRAIN_TARGET = {"freeform": "weights-tune", "center": "weights-train"}
 DATA_PACKAGE = "mvtb-data"
 # What the JSON keeps of the run's composed config: what was trained, on what, how (not loggers, paths, callbacks).
 CONFIG_KEYS = ("name", "seed", "data", "masks", "model", "optim")
@@ -176,6 +186,162 @@ def machine_line(m: dict[str, Any]) -> str:
     )
 
 
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _dig(record: Any, *keys: str) -> Any:
+    """``record[k1][k2]...``, None where a level is missing or not a dict."""
+    for key in keys:
+        record = record.get(key) if isinstance(record, dict) else None
+    return record
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        loaded = yaml.safe_load(path.read_text()) if path.is_file() else None
+    except (OSError, yaml.YAMLError):
+        return {}
+    return loaded if isinstance(loaded, dict) else {}
+
+
+def init_path(value: str) -> Path | None:
+    """The file ``init_from=value`` names, as the training run would have found it: a path (relative ones from
+    here or the repository root), else a shipped model's name (its ``.safetensors``); None when there is none."""
+    path = Path(value).expanduser()
+    candidates = [path] if path.is_absolute() else [path, ROOT / path]
+    if value in PRETRAINED:
+        candidates.append(PRETRAINED_DIR / f"{value}.safetensors")
+    return next((p for p in candidates if p.is_file()), None)
+
+
+def export_summary(meta: dict[str, Any]) -> dict[str, Any]:
+    """What an earlier stage's export JSON says of its training (keys it lacks are left out)."""
+    status = meta.get("run_status") if isinstance(meta.get("run_status"), dict) else {}
+    trained = meta.get("trained") if isinstance(meta.get("trained"), dict) else {}
+    commands = meta.get("training_commands") or (
+        [meta["training_command"]] if meta.get("training_command") else None
+    )
+    out = {
+        "sha256": meta.get("sha256"),
+        "experiment": meta.get("experiment"),
+        "trained": {k: trained[k] for k in ("epoch", "global_step", "train_seconds") if k in trained} or None,
+        "training_commands": commands,
+        "made_by": meta.get("made_by"),
+        "machine": meta.get("machine"),
+        "precision": _dig(meta, "training_config", "trainer", "precision"),
+        "started_at": status.get("started_at"),
+        "updated_at": status.get("updated_at"),
+        "wall_time_s": status.get("wall_time_s"),
+        "attempts": status.get("attempts"),
+        "starts_from": meta.get("starts_from"),  # that stage's own earlier stage, if any
+    }
+    return {k: v for k, v in out.items() if v is not None}
+
+
+def checkpoint_summary(path: Path) -> dict[str, Any]:
+    """A training checkpoint as found now: size, sha256, how far it had trained, and (``<run>/checkpoints/x.ckpt``)
+    its run's record: run_status.json, experiment, precision, commands, machine."""
+    out: dict[str, Any] = {
+        "kind": "training checkpoint",
+        "size_bytes": path.stat().st_size,
+        "sha256": _sha256(path),
+    }
+    try:
+        out["trained"] = training_meta(load_checkpoint(path)) or None
+    except Exception:  # noqa: BLE001 - a record, not a check: an unreadable checkpoint only loses its steps
+        out["trained"] = None
+    run = path.parents[1] if path.parent.name == "checkpoints" else None
+    folder = RunFolder(run) if run is not None else None
+    try:
+        status = json.loads(folder.status.read_text()) if folder and folder.status.is_file() else None
+    except (OSError, ValueError):
+        status = None
+    if isinstance(status, dict) and folder is not None:
+        cfg = _read_yaml(folder.config)
+        resolved = _read_yaml(folder.resolved_config)
+        try:
+            lines = commands(folder.root, status) if folder.overrides.is_file() else None
+        except (OSError, yaml.YAMLError, TypeError):
+            lines = None
+        machine = status.get("machine")
+        out |= {
+            "run": str(folder.root),
+            "experiment": cfg.get("name"),
+            "status": status.get("status"),
+            "global_step": status.get("global_step"),
+            "wall_time_s": status.get("wall_time_s"),
+            "started_at": status.get("started_at"),
+            "updated_at": status.get("updated_at"),
+            "attempts": status.get("attempts"),
+            "precision": _dig(resolved, "trainer", "precision") or _dig(cfg, "trainer", "precision"),
+            "training_commands": lines,
+            "machine": machine_line(machine) if isinstance(machine, dict) and machine else None,
+        }
+    return {k: v for k, v in out.items() if v is not None}
+
+
+def starts_from(value: Any, experiment: str | None = None) -> dict[str, Any] | None:
+    """The JSON's ``starts_from``: the earlier stage a run with ``init_from=value`` was fine-tuned from, as found
+    when exported (None for a run without ``init_from``). A ``.safetensors`` export is summarised from its JSON, a
+    training checkpoint from the file and its run's records; a path gone since is said to be so."""
+    if value is None:
+        return None
+    value = str(value)
+    out: dict[str, Any] = {"init_from": value}
+    path = init_path(value)
+    if path is None:
+        return out | {"note": "not found when exported"}
+    if str(path) != value:
+        out["path"] = str(path)
+    if path.suffix != ".safetensors":
+        return out | checkpoint_summary(path)
+    out["kind"] = "safetensors export"
+    try:
+        meta = json.loads(path.with_suffix(".json").read_text())
+    except (OSError, ValueError):
+        meta = None
+    if not isinstance(meta, dict):
+        return out | {
+            "size_bytes": path.stat().st_size,
+            "sha256": _sha256(path),
+            "note": "no readable JSON beside it",
+        }
+    if experiment is not None and meta.get("experiment") == experiment:
+        # a shipped name whose file is already this stage's own export (an earlier make weights): keep its record
+        earlier = meta.get("starts_from")
+        if isinstance(earlier, dict) and earlier.get("init_from") == value:
+            return earlier
+        return out | {"note": f"{path} is already this stage's own export; the earlier stage is not recorded"}
+    out |= export_summary(meta)
+    actual = _sha256(path)
+    if out.get("sha256") != actual:
+        out["note"] = f"the file's sha256 {actual[:16]} differs from its JSON's"
+    return out
+
+
+def made_by(name: str, runs: str, attempts: Any, launches: int, init_from: Any, only: list[str]) -> str:
+    """The make targets that produced the run, then its export."""
+    note = f" ({attempts} launches of this run)" if launches > 1 else ""
+    if name == "freeform":
+        default = Path(runs) / "freeform" / "checkpoints" / "last.ckpt"
+        if init_from is None or Path(str(init_from)).expanduser().resolve() == default.resolve():
+            steps = [
+                f"make weights-train WEIGHTS_RUNS={runs}",
+                f"make weights-tune WEIGHTS_RUNS={runs}{note}",
+            ]
+        else:  # the earlier stage is not weights-train's run: starts_from records what it was
+            steps = [f"make weights-tune WEIGHTS_RUNS={runs} SHIP_TUNE_INIT={init_from}{note}"]
+    else:
+        steps = [f"make {TRAIN_TARGET.get(name, 'weights-train')} WEIGHTS_RUNS={runs}{note}"]
+    steps.append(f"make weights WEIGHTS_RUNS={runs}" + "".join(f" ARGS='--only {n}'" for n in only))
+    return ", then ".join(steps)
+
+
 def fp16_cost(checkpoint: Path, f16: Path) -> dict[str, float]:
     """Validation metrics (the run's own masks) of the float32 checkpoint and the float16 export."""
     with tempfile.TemporaryDirectory() as tmp:
@@ -194,53 +360,64 @@ def fp16_cost(checkpoint: Path, f16: Path) -> dict[str, float]:
 
 def check(run: Path, name: str, allow_unfinished: bool) -> None:
     """Refuse, in one line, a run dir that lacks a file, trained another experiment or has not finished."""
+    experiment, target = SHIPPED[name][1], TRAIN_TARGET[name]
     for needed in run_files(run):
         if not needed.is_file():
-            raise SystemExit(f"ship.py: {needed} is missing; train it with make weights-train")
+            raise SystemExit(f"ship.py: {needed} is missing; train it with make {target}")
     cfg = yaml.safe_load(RunFolder(run).config.read_text()) or {}
-    if cfg.get("name") != EXPERIMENTS[name]:
+    if cfg.get("name") != experiment:
         raise SystemExit(
-            f"ship.py: {run} trained {cfg.get('name')!r}; the shipped {name!r} model is {EXPERIMENTS[name]!r}"
+            f"ship.py: {run} trained {cfg.get('name')!r}; the shipped {name!r} model is {experiment!r}"
         )
     status = json.loads(RunFolder(run).status.read_text()).get("status")
     if status != "finished" and not allow_unfinished:
         raise SystemExit(
-            f"ship.py: {RunFolder(run).status} says {status!r}, not 'finished'; resume it (make weights-train "
+            f"ship.py: {RunFolder(run).status} says {status!r}, not 'finished'; resume it (make {target} "
             "ARGS=ckpt_path=last) or pass --allow-unfinished"
         )
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--runs", default="logs/runs/ship", help="holds freeform/ and center/ run dirs")
+    p.add_argument(
+        "--runs",
+        default="logs/runs/ship",
+        help="holds the run dirs: " + ", ".join(f"{d}/ ({n})" for n, (d, _) in SHIPPED.items()),
+    )
     p.add_argument("--out", default=str(PRETRAINED_DIR), help="where the .safetensors + .json go")
     p.add_argument("--records", default=str(RECORDS), help="where each run's records go (<records>/<name>/)")
     p.add_argument(
-        "--only", choices=sorted(PRETRAINED), action="append", help="export this model only (repeatable)"
+        "--only",
+        choices=sorted(PRETRAINED),
+        action="append",
+        help="export this model only (repeatable): "
+        + ", ".join(f"{n} from {d}/" for n, (d, _) in SHIPPED.items()),
     )
     p.add_argument("--allow-unfinished", action="store_true", help="export a run that has not finished")
     args = p.parse_args()
     names = args.only or list(PRETRAINED)
     # Every run is checked before anything is written: a missing one must not leave a half-updated pretrained/.
     for name in names:
-        check(Path(args.runs) / name, name, args.allow_unfinished)
+        check(Path(args.runs) / SHIPPED[name][0], name, args.allow_unfinished)
     for name in names:
-        run = Path(args.runs) / name
+        run_dir, experiment = SHIPPED[name]
+        run = Path(args.runs) / run_dir
         folder = RunFolder(run)
         status = json.loads(folder.status.read_text())
         cfg = yaml.safe_load(folder.config.read_text()) or {}
         data = data_record(cfg)
         lines = commands(run, status)
         machine = status.get("machine") or {}
+        # read before the export: init_from may name this very shipped file
+        earlier = starts_from(cfg.get("init_from"), experiment)
         extra = {
             "name": name,
-            "experiment": EXPERIMENTS[name],
+            "experiment": experiment,
             "training_command": lines[-1] if lines[0].startswith("#") else lines[0],
             "training_commands": lines,
-            "made_by": f"make weights-train WEIGHTS_RUNS={args.runs}"
-            + (f" ({status.get('attempts')} launches of this run)" if len(lines) > 1 else "")
-            + f", then make weights WEIGHTS_RUNS={args.runs}"
-            + "".join(f" ARGS='--only {n}'" for n in args.only or ()),
+            "made_by": made_by(
+                name, args.runs, status.get("attempts"), len(lines), cfg.get("init_from"), args.only or []
+            ),
             "run_status": status,
             "data": data,
             "data_attribution": data["attribution"],
@@ -248,6 +425,7 @@ def main() -> None:
             + (" (the last launch's)" if int(status.get("attempts") or 1) > 1 else "")
             + threads_per_launch(status),
             "training_config": training_config(cfg),
+            **({"starts_from": earlier} if earlier is not None else {}),
         }
         path, json_path = export(
             folder.last_checkpoint,

@@ -93,6 +93,18 @@ def config_of(meta: dict[str, Any]) -> tuple[dict[str, Any], str]:
     return out, where
 
 
+def center_share(m: dict[str, Any]) -> float:
+    """The share of ``FreeForm`` samples that are the centre hole (``center_probability``; 0 when not recorded)."""
+    p = m.get("center_probability")
+    return float(p) if isinstance(p, int | float) and p > 0 else 0.0
+
+
+def center_side(size: Any) -> Any:
+    """The side of ``FreeForm``'s centre hole at ``size`` px: ``CenterMask(size, size // 2, size // 32)``'s hidden
+    square (56 at 128)."""
+    return size // 2 - 2 * max(1, size // 32) if isinstance(size, int) else "?"
+
+
 def masks_text(m: dict[str, Any]) -> str:
     kind = short(m.get("_target_"))
     size = m.get("image_size")
@@ -102,8 +114,16 @@ def masks_text(m: dict[str, Any]) -> str:
     elif kind == "FreeForm":
         text = (
             f"free-form strokes and blobs hiding {m['min_coverage']:.0%} to {m['max_coverage']:.0%} of the "
-            f"{size}-px input (`FreeForm`)"
+            f"{size}-px input"
         )
+        share = center_share(m)
+        if share:
+            text += (
+                f", and the centre {center_side(size)}-px hole in {share:.0%} of the samples (`FreeForm`, "
+                "`center_probability`)"
+            )
+        else:
+            text += " (`FreeForm`)"
     else:
         text = f"`{kind}` masks on the {size}-px input"
     if m.get("fill") and m["fill"] != "mean":
@@ -118,8 +138,21 @@ def purpose_text(m: dict[str, Any]) -> str:
         side = m["target_size"] - 2 * m["overlap"]
         return f"the centre hole (a {side}-px square in the middle of a {m['image_size']}-px window)"
     if kind == "FreeForm":
+        if center_share(m):
+            size = m.get("image_size")
+            return (
+                "holes of any shape (brush strokes and blobs) and the centre hole (a "
+                f"{center_side(size)}-px square in the middle of a {size}-px window)"
+            )
         return "holes of any shape (brush strokes and blobs)"
     return f"the holes of `{kind}`"
+
+
+def purpose_title(m: dict[str, Any]) -> str:
+    """The card's heading: the kind of hole the model is for."""
+    kind = short(m.get("_target_"))
+    title = PURPOSE.get(kind, kind)
+    return f"{title} and the centre hole" if kind == "FreeForm" and center_share(m) else title
 
 
 def model_text(cfg: dict[str, Any]) -> list[str]:
@@ -182,6 +215,64 @@ def data_lines(meta: dict[str, Any], cfg: dict[str, Any]) -> list[str]:
     ]
 
 
+def stage_text(earlier: dict[str, Any]) -> str:
+    """An earlier training stage (a ``starts_from`` record of ``make weights``) in one clause."""
+    what = f"{code('init_from=' + str(earlier.get('init_from')))}"
+    if earlier.get("note") and not earlier.get("kind"):
+        return f"{what} ({esc(earlier['note'])})"
+    trained = earlier.get("trained") if isinstance(earlier.get("trained"), dict) else {}
+    kind = earlier.get("kind") or "weights"
+    exp = f" of `{earlier['experiment']}`" if earlier.get("experiment") else ""
+    sha = f", sha256 `{str(earlier['sha256'])[:16]}`" if earlier.get("sha256") else ""
+    step = trained.get("global_step", earlier.get("global_step"))
+    facts = [f"{step:,} optimizer steps" if isinstance(step, int) else "steps not recorded"]
+    facts.append(f"{duration(trained.get('train_seconds'))} of training")
+    if isinstance(earlier.get("wall_time_s"), int | float):
+        span = (
+            f", from {earlier['started_at']} to {earlier['updated_at']}"
+            if earlier.get("started_at") and earlier.get("updated_at")
+            else ""
+        )
+        facts.append(f"fit wall time {duration(earlier['wall_time_s'])}{span}")
+    if earlier.get("attempts"):
+        facts.append(f"{earlier['attempts']} attempt{'' if earlier['attempts'] == 1 else 's'}")
+    if earlier.get("precision"):
+        facts.append(f"precision `{earlier['precision']}`")
+    text = f"{what}, a {esc(kind)}{exp}{sha}: {', '.join(facts)}"
+    if earlier.get("machine"):
+        text += f"; on {esc(earlier['machine'])}"
+    if earlier.get("made_by"):
+        text += f"; made by {code(earlier['made_by'])}"
+    if earlier.get("note"):
+        text += f" ({esc(earlier['note'])})"
+    before = earlier.get("starts_from")
+    if isinstance(before, dict) and before.get("init_from"):
+        text += f"; that stage itself started from {code('init_from=' + str(before['init_from']))}"
+    return text
+
+
+def starts_from_lines(earlier: Any, seconds: Any) -> list[str]:
+    """The Training section's **Starts from** item: the earlier stage, its commands, and the total time."""
+    if not isinstance(earlier, dict):
+        return []
+    trained = earlier.get("trained") if isinstance(earlier.get("trained"), dict) else {}
+    before = trained.get("train_seconds")
+    total = (
+        f"; {duration(seconds + before)} of training in all (this stage's {duration(seconds)} + the earlier "
+        f"stage's {duration(before)})"
+        if isinstance(seconds, int | float) and isinstance(before, int | float)
+        else ""
+    )
+    commands = earlier.get("training_commands") or []
+    lines = [
+        f"- **Starts from**: {stage_text(earlier)}. The steps and time above are this stage's only{total}."
+        + (" Its commands:" if commands else "")
+    ]
+    if commands:
+        lines += ["", "    ```bash", *(f"    {c}" for c in commands), "    ```"]
+    return lines
+
+
 def training_lines(meta: dict[str, Any]) -> list[str]:
     trained, status = meta.get("trained") or {}, meta.get("run_status") or {}
     t = meta.get("training") or {}
@@ -210,6 +301,9 @@ def training_lines(meta: dict[str, Any]) -> list[str]:
         f"- **Time**: {duration(trained.get('train_seconds'))} of training (the checkpoint's Timer, all attempts); "
         f"fit wall time {duration(status.get('wall_time_s'))} (`run_status.json`), from {status.get('started_at')} "
         f"to {status.get('updated_at')}.",
+    ]
+    lines += starts_from_lines(meta.get("starts_from"), trained.get("train_seconds"))
+    lines += [
         f"- **Attempts**: {status.get('attempts', 'not recorded')} (run status `{status.get('status')}`).",
         f"- **Machine**: {esc(m_text)}.",
     ]
@@ -389,10 +483,9 @@ def card(
             "",
         ]
     cfg, cfg_source = config_of(meta)
-    kind = short((cfg.get("masks") or {}).get("_target_"))
     f16 = meta.get("float16_check") or {}
     lines = [
-        f"## `{name}`: {PURPOSE.get(kind, kind)}",
+        f"## `{name}`: {purpose_title(cfg.get('masks') or {})}",
         "",
         f"For {purpose_text(cfg.get('masks') or {})} in photos of any size: each hole is filled from a window "
         f'around it. Load it with `Inpainter.load("{name}")` or `python -m ctx_inpaint.inpaint -c {name}`.',
