@@ -289,6 +289,6 @@ leak-check: ## Does the fill depend on hidden pixels? Two photos differing only 
 clean: ## Remove run outputs (logs/) and caches, keep .venv
 	rm -rf logs .pytest_cache .ruff_cache
 
-.PHONY: quality-unet quality-train-unet weights weights-train quality-freeform quality-shipped quality-latency model-cards leak-check help install train test lint format clean evaluate quality quality-train quality-train-tuned quality-probes ablations report bench-data bench bench-attempts bench-precision bench-ab bench3 gpu-check
+.PHONY: quality-unet quality-train-unet weights weights-train weights-tune quality-freeform quality-shipped quality-latency model-cards leak-check help install train test lint format clean evaluate quality quality-train quality-train-tuned quality-probes ablations report bench-data bench bench-attempts bench-precision bench-ab bench3 gpu-check
 .PHONY: demo demo-loadtest demo-screenshot time-to-quality time-to-quality-report allocator-ab
 .PHONY: docs docs-serve reliability-memory ablations-report bench-contention bench-peak bf16-quality train-speedup

@@ -234,6 +234,7 @@ def export_summary(meta: dict[str, Any]) -> dict[str, Any]:
         "made_by": meta.get("made_by"),
         "machine": meta.get("machine"),
         "precision": _dig(meta, "training_config", "trainer", "precision"),
+        "bf16_native": _dig(meta, "run_status", "machine", "bf16_native"),  # what precision auto became
         "started_at": status.get("started_at"),
         "updated_at": status.get("updated_at"),
         "wall_time_s": status.get("wall_time_s"),

@@ -215,6 +215,13 @@ def data_lines(meta: dict[str, Any], cfg: dict[str, Any]) -> list[str]:
     ]
 
 
+def precision_text(precision: Any, bf16_native: Any) -> str:
+    """``trainer.precision`` as run: ``auto`` is bf16-mixed on a machine with native bf16, else 32-true."""
+    if precision == "auto" and isinstance(bf16_native, bool):
+        return f"`auto` ({'bf16-mixed: native bf16' if bf16_native else '32-true: no native bf16'})"
+    return f"`{precision}`"
+
+
 def stage_text(earlier: dict[str, Any]) -> str:
     """An earlier training stage (a ``starts_from`` record of ``make weights``) in one clause."""
     what = f"{code('init_from=' + str(earlier.get('init_from')))}"
@@ -237,7 +244,7 @@ def stage_text(earlier: dict[str, Any]) -> str:
     if earlier.get("attempts"):
         facts.append(f"{earlier['attempts']} attempt{'' if earlier['attempts'] == 1 else 's'}")
     if earlier.get("precision"):
-        facts.append(f"precision `{earlier['precision']}`")
+        facts.append(f"precision {precision_text(earlier['precision'], earlier.get('bf16_native'))}")
     text = f"{what}, a {esc(kind)}{exp}{sha}: {', '.join(facts)}"
     if earlier.get("machine"):
         text += f"; on {esc(earlier['machine'])}"
@@ -294,6 +301,10 @@ def training_lines(meta: dict[str, Any]) -> list[str]:
         m_text += (
             f"; {machine.get('torch_threads')} torch threads, {machine.get('platform')} (`run_status.json`)"
         )
+    precision = ((meta.get("training_config") or {}).get("trainer") or {}).get("precision")
+    precision_line = (
+        [f"- **Precision**: {precision_text(precision, machine.get('bf16_native'))}."] if precision else []
+    )
     lines = [
         f"- **Steps**: {step:,} optimizer steps (Lightning's `global_step`), {epoch_text}."
         if isinstance(step, int)
@@ -306,6 +317,7 @@ def training_lines(meta: dict[str, Any]) -> list[str]:
     lines += [
         f"- **Attempts**: {status.get('attempts', 'not recorded')} (run status `{status.get('status')}`).",
         f"- **Machine**: {esc(m_text)}.",
+        *precision_line,
     ]
     if status and not same:
         lines.append(
