@@ -206,7 +206,7 @@ bench-peak: ## The peak search and fp32/bf16 fractions of l2_0999's steps on eve
 		trainer.precision=32-true bench.bf16=true bench.out_json=experiments/perf/peak/l2_0999_fp32.json \
 		hydra.run.dir=$${TMPDIR:-/tmp}/ctx_peak_fp32 $(ARGS) 2>&1 | tee experiments/perf/peak/l2_0999_fp32.txt
 
-# Shipped weights (issue 27): two recorded trainings on 2 CPU cores (below), then their generators as float16
+# Shipped weights (issue 27): recorded trainings on 2 CPU cores (weights-train, then weights-tune for freeform), then their generators as float16
 # safetensors + JSON in ctx_inpaint/inference/pretrained/ (what Inpainter.load and `inpaint -c NAME` load). Resume an interrupted pair
 # with ARGS=ckpt_path=last: the cosine lr follows the Timer, whose elapsed time travels in last.ckpt.
 WEIGHTS_RUNS ?= logs/runs/ship
