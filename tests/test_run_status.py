@@ -314,11 +314,11 @@ def test_starts_from_a_checkpoint_reads_its_run_record(tmp_path: Path) -> None:
     assert record["training_commands"] == [
         f"python -m ctx_inpaint.train +experiment=ship_freeform trainer.max_time=00:01:50:00 hydra.run.dir={run}"
     ]
-    assert ship.made_by("freeform", str(tmp_path), 1, 1, str(ckpt), []) == (
+    assert ship.made_by("freeform", str(tmp_path), 1, str(ckpt), []) == (
         f"make weights-train WEIGHTS_RUNS={tmp_path}, then make weights-tune WEIGHTS_RUNS={tmp_path}, then "
         f"make weights WEIGHTS_RUNS={tmp_path}"
     )
-    assert ship.made_by("freeform", str(tmp_path), 1, 1, "/elsewhere/f.safetensors", ["freeform"]) == (
+    assert ship.made_by("freeform", str(tmp_path), 1, "/elsewhere/f.safetensors", ["freeform"]) == (
         f"make weights-tune WEIGHTS_RUNS={tmp_path} SHIP_TUNE_INIT=/elsewhere/f.safetensors, then "
         f"make weights WEIGHTS_RUNS={tmp_path} ARGS='--only freeform'"
     )

@@ -35,6 +35,7 @@ from ctx_inpaint.config.checkpoint import load_checkpoint, training_meta
 from ctx_inpaint.data.sources import embedded_files, embedded_wide_files
 from ctx_inpaint.evaluation.run import evaluate
 from ctx_inpaint.inference.export import export
+from ctx_inpaint.inference.loading import source_files
 from ctx_inpaint.inference.weights import PRETRAINED, PRETRAINED_DIR
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -187,11 +188,8 @@ def machine_line(m: dict[str, Any]) -> str:
 
 
 def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
     with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def _dig(record: Any, *keys: str) -> Any:
@@ -210,12 +208,11 @@ def _read_yaml(path: Path) -> dict[str, Any]:
 
 
 def init_path(value: str) -> Path | None:
-    """The file ``init_from=value`` names, as the training run would have found it: a path (relative ones from
-    here or the repository root), else a shipped model's name (its ``.safetensors``); None when there is none."""
-    path = Path(value).expanduser()
+    """The file ``init_from=value`` names, as the training run would have found it (``source_files``: a path, else a
+    shipped model's name as its ``.safetensors``; relative paths from here or the repository root); None when there
+    is none."""
+    path = source_files(value)[0]
     candidates = [path] if path.is_absolute() else [path, ROOT / path]
-    if value in PRETRAINED:
-        candidates.append(PRETRAINED_DIR / f"{value}.safetensors")
     return next((p for p in candidates if p.is_file()), None)
 
 
@@ -325,9 +322,9 @@ def starts_from(value: Any, experiment: str | None = None) -> dict[str, Any] | N
     return out
 
 
-def made_by(name: str, runs: str, attempts: Any, launches: int, init_from: Any, only: list[str]) -> str:
+def made_by(name: str, runs: str, attempts: Any, init_from: Any, only: list[str]) -> str:
     """The make targets that produced the run, then its export."""
-    note = f" ({attempts} launches of this run)" if launches > 1 else ""
+    note = f" ({attempts} launches of this run)" if int(attempts or 1) > 1 else ""
     if name == "freeform":
         default = Path(runs) / "freeform" / "checkpoints" / "last.ckpt"
         if init_from is None or Path(str(init_from)).expanduser().resolve() == default.resolve():
@@ -417,7 +414,7 @@ def main() -> None:
             "training_command": lines[-1] if lines[0].startswith("#") else lines[0],
             "training_commands": lines,
             "made_by": made_by(
-                name, args.runs, status.get("attempts"), len(lines), cfg.get("init_from"), args.only or []
+                name, args.runs, status.get("attempts"), cfg.get("init_from"), args.only or []
             ),
             "run_status": status,
             "data": data,
