@@ -220,7 +220,8 @@ SHIP_CENTER_TIME ?= 00:00:50:00
 SHIP_WAIT = $(if $(filter 1,$(SHIP_FREEFORM_THREADS)),OMP_WAIT_POLICY=PASSIVE,CTX_INPAINT_THREAD_POLICY=spin)
 weights-train: ## Train the shipped models into WEIGHTS_RUNS: ship_freeform (SHIP_FREEFORM_TIME, 1 h on 2 threads), then its extension (to SHIP_EXT_TIME, 1 h 50) beside ship_center fine-tuned from it (SHIP_CENTER_TIME, 50 min), one thread each; ARGS=ckpt_path=last resumes
 	mkdir -p $(WEIGHTS_RUNS)
-	OMP_NUM_THREADS=$(SHIP_FREEFORM_THREADS) $(SHIP_WAIT) $(PY) -m ctx_inpaint.train +experiment=ship_freeform hydra.run.dir=$(WEIGHTS_RUNS)/freeform trainer.max_time=$(SHIP_FREEFORM_TIME) $(ARGS) > $(WEIGHTS_RUNS).freeform.log 2>&1
+	OMP_NUM_THREADS=$(SHIP_FREEFORM_THREADS) $(SHIP_WAIT) $(PY) -m ctx_inpaint.train +experiment=ship_freeform hydra.run.dir=$(WEIGHTS_RUNS)/freeform trainer.max_time=$(SHIP_FREEFORM_TIME) $(ARGS) > $(WEIGHTS_RUNS).freeform.log 2>&1 \
+		|| { tail -n 1 $(WEIGHTS_RUNS).freeform.log; exit 1; }
 	test -f $(WEIGHTS_RUNS)/center_init.ckpt || cp $(WEIGHTS_RUNS)/freeform/checkpoints/last.ckpt $(WEIGHTS_RUNS)/center_init.ckpt
 	OMP_NUM_THREADS=1 OMP_WAIT_POLICY=PASSIVE $(PY) -m ctx_inpaint.train +experiment=ship_freeform hydra.run.dir=$(WEIGHTS_RUNS)/freeform ckpt_path=last trainer.max_time=$(SHIP_EXT_TIME) > $(WEIGHTS_RUNS).freeform_ext.log 2>&1 & \
 	OMP_NUM_THREADS=1 OMP_WAIT_POLICY=PASSIVE $(PY) -m ctx_inpaint.train +experiment=ship_center hydra.run.dir=$(WEIGHTS_RUNS)/center init_from=$(WEIGHTS_RUNS)/center_init.ckpt trainer.max_time=$(SHIP_CENTER_TIME) $(ARGS) > $(WEIGHTS_RUNS).center.log 2>&1 & \
@@ -237,7 +238,8 @@ weights-tune: ## Fine-tune the free-form run (SHIP_TUNE_INIT) into WEIGHTS_RUNS/
 	mkdir -p $(WEIGHTS_RUNS)
 	OMP_NUM_THREADS=$(SHIP_TUNE_THREADS) $(if $(filter 1,$(SHIP_TUNE_THREADS)),OMP_WAIT_POLICY=PASSIVE,CTX_INPAINT_THREAD_POLICY=spin) \
 		$(PY) -m ctx_inpaint.train +experiment=ship_freeform_tune hydra.run.dir=$(WEIGHTS_RUNS)/freeform_tune \
-		init_from=$(SHIP_TUNE_INIT) trainer.max_time=$(SHIP_TUNE_TIME) $(ARGS) > $(WEIGHTS_RUNS).freeform_tune.log 2>&1
+		init_from=$(SHIP_TUNE_INIT) trainer.max_time=$(SHIP_TUNE_TIME) $(ARGS) > $(WEIGHTS_RUNS).freeform_tune.log 2>&1 \
+		|| { tail -n 1 $(WEIGHTS_RUNS).freeform_tune.log; exit 1; }
 	tail -n 2 $(WEIGHTS_RUNS).freeform_tune.log
 
 weights: ## Export WEIGHTS_RUNS' last checkpoints to ctx_inpaint/inference/pretrained/ (float16 safetensors + JSON, float16 cost measured; run records in experiments/quality/shipped/runs/); ARGS="--only freeform"
